@@ -1,0 +1,1 @@
+"""The ClientApp and the client half of every algorithm. Never imports `strategies/`."""

@@ -1,0 +1,39 @@
+"""The ClientApp: routes each message to the client half the run config names."""
+
+from __future__ import annotations
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from clients import state
+from clients.data import client_index
+from clients.registry import CLIENTS
+
+app = ClientApp()
+
+
+def _handle(msg: Message, context: Context, handler: str) -> Message:
+    algorithm = CLIENTS[str(context.run_config["algorithm.name"])](context)
+    server_round = int(msg.content["config"]["server-round"])
+    state.restore(context, algorithm.client_id, server_round)
+    content = getattr(algorithm, handler)(msg)
+    if handler == "train":
+        state.save(context, algorithm.client_id, server_round)
+    return Message(content=content, reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    return _handle(msg, context, "train")
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    return _handle(msg, context, "evaluate")
+
+
+@app.query()
+def identify(msg: Message, context: Context) -> Message:
+    """Tell the server this node's stable client id (Flower's node ids change between runs)."""
+    identity = ConfigRecord({"client-id": client_index(context.node_config)})
+    return Message(content=RecordDict({"identity": identity}), reply_to=msg)

@@ -1,0 +1,94 @@
+"""The shared local-training core: mini-batch plans, an SGD loop, seeds and devices.
+
+Training is a function of (model, data, batch plan, loss) with no hidden global state: the batch
+plan comes from a generator seeded by (run seed, round, client), so the same client in the same
+round draws the same batches on every engine, and a batched engine can reproduce them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed from any tuple of ints/strings, stable across processes and machines."""
+    ints = [p if isinstance(p, int) else int.from_bytes(str(p).encode()[:16].ljust(16, b"\0"), "little") for p in parts]
+    return int(np.random.SeedSequence(ints).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def generator(*parts: int | str) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+def batch_plan(num_samples: int, batch_size: int, epochs: int, steps: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """Index batches: `steps` batches if steps > 0, else `epochs` reshuffled passes.
+
+    With `steps`, passes are chained so that a client with few samples still takes `steps` steps.
+    """
+    if num_samples == 0:
+        return []
+    batch_size = min(batch_size, num_samples)
+    batches: list[torch.Tensor] = []
+    passes = epochs if steps <= 0 else -1
+    while passes != 0 and (steps <= 0 or len(batches) < steps):
+        order = torch.randperm(num_samples, generator=gen)
+        batches += list(order.split(batch_size))
+        passes -= 1
+    return batches[:steps] if steps > 0 else batches
+
+
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(x), y)
+
+
+def sgd_train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batches: list[torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn = cross_entropy,
+) -> float:
+    """Run one optimizer step per batch; return the mean loss (kept on device until the end)."""
+    model.train()
+    total = torch.zeros((), device=x.device)
+    for idx in batches:
+        idx = idx.to(x.device)
+        loss = loss_fn(model, x[idx], y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach()
+    return float(total / max(len(batches), 1))
+
+
+def sgd(params, cfg: dict, lr: float | None = None) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        params,
+        lr=float(cfg["train.lr"] if lr is None else lr),
+        momentum=float(cfg["train.momentum"]),
+        weight_decay=float(cfg["train.weight_decay"]),
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def batches_from(cfg: dict, num_samples: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """The batch plan the run config asks for (train.local_epochs or train.local_steps)."""
+    return batch_plan(
+        num_samples, int(cfg["train.batch_size"]), int(cfg["train.local_epochs"]), int(cfg["train.local_steps"]), gen
+    )
+
+
+def parameter_vector(model: nn.Module) -> Iterator[torch.Tensor]:
+    return (p for p in model.parameters() if p.requires_grad)

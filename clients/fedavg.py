@@ -1,0 +1,25 @@
+"""FedAvg's client half: E local epochs (or S steps) of SGD from the global weights.
+
+Also the client half of the server-side variants (FedAvgM, FedAdam, FedYogi, FedTrimmedAvg, Krum):
+they differ only in how the server combines the same updates.
+"""
+
+from __future__ import annotations
+
+from flwr.app import Message
+from torch import nn
+
+from clients.base import ClientAlgorithm
+from clients.core import batches_from, cross_entropy, sgd, sgd_train
+
+
+class FedAvgClient(ClientAlgorithm):
+    def fit(self, model: nn.Module, msg: Message) -> dict:
+        d = self.data
+        batches = batches_from(self.cfg, len(d.y_labeled), self.generator(self.server_round(msg)))
+        loss = sgd_train(model, d.x_labeled, d.y_labeled, batches, sgd(model.parameters(), self.cfg), self.loss_fn(model, msg))
+        return {"train/loss": loss, "num-examples": len(d.y_labeled)}
+
+    def loss_fn(self, model: nn.Module, msg: Message):
+        """The local objective; plain cross-entropy here."""
+        return cross_entropy

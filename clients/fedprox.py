@@ -1,0 +1,26 @@
+"""FedProx's client half: FedAvg's local SGD plus the proximal term (mu/2)||w - w_global||^2.
+
+Flower's FedProx strategy sends mu as `proximal-mu` in the train config; the term is the
+client's job.
+"""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import Message
+from torch import nn
+
+from clients.core import cross_entropy
+from clients.fedavg import FedAvgClient
+
+
+class FedProxClient(FedAvgClient):
+    def loss_fn(self, model: nn.Module, msg: Message):
+        mu = float(msg.content["config"]["proximal-mu"])
+        anchor = [p.detach().clone() for p in model.parameters()]
+
+        def proximal(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            drift = sum(((p - a) ** 2).sum() for p, a in zip(m.parameters(), anchor))
+            return cross_entropy(m, x, y) + 0.5 * mu * drift
+
+        return proximal

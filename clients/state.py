@@ -1,0 +1,72 @@
+"""Client state that survives a process restart.
+
+`context.state` lives as long as the process that holds the Context. After each call that changed
+it, the client also writes it to `<state-dir>/<client>/round-<r>.pt` (the node's `state-dir`, or the
+run's checkpoint folder in simulation). A fresh process, or a resumed run, restores the newest file
+written before the current round, so client state always matches the server's checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
+
+KINDS = {"arrays": ArrayRecord, "metrics": MetricRecord, "config": ConfigRecord}
+ROUND_FILE = re.compile(r"round-(\d+)\.pt$")
+
+
+def state_dir(context: Context, client_id: int | str) -> Path | None:
+    root = context.node_config.get("state-dir") or (
+        os.path.join(str(context.run_config["output.dir"]), "checkpoints", "clients") if context.run_config.get("output.dir") else None
+    )
+    return Path(str(root)) / str(client_id) if root else None
+
+
+def _encode(state: RecordDict) -> dict:
+    out = {}
+    for key, record in state.items():
+        if isinstance(record, ArrayRecord):
+            out[key] = ("arrays", {k: torch.from_numpy(v.numpy().copy()) for k, v in record.items()})
+        else:
+            out[key] = ("metrics" if isinstance(record, MetricRecord) else "config", dict(record))
+    return out
+
+
+def _decode(blob: dict) -> RecordDict:
+    records = {}
+    for key, (kind, values) in blob.items():
+        records[key] = ArrayRecord(values) if kind == "arrays" else KINDS[kind](values)
+    return RecordDict(records)
+
+
+def save(context: Context, client_id: int | str, server_round: int) -> None:
+    """Write the state after round `server_round`, keeping only the newest file."""
+    folder = state_dir(context, client_id)
+    if folder is None or len(context.state) == 0:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"round-{server_round}.pt"
+    tmp = target.with_suffix(".tmp")
+    torch.save(_encode(context.state), tmp)
+    tmp.replace(target)
+    for old in folder.glob("round-*.pt"):
+        match = ROUND_FILE.search(old.name)
+        if match and int(match.group(1)) < server_round:
+            old.unlink(missing_ok=True)
+
+
+def restore(context: Context, client_id: int | str, server_round: int) -> None:
+    """Fill an empty `context.state` from the newest file of a round before `server_round`."""
+    folder = state_dir(context, client_id)
+    if folder is None or len(context.state) > 0 or not folder.is_dir():
+        return
+    saved = [(int(m.group(1)), p) for p in folder.glob("round-*.pt") if (m := ROUND_FILE.search(p.name))]
+    saved = [item for item in saved if item[0] < server_round]
+    if saved:
+        restored = _decode(torch.load(max(saved)[1], weights_only=False))
+        for key, record in restored.items():
+            context.state[key] = record

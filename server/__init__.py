@@ -1,0 +1,1 @@
+"""The ServerApp: config -> strategy -> rounds -> central evaluation -> results."""

@@ -1,0 +1,138 @@
+"""The server's round loop: Flower's `Strategy.start` sequence, plus what a run needs around it.
+
+Each round calls the strategy's own configure/aggregate methods in Flower's order (train,
+client evaluation, central evaluation). Around them this loop adds what `Strategy.start` lacks:
+stable client ids, a metrics line and a checkpoint after every round, resume from the last
+checkpoint, byte and failure counts, and a progress bar.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Iterable
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from server.evaluation import CentralEvaluator
+from server.results import RunDirectory
+from strategies.registry import build_strategy
+from tasks.errors import ConfigError
+from tasks.models import build_model
+from tasks.partitions import build_federation
+
+console = Console(stderr=True)
+
+
+def identify_clients(grid: Grid, expected: int, timeout: float) -> dict[int, int]:
+    """Ask every node for its stable client id; waits until `expected` nodes are connected."""
+    deadline = time.monotonic() + timeout
+    while len(node_ids := list(grid.get_node_ids())) < expected:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(node_ids)} of clients.num={expected} nodes connected within {timeout:.0f}s")
+        time.sleep(0.5)
+    query = RecordDict({"config": ConfigRecord({"server-round": 0})})
+    replies = grid.send_and_receive([Message(query, dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids], timeout=timeout)
+    ids = {m.metadata.src_node_id: int(m.content["identity"]["client-id"]) for m in replies if not m.has_error()}
+    if len(set(ids.values())) != len(ids):
+        raise RuntimeError("two nodes reported the same client-id; each node needs its own")
+    return ids
+
+
+def _bytes(messages: Iterable[Message]) -> int:
+    return sum(rec.count_bytes() for m in messages if m.has_content() for rec in m.content.array_records.values())
+
+
+def _scalars(record) -> dict:
+    return dict(record) if record is not None else {}
+
+
+def run_federated(grid: Grid, cfg: dict) -> dict:
+    """Run (or resume) the rounds a flat run config describes; returns the summary."""
+    out = RunDirectory(str(cfg["output.dir"]))
+    federation = build_federation(cfg)
+    data = federation.data
+    device = torch.device("cuda" if str(cfg["train.device"]) in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(int(cfg["train.num_threads"]))
+    evaluate = CentralEvaluator(cfg, federation, device)
+    strategy = build_strategy(cfg)
+    num_rounds, every = int(cfg["rounds"]), int(cfg["evaluate.every"])
+
+    arrays = ArrayRecord(build_model(str(cfg["model.name"]), data.input_shape, data.num_classes, int(cfg["seed"])).state_dict())
+    first_round, elapsed = 1, 0.0
+    checkpoint = out.load_checkpoint() if cfg.get("resume") else None
+    if checkpoint is not None:
+        arrays = ArrayRecord(checkpoint["arrays"])
+        vars(strategy).update(pickle.loads(checkpoint["strategy"]))
+        first_round, elapsed = checkpoint["round"] + 1, checkpoint["elapsed"]
+        out.keep_metrics_until(checkpoint["round"])
+    else:
+        out.keep_metrics_until(-1)
+        out.append_metrics({"round": 0, **evaluate(arrays)})
+
+    strategy.client_of_node = identify_clients(grid, int(cfg["clients.num"]), float(cfg["clients.timeout"]))
+    timeout = float(cfg["clients.timeout"])
+    latest = out.read_metrics()[-1]
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(), console=console, disable=not console.is_terminal,
+    ) as progress:
+        task = progress.add_task(str(cfg["algorithm.name"]), total=num_rounds, completed=first_round - 1, status="")
+        for rnd in range(first_round, num_rounds + 1):
+            start = time.perf_counter()
+            sent = list(strategy.configure_train(rnd, arrays, ConfigRecord(), grid))
+            replies = list(grid.send_and_receive(sent, timeout=timeout))
+            new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
+            arrays = new_arrays if new_arrays is not None else arrays
+            record = {"round": rnd, **_scalars(train_metrics)}
+            record["clients/trained"] = sum(not m.has_error() for m in replies)
+            record.update({f"clients/{k}": v for k, v in strategy.round_stats.items()})
+            record["comm/bytes_down"], record["comm/bytes_up"] = _bytes(sent), _bytes(replies)
+            if rnd % every == 0 or rnd == num_rounds:
+                eval_sent = list(strategy.configure_evaluate(rnd, arrays, ConfigRecord(), grid))
+                eval_replies = grid.send_and_receive(eval_sent, timeout=timeout)
+                record.update(_scalars(strategy.aggregate_evaluate(rnd, eval_replies)))
+                record.update(evaluate(arrays))
+            record["time/round_s"] = time.perf_counter() - start
+            elapsed += record["time/round_s"]
+            record.pop("num-examples", None)
+            out.append_metrics(record)
+            out.save_checkpoint({
+                "round": rnd, "elapsed": elapsed,
+                "arrays": {k: v.numpy() for k, v in arrays.items()},
+                "strategy": pickle.dumps({k: v for k, v in vars(strategy).items() if k != "client_of_node"}),
+            })
+            latest = record if "global/acc" in record else latest
+            status = f"acc {latest.get('global/acc', 0):.3f}"
+            progress.update(task, advance=1, status=status)
+            if not console.is_terminal:
+                console.print(f"round {rnd}/{num_rounds}  {status}  {record['time/round_s']:.2f}s", highlight=False)
+    summary = summarize(out.read_metrics(), elapsed)
+    out.write_summary(summary)
+    return summary
+
+
+def summarize(history: list[dict], elapsed: float) -> dict:
+    """Final and best values of the headline metrics."""
+    evaluated = [r for r in history if "global/acc" in r]
+    final = evaluated[-1] if evaluated else {}
+    summary = {"rounds": history[-1]["round"] if history else 0, "train_time_s": elapsed}
+    for key, value in final.items():
+        if isinstance(value, (int, float)) and key != "round":
+            summary[f"final/{key}"] = value
+    for key in ("global/acc", "personal/acc"):
+        values = [r[key] for r in evaluated if key in r]
+        if values:
+            summary[f"best/{key}"] = max(values)
+    return summary
+
+
+def check_algorithm(cfg: dict) -> None:
+    from strategies.registry import STRATEGIES
+
+    if cfg.get("algorithm.name") not in STRATEGIES:
+        raise ConfigError.invalid("algorithm.name", cfg.get("algorithm.name"), "one of " + ", ".join(STRATEGIES))

@@ -1,0 +1,80 @@
+"""One directory per run: config.yaml, metrics.jsonl, summary.json, checkpoints/.
+
+The server checkpoint is written atomically after each round with a SHA-256 beside it, so a run
+killed at any moment resumes from the last complete round, and a damaged file is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from tasks.errors import ConfigError
+
+
+class RunDirectory:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.checkpoint_path = self.path / "checkpoints" / "server.pt"
+
+    # -- metrics -------------------------------------------------------------------------------
+    def append_metrics(self, record: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(_jsonable(record)) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def keep_metrics_until(self, last_round: int) -> None:
+        """Drop lines of rounds after the checkpoint (they will be recomputed)."""
+        kept = [r for r in self.read_metrics() if r["round"] <= last_round]
+        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def write_summary(self, summary: dict) -> None:
+        (self.path / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self, payload: dict) -> None:
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        blob = buffer.getvalue()
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        tmp.write_bytes(blob)
+        digest = self.checkpoint_path.with_suffix(".sha256")
+        digest_tmp = digest.with_suffix(".sha256.tmp")
+        digest_tmp.write_text(hashlib.sha256(blob).hexdigest())
+        tmp.replace(self.checkpoint_path)
+        digest_tmp.replace(digest)
+
+    def load_checkpoint(self) -> dict | None:
+        if not self.checkpoint_path.exists():
+            return None
+        blob = self.checkpoint_path.read_bytes()
+        digest = self.checkpoint_path.with_suffix(".sha256")
+        expected = digest.read_text().strip() if digest.exists() else ""
+        if hashlib.sha256(blob).hexdigest() != expected:
+            raise ConfigError(f"checkpoint {self.checkpoint_path} is damaged (checksum mismatch); remove {self.path} or pick another output.dir")
+        return torch.load(io.BytesIO(blob), weights_only=False)
+
+
+def _jsonable(value):
+    """JSON without NaN/Inf (they become null) and without numpy scalars."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,1 @@
+"""Experiments: Hydra configuration, engines, the `flowerbed` command, reports and benchmarks."""

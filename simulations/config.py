@@ -1,0 +1,207 @@
+"""Hydra config -> validated flat run_config, the only thing the apps read.
+
+Bad input is caught here, before any work: each problem becomes a `ConfigError` whose one-line
+message names the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from tasks.errors import ConfigError
+
+CONF_DIR = Path(__file__).parent / "conf"
+GROUPS = ("dataset", "partition", "model", "algorithm", "engine", "experiment")
+Scalar = bool | int | float | str
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def compose(overrides: list[str]):
+    """The Hydra config for these command-line overrides (`key=value`, `group=option`)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    for item in overrides:
+        key, _, value = item.lstrip("+~").partition("=")
+        if key in GROUPS and value not in group_options(key) and not (key == "experiment" and value == "null"):
+            raise ConfigError.invalid(key, value, "one of " + ", ".join(group_options(key)))
+        if "=" not in item:
+            raise ConfigError(f"{item!r} is not an override: write key=value (e.g. algorithm=fedprox partition.alpha=0.1)")
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            return hydra_compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(_first_line(err)) from err
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    match = re.search(r"Key '([^']+)' is not in struct", str(err))
+    if match:
+        return f"{match.group(1)} is not a configuration key (see simulations/conf/, or `flowerbed run --help`)"
+    return text
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def to_run_config(cfg) -> dict[str, Scalar]:
+    """Resolve interpolations and flatten to dotted keys with scalar values."""
+    from omegaconf import OmegaConf
+
+    try:
+        tree = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # an interpolation to a missing key
+        raise ConfigError(_first_line(err)) from err
+    flat = flatten(tree)
+    for key, value in flat.items():
+        if value is None or isinstance(value, (list, dict)):
+            raise ConfigError.invalid(key, value, "a single number, string or boolean")
+    return flat
+
+
+# -- value checks -------------------------------------------------------------------------------
+def _num(kind: type, low: float | None = None, high: float | None = None, low_open=False, high_open=False) -> Callable:
+    def check(value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+            return False
+        if low is not None and (value <= low if low_open else value < low):
+            return False
+        return not (high is not None and (value >= high if high_open else value > high))
+
+    parts = [("an integer" if kind is int else "a number")]
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low}")
+    if high is not None:
+        parts.append(f"{'<' if high_open else '<='} {high}")
+    check.allowed = " ".join(parts)  # type: ignore[attr-defined]
+    return check
+
+
+CHECKS: dict[str, Callable] = {
+    "seed": _num(int, 0),
+    "rounds": _num(int, 1),
+    "clients.num": _num(int, 1),
+    "clients.fraction_train": _num(float, 0, 1, low_open=True),
+    "clients.fraction_evaluate": _num(float, 0, 1),
+    "clients.min_train": _num(int, 1),
+    "clients.timeout": _num(float, 0, low_open=True),
+    "train.local_epochs": _num(int, 0),
+    "train.local_steps": _num(int, 0),
+    "train.batch_size": _num(int, 1),
+    "train.lr": _num(float, 0, low_open=True),
+    "train.momentum": _num(float, 0, 1, high_open=True),
+    "train.weight_decay": _num(float, 0),
+    "train.num_threads": _num(int, 1),
+    "evaluate.every": _num(int, 1),
+    "partition.alpha": _num(float, 0, low_open=True),
+    "partition.min_size": _num(int, 0),
+    "partition.classes_per_client": _num(int, 1),
+    "partition.imbalance_factor": _num(float, 1),
+    "partition.labeled_fraction": _num(float, 0, 1, low_open=True),
+    "algorithm.proximal_mu": _num(float, 0),
+    "algorithm.trim_beta": _num(float, 0, 0.5, high_open=True),
+    "algorithm.num_malicious": _num(int, 0),
+    "engine.num_cpus": _num(float, 0, low_open=True),
+    "engine.num_gpus": _num(float, 0),
+}
+
+
+def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
+    """Raise `ConfigError` for the first bad value; optionally build the federation too."""
+    from clients.registry import CLIENTS
+    from strategies.registry import STRATEGIES
+
+    for key, check in CHECKS.items():
+        if key in flat and not check(flat[key]):
+            raise ConfigError.invalid(key, flat[key], check.allowed)
+    for key in ("resume", "overwrite"):
+        if not isinstance(flat.get(key), bool):
+            raise ConfigError.invalid(key, flat.get(key), "true or false")
+    name = flat["algorithm.name"]
+    if name not in STRATEGIES or name not in CLIENTS:
+        raise ConfigError.invalid("algorithm.name", name, "one of " + ", ".join(sorted(STRATEGIES)))
+    if flat["train.local_epochs"] == 0 and flat["train.local_steps"] == 0:
+        raise ConfigError.invalid("train.local_steps", 0, "> 0 when train.local_epochs is 0")
+    device = str(flat["train.device"])
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ConfigError.invalid("train.device", device, "auto, cpu, cuda or cuda:N")
+    if load_data:
+        from tasks.models import build_model
+        from tasks.partitions import build_federation
+
+        fed = build_federation(flat)
+        classes = fed.data.num_classes
+        if flat.get("partition.name") == "pathological" and flat["partition.classes_per_client"] > classes:
+            raise ConfigError.invalid("partition.classes_per_client", flat["partition.classes_per_client"], f"at most the {classes} classes")
+        build_model(str(flat["model.name"]), fed.data.input_shape, classes, 0)
+
+
+def load(overrides: list[str], load_data: bool = True) -> dict[str, Scalar]:
+    flat = to_run_config(compose(overrides))
+    validate(flat, load_data=load_data)
+    return flat
+
+
+# -- [tool.flwr.app.config] ---------------------------------------------------------------------
+def app_config_defaults() -> dict[str, Scalar]:
+    """The Hydra defaults plus every key any group option adds (its first option's value).
+
+    `flwr run . -c "algorithm.name=fedprox"` may only override keys that pyproject declares,
+    so the declared set is the union over all options.
+    """
+    flat = to_run_config(compose([]))
+    for group in GROUPS[:-1]:
+        for option in group_options(group):
+            for key, value in to_run_config(compose([f"{group}={option}"])).items():
+                if key.startswith(group + ".") and key != f"{group}.name":
+                    flat.setdefault(key, value)
+    return dict(sorted(flat.items()))
+
+
+BEGIN, END = "# BEGIN generated by `python -m simulations.config`", "# END generated"
+
+
+def app_config_toml() -> str:
+    lines = [BEGIN, "[tool.flwr.app.config]"]
+    for key, value in app_config_defaults().items():
+        lines.append(f'"{key}" = {_toml(value)}')
+    return "\n".join(lines + [END])
+
+
+def _toml(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def pyproject_path() -> Path:
+    return Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def write_pyproject() -> None:
+    text = pyproject_path().read_text()
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    pyproject_path().write_text(text[:start] + app_config_toml() + text[end:])
+
+
+if __name__ == "__main__":
+    write_pyproject()
+    print(f"updated [tool.flwr.app.config] in {pyproject_path()}")

@@ -1,0 +1,1 @@
+"""Engines run the same ServerApp and ClientApp objects: in process, or on Flower's Ray engine."""

