@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -64,6 +65,7 @@ def cmd_run(overrides: list[str]) -> int:
             from server.app import app as server_app
             from simulations.engines.inprocess import run_in_process
 
+            logging.getLogger("flwr").setLevel(logging.WARNING)  # the progress bar says it all
             run_in_process(server_app, client_app, flat, int(flat["clients.num"]))
     except KeyboardInterrupt:
         console.print(f"\n[yellow]interrupted[/]: finished rounds are saved; continue with "
