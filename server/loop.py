@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -66,7 +66,7 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
     first_round, elapsed = 1, 0.0
     checkpoint = out.load_checkpoint() if cfg.get("resume") else None
     if checkpoint is not None:
-        arrays = ArrayRecord(checkpoint["arrays"])
+        arrays = ArrayRecord({k: Array(v) for k, v in checkpoint["arrays"].items()})
         vars(strategy).update(pickle.loads(checkpoint["strategy"]))
         first_round, elapsed = checkpoint["round"] + 1, checkpoint["elapsed"]
         out.keep_metrics_until(checkpoint["round"])

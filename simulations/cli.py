@@ -22,7 +22,7 @@ from rich.table import Table  # noqa: E402
 
 from tasks.errors import ConfigError  # noqa: E402
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole in logs
 IGNORED_ON_RESUME = ("resume", "overwrite", "rounds", "clients.timeout", "engine.", "train.device", "train.num_threads")
 
 

@@ -1,0 +1,35 @@
+"""Shared helpers: run the real `flowerbed` command in-process and read what it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def flowerbed(*args: str) -> int:
+    from simulations.cli import main
+
+    return main(list(args))
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def run(run_dir: Path, *overrides: str) -> list[dict]:
+    """A smoke-sized run into `run_dir`; returns its metrics lines."""
+    code = flowerbed("run", "experiment=smoke", f"output.dir={run_dir}", *overrides)
+    assert code == 0
+    return read_metrics(run_dir)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    return tmp_path / "run"

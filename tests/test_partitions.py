@@ -1,0 +1,73 @@
+"""Partitions are deterministic in the seed and have the shapes their names promise."""
+
+import numpy as np
+import pytest
+
+from simulations.config import load
+from tasks.errors import ConfigError
+from tasks.partitions import build_federation, long_tail_pool, shot_groups
+
+
+def federation(*overrides):
+    return build_federation(load(["experiment=smoke", *overrides], load_data=False))
+
+
+def test_same_seed_same_partition_other_seed_other_partition():
+    a, b = federation("seed=3"), federation("seed=3")
+    c = federation("seed=4")
+    assert all(np.array_equal(x.train, y.train) for x, y in zip(a.clients, b.clients))
+    assert not all(np.array_equal(x.train, y.train) for x, y in zip(a.clients, c.clients))
+
+
+def test_clients_hold_disjoint_samples_covering_the_training_set():
+    fed = federation("partition=iid", "clients.num=5")
+    everything = np.concatenate([c.train for c in fed.clients])
+    assert len(everything) == len(np.unique(everything)) == len(fed.data.y_train)
+
+
+def test_small_dirichlet_alpha_concentrates_labels():
+    def top_share(alpha):
+        counts = federation(f"partition.alpha={alpha}", "clients.num=10").label_counts()
+        return float(np.mean(counts.max(1) / counts.sum(1)))
+
+    assert top_share(0.05) > top_share(100.0) + 0.3
+
+
+def test_pathological_gives_k_classes_per_client():
+    counts = federation("partition=pathological", "partition.classes_per_client=2", "clients.num=5").label_counts()
+    assert ((counts > 0).sum(1) <= 2).all()
+
+
+def test_long_tail_profile_is_exponential_with_class_0_as_head():
+    y = np.repeat(np.arange(10), 100)
+    kept = np.bincount(y[long_tail_pool(y, 10, 20.0, seed=0)], minlength=10)
+    assert kept[0] == 100 and kept[-1] == 5
+    assert (np.diff(kept) <= 0).all()
+
+
+def test_shot_groups_split_by_cumulative_share():
+    # shares 70/20/6/3/1%: classes 0-1 are needed to reach 75%, class 2 to reach 95%
+    groups = shot_groups(np.array([700, 200, 60, 30, 10]))
+    assert groups["many"].tolist() == [0, 1] and groups["medium"].tolist() == [2] and groups["few"].tolist() == [3, 4]
+
+
+def test_labeled_fraction_splits_each_client():
+    fed = federation("partition.labeled_fraction=0.2", "clients.num=4")
+    for c in fed.clients:
+        n = len(c.labeled) + len(c.unlabeled)
+        assert len(c.labeled) == max(1, round(0.2 * n))
+        assert not set(c.labeled) & set(c.unlabeled)
+
+
+def test_local_test_set_mirrors_the_training_label_distribution():
+    fed = federation("partition.alpha=0.1", "clients.num=4")
+    for c in fed.clients:
+        train = np.bincount(fed.data.y_train[c.train], minlength=10) / len(c.train)
+        test = np.bincount(fed.data.y_test[c.test], minlength=10) / max(len(c.test), 1)
+        assert set(np.flatnonzero(test)) <= set(np.flatnonzero(train))
+        assert np.abs(train - test).max() < 0.1
+
+
+def test_more_clients_than_samples_is_a_config_error():
+    with pytest.raises(ConfigError, match="clients.num"):
+        federation("partition=iid", "clients.num=5000")

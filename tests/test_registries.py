@@ -1,0 +1,27 @@
+"""Both halves of every algorithm are registered under the same name, and configs agree."""
+
+import tomllib
+
+from clients.registry import CLIENTS
+from simulations.config import app_config_defaults, group_options, pyproject_path
+from strategies.registry import STRATEGIES
+
+
+def test_client_and_server_registries_hold_the_same_names():
+    assert set(CLIENTS) == set(STRATEGIES)
+
+
+def test_every_algorithm_config_names_a_registered_algorithm():
+    assert set(group_options("algorithm")) == set(STRATEGIES)
+
+
+def test_pyproject_app_config_is_generated_from_the_hydra_defaults():
+    declared = tomllib.loads(pyproject_path().read_text())["tool"]["flwr"]["app"]["config"]
+    assert declared == app_config_defaults(), "run `python -m simulations.config` after changing simulations/conf/"
+
+
+def test_strategies_build_from_the_default_config():
+    config = app_config_defaults()
+    for name, build in STRATEGIES.items():
+        strategy = build({**config, "algorithm.name": name})
+        assert hasattr(strategy, "configure_train"), name
