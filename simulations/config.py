@@ -84,12 +84,14 @@ def _num(kind: type, low: float | None = None, high: float | None = None, low_op
             return False
         return not (high is not None and (value >= high if high_open else value > high))
 
-    parts = [("an integer" if kind is int else "a number")]
-    if low is not None:
-        parts.append(f"{'>' if low_open else '>='} {low}")
-    if high is not None:
-        parts.append(f"{'<' if high_open else '<='} {high}")
-    check.allowed = " ".join(parts)  # type: ignore[attr-defined]
+    noun = "an integer" if kind is int else "a number"
+    if low is not None and high is not None:
+        allowed = f"{noun} in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    elif low is not None:
+        allowed = f"{noun} {'>' if low_open else '>='} {low}"
+    else:
+        allowed = noun
+    check.allowed = allowed  # type: ignore[attr-defined]
     return check
 
 

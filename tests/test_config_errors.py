@@ -11,7 +11,7 @@ BAD_INPUTS = [
     (["algorithm=fedmagic"], "algorithm='fedmagic' is not valid: one of"),
     (["partition.alpha=0"], "partition.alpha=0 is not valid: a number > 0"),
     (["partition.alpha=-1"], "partition.alpha=-1 is not valid"),
-    (["partition.labeled_fraction=1.5"], "partition.labeled_fraction=1.5 is not valid: a number > 0 <= 1"),
+    (["partition.labeled_fraction=1.5"], "partition.labeled_fraction=1.5 is not valid: a number in (0, 1]"),
     (["dataset=imagenet42"], "dataset='imagenet42' is not valid: one of"),
     (["clients.num=abc"], "clients.num='abc' is not valid: an integer"),
     (["nonsense_key=3"], "nonsense_key"),
