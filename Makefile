@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUNS   ?= runs
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean leaderboard
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,10 +22,21 @@ demo: $(STAMP)
 	$(BIN)/flowerbed partitions experiment=demo --out $(RUNS)/demo/partitions.png
 	$(BIN)/flowerbed run experiment=demo algorithm=fedavg output.dir=$(RUNS)/demo/fedavg overwrite=true
 	$(BIN)/flowerbed run experiment=demo algorithm=fedprox output.dir=$(RUNS)/demo/fedprox overwrite=true
-	@echo "results: $(RUNS)/demo/fedavg and $(RUNS)/demo/fedprox (metrics.jsonl, summary.json); partition heat map: $(RUNS)/demo/partitions.png"
+	$(BIN)/flowerbed report $(RUNS)/demo/fedavg $(RUNS)/demo/fedprox --out $(RUNS)/demo/report
+	@echo "results: $(RUNS)/demo/fedavg and $(RUNS)/demo/fedprox (metrics.jsonl, summary.json); partition heat map: $(RUNS)/demo/partitions.png; report: $(RUNS)/demo/report/report.md"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Engines (and pfl-research, if installed) on performance.md's workloads; B1 needs a GPU: make bench BENCH="b1 b2".
+BENCH ?= b2
+bench: $(STAMP)
+	$(BIN)/flowerbed bench $(BENCH) --repeats 3 --out $(RUNS)/bench
+
+# Every algorithm that applies on digits, 5 partition settings x 2 seeds -> docs/results/leaderboard.md (minutes on 2 cores).
+LEADERBOARD ?= --seeds 0,1 --rounds 10 --set train.local_epochs=1
+leaderboard: $(STAMP)
+	$(BIN)/python -m simulations.leaderboard $(LEADERBOARD) --dir $(RUNS)/leaderboard --out docs/results
 
 clean:
 	rm -rf $(VENV) $(RUNS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import state
+from clients import faults, state
 from clients.data import client_index
 from clients.registry import CLIENTS
 
@@ -16,7 +16,10 @@ def _handle(msg: Message, context: Context, handler: str) -> Message:
     algorithm = CLIENTS[str(context.run_config["algorithm.name"])](context)
     server_round = int(msg.content["config"]["server-round"])
     state.restore(context, algorithm.client_id, server_round)
+    fault = faults.before_train(context.run_config, server_round, algorithm.client_id) if handler == "train" else None
     content = getattr(algorithm, handler)(msg)
+    if fault == "poison":
+        content = faults.poison(content, context.run_config, server_round, algorithm.client_id)
     if handler == "train":
         state.save(context, algorithm.client_id, server_round)
     return Message(content=content, reply_to=msg)

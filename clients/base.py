@@ -30,7 +30,7 @@ class ClientAlgorithm:
 
     # -- building blocks -------------------------------------------------------------------
     def new_model(self) -> nn.Module:
-        model = build_model(str(self.cfg["model.name"]), self.data.input_shape, self.data.num_classes, int(self.cfg["seed"]))
+        model = build_model(str(self.cfg["model.name"]), self.data.input_shape, self.data.num_classes, int(self.cfg["seed"]), self.cfg)
         return model.to(self.device)
 
     def model_from(self, msg: Message) -> nn.Module:
@@ -63,5 +63,15 @@ class ClientAlgorithm:
         return RecordDict({"metrics": MetricRecord(metrics)})
 
     def local_metrics(self, model: nn.Module, prefix: str = "personal") -> dict:
-        result = classification_metrics(predict(model, self.data.x_test), self.data.y_test, self.data.num_classes)
-        return {f"{prefix}/acc": result["acc"], f"{prefix}/loss": result["loss"], "num-examples": len(self.data.y_test)}
+        logits, y, c = predict(model, self.data.x_test), self.data.y_test, self.data.num_classes
+        result, masked = classification_metrics(logits, y, c), classification_metrics(mask_absent(logits, y, c), y, c)
+        return {f"{prefix}/acc": result["acc"], f"{prefix}/loss": result["loss"], f"{prefix}/acc_masked": masked["acc"],
+                "num-examples": len(y)}
+
+
+def mask_absent(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Logits with classes absent from the local test set ruled out: the label-prior oracle that
+    FedLoGe's official `localtest` applies (algorithms.md b.3), reported beside the plain number."""
+    if len(y) == 0:
+        return logits
+    return logits.masked_fill(torch.bincount(y, minlength=num_classes) == 0, -1e10)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tasks import domains
 from tasks.partitions import build_federation
 
 
@@ -43,9 +44,11 @@ def _local_data(keys: tuple, index: int, device: str) -> LocalData:
     fed = build_federation(dict(keys))
     split, d = fed.clients[index], fed.data
     as_x = lambda a: torch.as_tensor(np.ascontiguousarray(a)).to(device)  # noqa: E731
+    # partition.domain_shift: this client's own image transform, on its training and test data
+    view = (lambda a: domains.shift(a, index)) if dict(keys).get("partition.domain_shift") else (lambda a: a)  # noqa: E731
     return LocalData(
-        as_x(d.x_train[split.labeled]), as_x(d.y_train[split.labeled]),
-        as_x(d.x_train[split.unlabeled]), as_x(d.y_train[split.unlabeled]),
-        as_x(d.x_test[split.test]), as_x(d.y_test[split.test]),
+        as_x(view(d.x_train[split.labeled])), as_x(d.y_train[split.labeled]),
+        as_x(view(d.x_train[split.unlabeled])), as_x(d.y_train[split.unlabeled]),
+        as_x(view(d.x_test[split.test])), as_x(d.y_test[split.test]),
         d.num_classes, d.input_shape,
     )

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from clients.base import ClientAlgorithm
 from clients.fedavg import FedAvgClient
+from clients.fedbabu import FedBABUClient
+from clients.fedloge import FedLoGeClient
+from clients.fedlabel import FedLabelClient
 from clients.fedprox import FedProxClient
+from clients.fedrep import FedRepClient
+from clients.fixmatch import FixMatchClient
+from clients.pfedpg import PromptClient
 
 CLIENTS: dict[str, type[ClientAlgorithm]] = {
     "fedavg": FedAvgClient,
     "fedprox": FedProxClient,
+    "fedloge": FedLoGeClient,  # FedLoGe and its personalized baselines
+    "fedrep": FedRepClient,
+    "fedbabu": FedBABUClient,
+    "fedlabel": FedLabelClient,
+    "fixmatch": FixMatchClient,
     # Flower's server-side optimizers and robust aggregators train like FedAvg on the client.
     "fedavgm": FedAvgClient,
     "fedadam": FedAvgClient,
@@ -16,4 +27,9 @@ CLIENTS: dict[str, type[ClientAlgorithm]] = {
     "fedtrimmedavg": FedAvgClient,
     "krum": FedAvgClient,
     "fedmedian": FedAvgClient,
+    # pFedPG and its prompt baselines differ only on the server.
+    "pfedpg": PromptClient,
+    "pbase-only": PromptClient,
+    "fedvpt": PromptClient,
+    "singleset-vpt": PromptClient,
 }

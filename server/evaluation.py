@@ -21,7 +21,7 @@ class CentralEvaluator:
 
     def model(self, arrays: ArrayRecord) -> torch.nn.Module:
         d = self.fed.data
-        model = build_model(str(self.cfg["model.name"]), d.input_shape, d.num_classes, int(self.cfg["seed"]))
+        model = build_model(str(self.cfg["model.name"]), d.input_shape, d.num_classes, int(self.cfg["seed"]), self.cfg)
         model.load_state_dict(arrays.to_torch_state_dict())
         return model.to(self.device)
 

@@ -19,9 +19,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from server.evaluation import CentralEvaluator
+from server.loggers import build_logger
 from server.results import RunDirectory
 from strategies.registry import build_strategy
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, RunAborted
 from tasks.models import build_model
 from tasks.partitions import build_federation
 
@@ -60,9 +61,13 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
     torch.set_num_threads(int(cfg["train.num_threads"]))
     evaluate = CentralEvaluator(cfg, federation, device)
     strategy = build_strategy(cfg)
+    logger = build_logger(cfg)  # TensorBoard / MLflow when logging.* asks for them; else a no-op
+    evaluate = getattr(strategy, "central_evaluation", lambda e: e)(evaluate)  # a strategy may score more than one global model
     num_rounds, every = int(cfg["rounds"]), int(cfg["evaluate.every"])
 
-    arrays = ArrayRecord(build_model(str(cfg["model.name"]), data.input_shape, data.num_classes, int(cfg["seed"])).state_dict())
+    arrays = ArrayRecord(build_model(str(cfg["model.name"]), data.input_shape, data.num_classes, int(cfg["seed"]), cfg).state_dict())
+    if not getattr(strategy, "has_global_model", True):  # personalized only (pFedPG)
+        arrays = ArrayRecord()  # nothing global to send or checkpoint
     first_round, elapsed = 1, 0.0
     checkpoint = out.load_checkpoint() if cfg.get("resume") else None
     if checkpoint is not None:
@@ -76,12 +81,14 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
 
     strategy.client_of_node = identify_clients(grid, int(cfg["clients.num"]), float(cfg["clients.timeout"]))
     timeout = float(cfg["clients.timeout"])
+    max_short = int(cfg.get("clients.max_failed_rounds", 3))
     latest = out.read_metrics()[-1]
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(), console=console, disable=not console.is_terminal,
     ) as progress:
         task = progress.add_task(str(cfg["algorithm.name"]), total=num_rounds, completed=first_round - 1, status="")
+        short_rounds = 0  # consecutive rounds with fewer usable replies than the strategy's minimum
         for rnd in range(first_round, num_rounds + 1):
             start = time.perf_counter()
             sent = list(strategy.configure_train(rnd, arrays, ConfigRecord(), grid))
@@ -91,34 +98,51 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
             record = {"round": rnd, **_scalars(train_metrics)}
             record["clients/trained"] = sum(not m.has_error() for m in replies)
             record.update({f"clients/{k}": v for k, v in strategy.round_stats.items()})
+            record["clients/failures"] = record.get("clients/failures", 0) + len(sent) - len(replies)  # timed out: no reply
+            short_rounds = short_rounds + 1 if record.pop("clients/short", 0) else 0
+            record["clients/short_rounds"] = short_rounds
             record["comm/bytes_down"], record["comm/bytes_up"] = _bytes(sent), _bytes(replies)
             if rnd % every == 0 or rnd == num_rounds:
                 eval_sent = list(strategy.configure_evaluate(rnd, arrays, ConfigRecord(), grid))
-                eval_replies = grid.send_and_receive(eval_sent, timeout=timeout)
+                eval_replies = list(grid.send_and_receive(eval_sent, timeout=timeout))
+                record.update(_per_client(eval_replies, strategy.client_of_node, "personal/acc"))
                 record.update(_scalars(strategy.aggregate_evaluate(rnd, eval_replies)))
                 record.update(evaluate(arrays))
             record["time/round_s"] = time.perf_counter() - start
             elapsed += record["time/round_s"]
             record.pop("num-examples", None)
             out.append_metrics(record)
+            logger.log(rnd, record)
             out.save_checkpoint({
                 "round": rnd, "elapsed": elapsed,
                 "arrays": {k: v.numpy() for k, v in arrays.items()},
                 "strategy": pickle.dumps({k: v for k, v in vars(strategy).items() if k != "client_of_node"}),
             })
+            if short_rounds >= max_short:
+                raise RunAborted(f"stopped after round {rnd}: {short_rounds} rounds in a row had fewer than "
+                                 f"{strategy.min_train_nodes} usable replies (clients.max_failed_rounds={max_short}); "
+                                 f"see clients/failures in {out.metrics_path}")
             latest = record if "global/acc" in record else latest
             status = f"acc {latest.get('global/acc', 0):.3f}"
             progress.update(task, advance=1, status=status)
             if not console.is_terminal:
                 console.print(f"round {rnd}/{num_rounds}  {status}  {record['time/round_s']:.2f}s", highlight=False)
+    logger.close()
     summary = summarize(out.read_metrics(), elapsed)
     out.write_summary(summary)
     return summary
 
 
+def _per_client(replies: list[Message], client_of_node: dict[int, int], key: str) -> dict:
+    """`{key}_per_client`: each replying client's value, ordered by client id (for distributions)."""
+    values = {client_of_node.get(m.metadata.src_node_id, m.metadata.src_node_id): float(rec[key])
+              for m in replies if not m.has_error() for rec in m.content.metric_records.values() if key in rec}
+    return {f"{key}_per_client": [values[c] for c in sorted(values)]} if values else {}
+
+
 def summarize(history: list[dict], elapsed: float) -> dict:
     """Final and best values of the headline metrics."""
-    evaluated = [r for r in history if "global/acc" in r]
+    evaluated = [r for r in history if "global/acc" in r or "personal/acc" in r]
     final = evaluated[-1] if evaluated else {}
     summary = {"rounds": history[-1]["round"] if history else 0, "train_time_s": elapsed}
     for key, value in final.items():

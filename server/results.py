@@ -61,8 +61,9 @@ class RunDirectory:
             return None
         blob = self.checkpoint_path.read_bytes()
         digest = self.checkpoint_path.with_suffix(".sha256")
-        expected = digest.read_text().strip() if digest.exists() else ""
-        if hashlib.sha256(blob).hexdigest() != expected:
+        # a kill between the two renames of save_checkpoint leaves the new digest in .sha256.tmp
+        expected = {f.read_text().strip() for f in (digest, digest.with_suffix(".sha256.tmp")) if f.exists()}
+        if hashlib.sha256(blob).hexdigest() not in expected:
             raise ConfigError(f"checkpoint {self.checkpoint_path} is damaged (checksum mismatch); remove {self.path} or pick another output.dir")
         return torch.load(io.BytesIO(blob), weights_only=False)
 

@@ -53,6 +53,7 @@ def cmd_run(overrides: list[str]) -> int:
 
     flat = config.load(overrides)
     out = _prepare_output(flat)
+    _sigterm_interrupts()
     console.print(f"[bold]flowerbed[/] {flat['algorithm.name']} on {flat['dataset.name']} "
                   f"({flat['partition.name']}, {flat['clients.num']} clients, {flat['rounds']} rounds, engine {flat['engine.name']})")
     try:
@@ -63,16 +64,31 @@ def cmd_run(overrides: list[str]) -> int:
         else:
             from clients.app import app as client_app
             from server.app import app as server_app
-            from simulations.engines.inprocess import run_in_process
+            from simulations.engines.batched import BatchedGrid
+            from simulations.engines.inprocess import InProcessGrid, run_in_process
 
             logging.getLogger("flwr").setLevel(logging.WARNING)  # the progress bar says it all
-            run_in_process(server_app, client_app, flat, int(flat["clients.num"]))
-    except KeyboardInterrupt:
+            grid_class = BatchedGrid if flat["engine.name"] == "batched" else InProcessGrid
+            run_in_process(server_app, client_app, flat, int(flat["clients.num"]), grid_class)
+    except KeyboardInterrupt as stop:
         console.print(f"\n[yellow]interrupted[/]: finished rounds are saved; continue with "
                       f"`flowerbed run {' '.join(overrides)} resume=true`")
-        return 130
+        return 143 if "SIGTERM" in str(stop) else 130
     _print_summary(out)
     return 0
+
+
+def _sigterm_interrupts() -> None:
+    """SIGTERM stops a run as Ctrl-C does; the checkpoint of the last finished round stays valid."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a test runner's worker)
+        pass
 
 
 def _print_summary(out: Path) -> None:
@@ -123,6 +139,41 @@ def cmd_fetch(name: str) -> int:
     return 0
 
 
+def cmd_pretrain(overrides: list[str], epochs: int, out: str | None) -> int:
+    from simulations import config
+    from simulations.pretrain import pretrain
+
+    flat = config.load(overrides, load_data=False)
+    stats = pretrain(flat, epochs=epochs, out=out)
+    console.print(f"tiny ViT pretrained on {stats['samples']} held-out {stats['dataset']} samples "
+                  f"(partition.pretrain_fraction={stats['pretrain_fraction']}), {stats['epochs']} epochs: "
+                  f"test acc {stats['test_acc']:.4f}; saved {stats['path']}")
+    return 0
+
+
+def cmd_bench(workloads: list[str], engines: str | None, rounds: int | None, repeats: int, out: str, overrides: list[str]) -> int:
+    from simulations.bench import bench
+
+    bench(workloads, engines.split(",") if engines else None, rounds, repeats, overrides, Path(out), console)
+    return 0
+
+
+def cmd_sweep(args: list[str]) -> int:
+    from simulations.sweep import expand, run_sweep, split_args
+
+    overrides, sweep_dir, jobs = split_args(args)
+    status = run_sweep(expand(overrides, sweep_dir), sweep_dir, jobs, console)
+    console.print(f"report: flowerbed report {sweep_dir}")
+    return 1 if "failed" in status.values() else 0
+
+
+def cmd_report(paths: list[str], out: str | None) -> int:
+    from simulations.report import write_report
+
+    console.print(f"report: {write_report(paths, Path(out or Path(paths[0]) / 'report'))}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flowerbed", description="Federated learning simulations on Flower.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -133,12 +184,36 @@ def main(argv: list[str] | None = None) -> int:
     parts.add_argument("--out", help="PNG path for the heat map")
     fetch = sub.add_parser("fetch", help="download a Hugging Face dataset into the local cache (needs internet)")
     fetch.add_argument("name")
+    pre = sub.add_parser("pretrain", help="train the tiny ViT backbone centrally on held-out samples (for pFedPG)")
+    pre.add_argument("overrides", nargs="*")
+    pre.add_argument("--epochs", type=int, default=40)
+    pre.add_argument("--out", help="checkpoint path (default: model.weights or ~/.cache/flowerbed/tiny-vit-<dataset>.pt)")
+    bench = sub.add_parser("bench", help="time the engines (and pfl-research, if installed) on workloads B1/B2")
+    bench.add_argument("workloads", nargs="*", default=["b2"], help="b1 (pfl-research CIFAR-10 shape, needs a GPU) and/or b2")
+    bench.add_argument("--engines", help="comma-separated subset, e.g. sequential,batched")
+    bench.add_argument("--rounds", type=int, help="fewer rounds than the workload's (smoke runs)")
+    bench.add_argument("--repeats", type=int, default=1, help="runs per engine; the table shows medians")
+    bench.add_argument("--out", default="/tmp/flowerbed-bench", help="scratch folder for the runs and bench.json")
+    bench.add_argument("--set", dest="overrides", action="append", default=[], help="extra override for every run, e.g. train.device=cpu")
+    sweep = sub.add_parser("sweep", help="many runs: comma lists expand (algorithm=fedavg,fedprox seed=0,1,2); sweep.dir=DIR jobs=N")
+    sweep.add_argument("overrides", nargs="*")
+    report = sub.add_parser("report", help="markdown table and PNG figures from run or sweep directories")
+    report.add_argument("paths", nargs="+")
+    report.add_argument("--out", help="folder for report.md and its figures (default: FIRST_PATH/report)")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             return cmd_run(args.overrides)
+        if args.command == "sweep":
+            return cmd_sweep(args.overrides)
+        if args.command == "report":
+            return cmd_report(args.paths, args.out)
+        if args.command == "bench":
+            return cmd_bench(args.workloads, args.engines, args.rounds, args.repeats, args.out, args.overrides)
         if args.command == "partitions":
             return cmd_partitions(args.overrides, args.out)
+        if args.command == "pretrain":
+            return cmd_pretrain(args.overrides, args.epochs, args.out)
         return cmd_fetch(args.name)
     except ConfigError as err:
         print(f"flowerbed: error: {err}", file=sys.stderr)

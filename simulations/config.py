@@ -6,6 +6,7 @@ message names the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -80,6 +81,8 @@ def _num(kind: type, low: float | None = None, high: float | None = None, low_op
     def check(value) -> bool:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
             return False
+        if not math.isfinite(value):  # `nan` and `inf` parse as floats; none of our numbers may be one
+            return False
         if low is not None and (value <= low if low_open else value < low):
             return False
         return not (high is not None and (value >= high if high_open else value > high))
@@ -92,6 +95,23 @@ def _num(kind: type, low: float | None = None, high: float | None = None, low_op
     else:
         allowed = noun
     check.allowed = allowed  # type: ignore[attr-defined]
+    return check
+
+
+
+def _one_of(*options: str) -> Callable:
+    def check(value) -> bool:
+        return isinstance(value, str) and value in options
+
+    check.allowed = "one of " + ", ".join(options)  # type: ignore[attr-defined]
+    return check
+
+
+def _bool() -> Callable:
+    def check(value) -> bool:
+        return isinstance(value, bool)
+
+    check.allowed = "true or false"  # type: ignore[attr-defined]
     return check
 
 
@@ -116,10 +136,52 @@ CHECKS: dict[str, Callable] = {
     "partition.classes_per_client": _num(int, 1),
     "partition.imbalance_factor": _num(float, 1),
     "partition.labeled_fraction": _num(float, 0, 1, low_open=True),
+    "partition.pretrain_fraction": _num(float, 0, 1, high_open=True),
+    "model.prompts": _num(int, 1),
+    "algorithm.generator_lr": _num(float, 0, low_open=True),
     "algorithm.proximal_mu": _num(float, 0),
     "algorithm.trim_beta": _num(float, 0, 0.5, high_open=True),
     "algorithm.num_malicious": _num(int, 0),
+    "algorithm.etf_sparsity": _num(float, 0, 1, high_open=True),
+    "algorithm.etf_norm": _num(float, 0, low_open=True),
+    "algorithm.etf_steps": _num(int, 0),
+    "algorithm.etf_lr": _num(float, 0, low_open=True),
+    "algorithm.head_epochs": _num(int, 0),
+    "algorithm.finetune_epochs": _num(int, 0),
+    "algorithm.tau_l": _num(int, 1),
+    "algorithm.tau_u": _num(int, 0),
+    "algorithm.beta": _num(float, 0, 1, high_open=True),
+    "algorithm.lambda0": _num(float, 0),
+    "algorithm.selection": _one_of("both", "local", "global"),
+    "algorithm.confidence": _one_of("variance", "entropy"),
+    "algorithm.threshold": _num(float, 0, 1, high_open=True),
+    "algorithm.lambda_u": _num(float, 0),
     "engine.num_cpus": _num(float, 0, low_open=True),
+    "clients.max_update_norm": _num(float, 0),
+    "clients.max_failed_rounds": _num(int, 1),
+    "algorithm.aggregation": _one_of("mean", "trimmed", "median", "krum"),
+    "faults.raise_fraction": _num(float, 0, 1),
+    "faults.timeout_fraction": _num(float, 0, 1),
+    "faults.dropout_fraction": _num(float, 0, 1),
+    "faults.poison_fraction": _num(float, 0, 1),
+    "faults.poison": _one_of("huge", "nonfinite"),
+    "algorithm.eta": _num(float, 0, low_open=True),
+    "algorithm.eta_l": _num(float, 0, low_open=True),
+    "algorithm.tau": _num(float, 0, low_open=True),
+    "algorithm.beta_1": _num(float, 0, 1, high_open=True),
+    "algorithm.beta_2": _num(float, 0, 1, high_open=True),
+    "algorithm.server_lr": _num(float, 0, low_open=True),
+    "algorithm.server_momentum": _num(float, 0, 1, high_open=True),
+    "algorithm.residual": _bool(),
+    "engine.compile": _bool(),
+    "dataset.alpha": _num(float, 0),
+    "dataset.beta": _num(float, 0),
+    "dataset.num_classes": _num(int, 2),
+    "dataset.num_train": _num(int, 1),
+    "dataset.num_test": _num(int, 1),
+    "dataset.num_users": _num(int, 1),
+    "dataset.seed": _num(int, 0),
+    "dataset.test_fraction": _num(float, 0, 1, low_open=True, high_open=True),
     "engine.num_gpus": _num(float, 0),
 }
 
@@ -132,9 +194,16 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     for key, check in CHECKS.items():
         if key in flat and not check(flat[key]):
             raise ConfigError.invalid(key, flat[key], check.allowed)
-    for key in ("resume", "overwrite"):
+    for key in ("resume", "overwrite", "logging.tensorboard", "logging.mlflow"):
         if not isinstance(flat.get(key), bool):
             raise ConfigError.invalid(key, flat.get(key), "true or false")
+    if not isinstance(flat.get("partition.domain_shift", False), bool):
+        raise ConfigError.invalid("partition.domain_shift", flat["partition.domain_shift"], "true or false")
+    shares = sum(float(flat.get(f"faults.{k}_fraction", 0.0)) for k in ("raise", "timeout", "dropout", "poison"))
+    if shares > 1:
+        raise ConfigError.invalid("faults.*_fraction", round(shares, 6), "shares that add up to at most 1")
+    if shares > 0 and flat.get("engine.name") == "batched":
+        raise ConfigError.invalid("engine.name", "batched", "sequential or flower with faults.* (faults act in the ClientApp)")
     name = flat["algorithm.name"]
     if name not in STRATEGIES or name not in CLIENTS:
         raise ConfigError.invalid("algorithm.name", name, "one of " + ", ".join(sorted(STRATEGIES)))
@@ -151,7 +220,7 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
         classes = fed.data.num_classes
         if flat.get("partition.name") == "pathological" and flat["partition.classes_per_client"] > classes:
             raise ConfigError.invalid("partition.classes_per_client", flat["partition.classes_per_client"], f"at most the {classes} classes")
-        build_model(str(flat["model.name"]), fed.data.input_shape, classes, 0)
+        build_model(str(flat["model.name"]), fed.data.input_shape, classes, 0, flat)
 
 
 def load(overrides: list[str], load_data: bool = True) -> dict[str, Scalar]:

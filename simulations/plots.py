@@ -1,4 +1,4 @@
-"""Figures: a partition heat map (more figures arrive with `flowerbed report`)."""
+"""Figures: a partition heat map, and the report's figures (simulations/report.py prepares their data)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,127 @@ def partition_heatmap(counts: np.ndarray, title: str, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# -- report figures: each takes plain arrays, returns the PNG path (None when there is nothing to plot)
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colors(names: list[str]) -> dict[str, tuple]:
+    """One stable colour per line name across every panel and figure."""
+    cmap = _plt().get_cmap("tab10" if len(names) <= 10 else "tab20")
+    return {name: cmap(i % cmap.N) for i, name in enumerate(sorted(names))}
+
+
+def _dashes(names: list[str]) -> dict[str, str]:
+    """With more than 10 lines tab20 pairs a dark and a light shade: dash the light one."""
+    return {name: "--" if len(names) > 10 and i % 2 else "-" for i, name in enumerate(sorted(names))}
+
+
+def _grid(n: int, width: float = 4.6, height: float = 3.6):
+    plt = _plt()
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows + 0.8), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat[:n])
+
+
+def _finish(fig, axes, names: list[str], colors: dict, path: Path) -> Path:
+    """One shared legend under the panels (readable with many algorithms), then save."""
+    dashes = _dashes(names)
+    handles = [_plt().Line2D([], [], color=colors[n], ls=dashes[n], lw=2, label=n) for n in sorted(names)]
+    ncol = min(len(handles), 7 if len(axes) >= 3 else 3 * len(axes) + 1)
+    legend_in = 0.3 + 0.25 * -(-len(handles) // ncol)  # inches the legend rows take
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, legend_in / fig.get_figheight(), 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
+def accuracy_curves(panels: dict[str, dict[str, tuple]], path: Path) -> Path | None:
+    """Accuracy (%) vs round, one panel per setting, mean line and ± std band per algorithm."""
+    if not any(panels.values()):
+        return None
+    names = sorted({n for lines in panels.values() for n in lines})
+    colors = _colors(names)
+    fig, axes = _grid(len(panels))
+    for ax, (panel, lines) in zip(axes, panels.items()):
+        for name, (rounds, mean, std) in sorted(lines.items()):
+            ax.plot(rounds, 100 * mean, color=colors[name], ls=_dashes(names)[name], lw=1.6)
+            band = 0.18 if len(names) <= 4 else 0.08  # many overlapping bands: fainter
+            ax.fill_between(rounds, 100 * (mean - std), 100 * (mean + std), color=colors[name], alpha=band, lw=0)
+        ax.set(title=panel, xlabel="round", ylabel="test accuracy (%)")
+        ax.xaxis.set_major_locator(_plt().MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    return _finish(fig, axes, names, colors, path)
+
+
+def accuracy_vs_bytes(panels: dict[str, dict[str, tuple]], path: Path) -> Path | None:
+    """Accuracy (%) vs cumulative megabytes communicated (up + down)."""
+    if not any(panels.values()):
+        return None
+    names = sorted({n for lines in panels.values() for n in lines})
+    colors = _colors(names)
+    fig, axes = _grid(len(panels))
+    for ax, (panel, lines) in zip(axes, panels.items()):
+        for name, (mb, acc) in sorted(lines.items()):
+            ax.plot(mb, 100 * acc, color=colors[name], ls=_dashes(names)[name], lw=1.6, marker=".", ms=4)
+        ax.set(title=panel, xlabel="communicated, up + down (MB, cumulative)", ylabel="test accuracy (%)")
+        ax.grid(alpha=0.3)
+    return _finish(fig, axes, names, colors, path)
+
+
+def personal_boxes(panels: dict[str, dict[str, list[float]]], path: Path) -> Path | None:
+    """Per-client personalized accuracy (%): one panel per setting, one box per algorithm, clients as dots."""
+    if not panels:
+        return None
+    names = sorted({n for lines in panels.values() for n in lines})
+    colors = _colors(names)
+    fig, axes = _grid(len(panels), width=max(4.6, 0.42 * len(names) + 1.5))
+    rng = np.random.default_rng(0)
+    for ax, (panel, lines) in zip(axes, panels.items()):
+        order = sorted(lines)
+        values = [100 * np.asarray(lines[n]) for n in order]
+        box = ax.boxplot(values, showfliers=False, patch_artist=True, medianprops={"color": "black"})
+        for patch, name in zip(box["boxes"], order):
+            patch.set(facecolor=colors[name], alpha=0.35)
+        for i, (name, v) in enumerate(zip(order, values), 1):
+            ax.scatter(i + rng.uniform(-0.15, 0.15, len(v)), v, s=7, alpha=0.6, color=colors[name])
+        ax.set_xticks(range(1, len(order) + 1), order, rotation=45 if len(order) > 3 else 0,
+                      ha="right" if len(order) > 3 else "center", fontsize=8)
+        ax.set(title=panel, ylabel="personalized accuracy per client (%)")
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
+def per_class(panels: dict[str, tuple], path: Path) -> Path | None:
+    """Final per-class accuracy (%) against the class's training samples (log x), per algorithm."""
+    if not panels:
+        return None
+    names = sorted({n for _, lines in panels.values() for n in lines})
+    colors = _colors(names)
+    fig, axes = _grid(len(panels), width=6.5 if len(panels) == 1 else 4.6, height=4.2 if len(panels) == 1 else 3.6)
+    for ax, (panel, (counts, lines)) in zip(axes, panels.items()):
+        order = np.argsort(counts)
+        for name, acc in sorted(lines.items()):
+            ax.plot(counts[order], 100 * np.asarray(acc)[order], color=colors[name], ls=_dashes(names)[name],
+                    lw=1.4, marker="o", ms=3)
+        ax.set_xscale("log")
+        ax.set(title=panel or "long-tailed", xlabel="training samples of the class (log scale)",
+               ylabel="per-class test accuracy (%)")
+        ax.grid(alpha=0.3, which="both")
+    return _finish(fig, axes, names, colors, path)

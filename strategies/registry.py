@@ -9,8 +9,10 @@ from typing import Callable
 
 from flwr.serverapp.strategy import Strategy
 
-from strategies import flower
+from strategies import fedlabel, fedloge, flower, pfedpg
+from strategies import robust
 from strategies.sampling import mean_over_clients
+from tasks.errors import ConfigError
 
 
 def common(cfg: dict) -> dict:
@@ -33,7 +35,12 @@ def _opt(cfg: dict) -> dict:
 
 STRATEGIES: dict[str, Callable[[dict], Strategy]] = {
     "fedavg": lambda c: flower.FedAvg(**common(c)),
+    "fedlabel": lambda c: fedlabel.FedLabel(**common(c)),
+    "fixmatch": lambda c: flower.FedAvg(**common(c)),
     "fedprox": lambda c: flower.FedProx(proximal_mu=float(c["algorithm.proximal_mu"]), **common(c)),
+    "fedloge": lambda c: fedloge.FedLoGe(**fedloge.options(c), **common(c)),
+    "fedrep": lambda c: flower.FedAvg(**common(c)),  # the personal head is the client's business
+    "fedbabu": lambda c: flower.FedAvg(**common(c)),
     "fedavgm": lambda c: flower.FedAvgM(
         server_learning_rate=float(c["algorithm.server_lr"]), server_momentum=float(c["algorithm.server_momentum"]), **common(c)
     ),
@@ -42,6 +49,10 @@ STRATEGIES: dict[str, Callable[[dict], Strategy]] = {
     "fedtrimmedavg": lambda c: flower.FedTrimmedAvg(beta=float(c["algorithm.trim_beta"]), **common(c)),
     "fedmedian": lambda c: flower.FedMedian(**common(c)),
     "krum": lambda c: flower.Krum(num_malicious_nodes=int(c["algorithm.num_malicious"]), **common(c)),
+    "pfedpg": lambda c: pfedpg.PFedPG(**pfedpg.options(c), **pfedpg.generator_options(c), **common(c)),
+    "pbase-only": lambda c: pfedpg.PBaseOnly(**pfedpg.options(c), **pfedpg.generator_options(c), **common(c)),
+    "fedvpt": lambda c: pfedpg.FedVPT(**pfedpg.options(c), **common(c)),
+    "singleset-vpt": lambda c: pfedpg.SingleSetVPT(**pfedpg.options(c), **common(c)),
 }
 
 
@@ -50,4 +61,8 @@ def build_strategy(cfg: dict) -> Strategy:
     strategy.seed = int(cfg["seed"])
     strategy.client_of_node = {}
     strategy.round_stats = {}
+    strategy.max_update_norm = float(cfg.get("clients.max_update_norm", 0.0))
+    strategy.aggregation = robust.aggregator(cfg)
+    if strategy.aggregation is not None and not getattr(strategy, "has_global_model", True):
+        raise ConfigError.invalid("algorithm.aggregation", cfg["algorithm.aggregation"], f"mean for {cfg['algorithm.name']} (no global weights)")
     return strategy

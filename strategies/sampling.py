@@ -5,7 +5,10 @@ run. `StableClients` keeps Flower's message construction and aggregation, but ch
 of round r from `Random(seed, r)` over sorted stable client ids (the partition id in simulation,
 the configured `client-id` of a SuperNode), and aggregates replies in client-id order, so that
 every engine sees the same clients and sums in the same order. Replies whose arrays hold NaN or
-Inf are rejected and counted, never averaged.
+Inf, or whose update (reply minus global) has an L2 norm above `clients.max_update_norm`, are
+rejected and counted, never averaged. A round with fewer usable replies than `min_train_nodes`
+leaves the model as it was (`round_stats["short"]`); `aggregation` (strategies/robust.py)
+optionally replaces the mean by a robust statistic.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ class StableClients:
     seed: int = 0
     client_of_node: dict[int, int]  # Flower node id -> stable client id, set by the server loop
     round_stats: dict[str, int]
+    max_update_norm: float = 0.0  # 0: no bound
+    aggregation = None  # a Flower strategy computing a robust model (strategies/robust.py), or None
+    _global: ArrayRecord | None = None  # the arrays sent this round, to measure updates against
 
     def sample_clients(self, server_round: int, fraction: float, minimum: int, purpose: str) -> list[int]:
         """Node ids of the clients chosen for this round and purpose, in client-id order."""
@@ -42,6 +48,7 @@ class StableClients:
 
     def configure_train(self, server_round, arrays, config, grid):
         chosen = self.sample_clients(server_round, self.fraction_train, self.min_train_nodes, "train")
+        self._global = arrays
         return self._retarget(super().configure_train(server_round, arrays, config, grid), chosen)
 
     def configure_evaluate(self, server_round, arrays, config, grid):
@@ -50,24 +57,48 @@ class StableClients:
 
     def screen(self, replies: Iterable[Message]) -> list[Message]:
         """Replies in client-id order, without errors and non-finite updates (both counted)."""
-        kept, failures, rejected = [], 0, 0
+        kept, failures, rejected, too_large = [], 0, 0, 0
         for msg in replies:
             if msg.has_error():
                 failures += 1
             elif not all(_finite(rec) for rec in msg.content.array_records.values()):
                 rejected += 1
+            elif self.max_update_norm > 0 and update_norm(msg, self._global) > self.max_update_norm:
+                rejected, too_large = rejected + 1, too_large + 1
             else:
                 kept.append(msg)
-        self.round_stats = {"failures": failures, "rejected": rejected}
+        self.round_stats = {"failures": failures, "rejected": rejected, "rejected_norm": too_large}
         return sorted(kept, key=lambda m: self.client_of_node.get(m.metadata.src_node_id, 0))
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return super().aggregate_train(server_round, self.screen(replies))
+        kept = self.screen(replies)
+        self._global = None  # measured; not worth a place in the checkpoint
+        self.round_stats["short"] = int(len(kept) < self.min_train_nodes)
+        if self.round_stats["short"]:
+            return None, None  # too few usable replies: keep the model, the loop counts the round
+        if self.aggregation is not None:
+            from strategies.robust import robust_replies
+
+            kept = robust_replies(self.aggregation, server_round, kept)
+        return super().aggregate_train(server_round, kept)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         return super().aggregate_evaluate(server_round, sorted(
             (m for m in replies if not m.has_error()), key=lambda m: self.client_of_node.get(m.metadata.src_node_id, 0)
         ))
+
+
+def update_norm(reply: Message, sent: ArrayRecord | None) -> float:
+    """L2 norm of (reply - global) over every float array the reply and the global model share."""
+    total = 0.0
+    for record in reply.content.array_records.values():
+        for key, array in record.items():
+            new = array.numpy()
+            if new.dtype.kind != "f":
+                continue
+            old = sent[key].numpy() if sent is not None and key in sent else np.zeros_like(new)
+            total += float(np.square(new.astype(np.float64) - old).sum())
+    return float(np.sqrt(total))
 
 
 def _finite(record: ArrayRecord) -> bool:

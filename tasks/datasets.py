@@ -185,7 +185,46 @@ def _download(spec: HubDataset, path: Path) -> None:
     tmp.replace(path)
 
 
+def load_npz(cfg: dict) -> ArrayDataset:
+    """Your own data: an `.npz` with `x` (samples first, any shape) and integer labels `y`.
+
+    Every way the file can be unusable (missing, unreadable, no x/y, NaN/Inf in x, negative or
+    fractional labels, fewer than two samples) is a one-line `ConfigError`, never a traceback or
+    a model trained on NaN. The split is stratified when every class allows it, random otherwise.
+    """
+    path = Path(str(cfg.get("path", ""))).expanduser()
+    key = "dataset.path"
+    if not path.is_file():
+        raise ConfigError.invalid(key, str(path), "an existing .npz file with arrays x and y")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "x" not in f or "y" not in f:
+                raise ConfigError.invalid(key, str(path), f"an .npz with arrays x and y (it has {', '.join(f.files) or 'none'})")
+            x, y = np.asarray(f["x"]), np.asarray(f["y"])
+    except (OSError, ValueError, EOFError) as err:  # not a zip, truncated, pickled objects
+        raise ConfigError.invalid(key, str(path), f"a readable .npz ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from err
+    if x.dtype.kind not in "biuf" or x.ndim < 2 or len(x) != len(y) or len(x) < 2:
+        raise ConfigError(f"{key}={str(path)!r}: x must be numeric with shape (n, ...), n >= 2, and y must hold n labels "
+                          f"(x {x.dtype}{x.shape}, y {y.shape})")
+    bad = int((~np.isfinite(x.astype(np.float64))).sum())
+    if bad:
+        raise ConfigError(f"{key}={str(path)!r}: x holds {bad} NaN/Inf values; clean them before training")
+    if y.ndim != 1 or y.dtype.kind not in "biuf" or not np.isfinite(y.astype(np.float64)).all() or (y < 0).any() or (y != np.round(y)).any():
+        raise ConfigError(f"{key}={str(path)!r}: y must be one non-negative integer label per sample")
+    y = y.astype(np.int64)
+    test_fraction = float(cfg.get("test_fraction", 0.2))
+    num_classes = int(y.max()) + 1  # a class absent everywhere below the largest label stays a class
+    try:
+        return _finish(x, y, test_fraction, num_classes)
+    except ValueError:  # a class too rare to stratify
+        from sklearn.model_selection import train_test_split
+
+        x_tr, x_te, y_tr, y_te = train_test_split(x.astype(np.float32), y, test_size=test_fraction, random_state=0)
+        return ArrayDataset(x_tr, y_tr, x_te, y_te, num_classes)
+
+
 LOADERS: dict[str, Callable[[dict], ArrayDataset]] = {
+    "npz": load_npz,
     "digits": load_digits,
     "mnist5k": load_mnist5k,
     "synthetic": load_synthetic,

@@ -10,3 +10,7 @@ class ConfigError(ValueError):
     @classmethod
     def invalid(cls, key: str, value: object, allowed: str) -> "ConfigError":
         return cls(f"{key}={value!r} is not valid: {allowed}")
+
+
+class RunAborted(ConfigError):
+    """A run that cannot go on (e.g. every client failing round after round): one line, exit 2."""

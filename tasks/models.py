@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from tasks import vit
 from tasks.errors import ConfigError
 
 
@@ -86,6 +87,23 @@ def cifar_resnet(blocks: list[int], widths: list[int]) -> Callable[[tuple[int, .
     return build
 
 
+def pfl_cnn(input_shape: tuple[int, ...], num_classes: int) -> Classifier:
+    """The CNN of pfl-research's CIFAR-10 benchmark (1.63M parameters on 3x32x32): two unpadded 3x3
+    convs (32, 64), a 2x2 max-pool, dropout 0.25, a 128-unit layer, dropout 0.5, Xavier-uniform weights."""
+    if len(input_shape) != 3 or min(input_shape[1:]) < 6:
+        raise ConfigError.invalid("model.name", "pfl_cnn", f"needs images of at least 6x6; this dataset's samples have shape {input_shape}")
+    channels, height, width = input_shape
+    features = nn.Sequential(
+        nn.Conv2d(channels, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25),
+        nn.Flatten(), nn.Linear(64 * ((height - 4) // 2) * ((width - 4) // 2), 128), nn.ReLU(), nn.Dropout(0.5),
+    )
+    model = Classifier(features, 128, num_classes)
+    for layer in model.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(layer.weight)
+    return model
+
+
 MODELS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
     "cnn": small_cnn,
     "mlp": mlp,
@@ -93,15 +111,19 @@ MODELS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
     "resnet8": cifar_resnet([1, 1, 1], [16, 32, 64]),
     "resnet18": cifar_resnet([2, 2, 2, 2], [64, 128, 256, 512]),
     "resnet34": cifar_resnet([3, 4, 6, 3], [64, 128, 256, 512]),
+    "pfl_cnn": pfl_cnn,
+    **vit.MODELS,  # tiny-vit, prompted-tiny-vit, vit-b16, prompted-vit-b16 (pFedPG)
 }
 
 
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
-    """The named model, its initial weights a function of the seed alone."""
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int, cfg: dict | None = None) -> nn.Module:
+    """The named model, its initial weights a function of the seed alone (and of pretrained weights
+    for models that read the run config `cfg`, e.g. `model.weights`)."""
     if name not in MODELS:
         raise ConfigError.invalid("model.name", name, "one of " + ", ".join(MODELS))
     if name in ("cnn",) and len(input_shape) != 3 or name.startswith("resnet") and len(input_shape) != 3:
         raise ConfigError.invalid("model.name", name, f"needs image inputs; this dataset's samples have shape {input_shape}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MODELS[name](input_shape, num_classes)
+        factory = MODELS[name]
+        return factory(input_shape, num_classes, cfg) if getattr(factory, "reads_config", False) else factory(input_shape, num_classes)

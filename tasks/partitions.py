@@ -16,6 +16,7 @@ import numpy as np
 
 from tasks.datasets import ArrayDataset, load_dataset
 from tasks.errors import ConfigError
+from tasks.holdout import pretrain_indices
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
@@ -153,6 +154,7 @@ def _build(keys: tuple) -> Federation:
 
     imbalance = float(part.get("imbalance_factor", 1.0))
     pool = np.arange(len(data.y_train))
+    pool = np.setdiff1d(pool, pretrain_indices(len(pool), float(part.get("pretrain_fraction", 0.0))))  # pretraining's share
     if imbalance > 1.0:
         pool = long_tail_pool(data.y_train, data.num_classes, imbalance, seed)
     if num_clients > len(pool):

@@ -42,7 +42,7 @@ def test_non_finite_updates_are_rejected_and_counted():
     s = strategy()
     s.client_of_node = {1: 0, 2: 1, 3: 2}
     arrays, _ = s.aggregate_train(1, [_reply(1, 1.0), _reply(2, float("nan")), _reply(3, 3.0)])
-    assert s.round_stats == {"failures": 0, "rejected": 1}
+    assert s.round_stats == {"failures": 0, "rejected": 1, "rejected_norm": 0, "short": 0}
     np.testing.assert_allclose(next(iter(arrays.values())).numpy(), 2.0)
 
 

@@ -42,6 +42,7 @@ class InProcessGrid(Grid):
         }
         self._ids = itertools.count(1)
         self._replies: dict[str, Message] = {}
+        self.timeout: float | None = None  # set by send_and_receive; a slower reply is dropped
 
     # -- Grid API ------------------------------------------------------------------------------
     def set_run(self, run_id: int) -> None:
@@ -65,7 +66,12 @@ class InProcessGrid(Grid):
         for message in messages:
             message_id = f"m{next(self._ids)}"
             message.metadata.__dict__["_message_id"] = message_id  # the SuperLink's job in Flower
-            self._replies[message_id] = self.execute(message)
+            start = time.perf_counter()
+            reply = self.execute(message)
+            # messages run one after another here, so each gets the whole timeout, as if in parallel;
+            # a reply later than that is lost, as on a SuperLink (the server counts it failed)
+            if self.timeout is None or time.perf_counter() - start <= self.timeout:
+                self._replies[message_id] = reply
             ids.append(message_id)
         return ids
 
@@ -73,7 +79,11 @@ class InProcessGrid(Grid):
         return [self._replies.pop(i) for i in message_ids if i in self._replies]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        return self.pull_messages(self.push_messages(messages))
+        self.timeout = timeout
+        try:
+            return self.pull_messages(self.push_messages(messages))
+        finally:
+            self.timeout = None
 
     # -- execution -----------------------------------------------------------------------------
     def execute(self, message: Message) -> Message:
@@ -99,10 +109,12 @@ def _run_record(run_id: int, run_config: dict) -> Run:
     )
 
 
-def run_in_process(server_app: ServerApp, client_app: ClientApp, run_config: dict, num_nodes: int) -> InProcessGrid:
-    """Run a ServerApp to completion against `num_nodes` in-process nodes."""
+def run_in_process(
+    server_app: ServerApp, client_app: ClientApp, run_config: dict, num_nodes: int, grid_class: type[InProcessGrid] = InProcessGrid
+) -> InProcessGrid:
+    """Run a ServerApp to completion against `num_nodes` in-process nodes (`grid_class`: the engine)."""
     run_id = 1
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, SERVER_NODE_ID, 0
-    grid = InProcessGrid(client_app, run_config, num_nodes, run_id)
+    grid = grid_class(client_app, run_config, num_nodes, run_id)
     server_app(grid, Context(run_id=run_id, node_id=SERVER_NODE_ID, node_config={}, state=RecordDict(), run_config=dict(run_config)))
     return grid

@@ -1,0 +1,320 @@
+"""Batched client halves: one round's clients trained as one computation over stacked weights.
+
+The `batched` engine (simulations/engines/batched.py) hands a whole round of train messages to the
+batched form of the run's client half. Every client's weights are stacked along a leading client
+dimension and each SGD step runs `torch.func.vmap(grad(functional_call))` over the clients, so a
+round costs one stream of kernels instead of one per client: on a GPU with small models and small
+batches that removes the launch overhead that dominates sequential training.
+
+Same numbers as `sequential`, to float tolerance: each client's batches come from the same
+`batch_plan` and `generator(seed, round, client, "train")` as clients/core.py, the loss is the
+mean over the same samples, and the update is torch.optim.SGD's (weight decay added to the
+gradient, momentum buffer `m = momentum * m + g` starting from zero, `w -= lr * m`). Dropout masks
+are drawn per client (`randomness="different"`) but not from the sequential stream, so models with
+dropout match in distribution only.
+
+Unequal data sizes: grouping by step count, not masking. Clients are sorted by their number of
+steps, so at step s the clients that still train are a prefix of the stack: their weights are a
+view (no copy) and finished clients cost nothing. Within a step, clients whose batch differs in size
+(the short last batch of an epoch) train in their own vmap call on gathered weights, written back
+afterwards. Masking would pad every client to the longest plan, wasting the steps of small clients
+under Dirichlet or long-tailed partitions, and padded samples would corrupt BatchNorm's batch
+statistics; grouping needs neither padding nor masks and stays exact with BatchNorm, whose buffers
+are stacked per client and updated in place by `functional_call`.
+
+An algorithm opts in with an entry in `BATCHED`, keyed by its exact client class (a subclass that
+changes local training must not inherit its parent's batched form by accident). A form takes a
+`Cohort` and returns one reply content per client, the same records the sequential client sends.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from clients.base import ClientAlgorithm
+from clients.core import batches_from, generator
+from clients.fedavg import FedAvgClient
+from clients.fedloge import FedLoGeClient, FedLoGeNet, etf_options
+from clients.fedprox import FedProxClient
+from tasks.etf import sse_c
+from tasks.models import build_model
+from tasks.partitions import build_federation
+
+Tensors = dict[str, torch.Tensor]
+# loss(model, params, buffers, x, y, extra) for ONE client; vmapped over the cohort.
+StackedLoss = Callable[[nn.Module, Tensors, Tensors, torch.Tensor, torch.Tensor, Tensors], torch.Tensor]
+
+
+@dataclass
+class Cohort:
+    """The train messages of one round, with what the batched form needs to serve them."""
+
+    cfg: dict
+    messages: list[Message]
+    contexts: list[Context]
+    client_ids: list[int]
+    device: torch.device
+    compile: bool = False
+
+    @property
+    def server_round(self) -> int:
+        return int(self.messages[0].content["config"]["server-round"])
+
+
+# -- data and weights ------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=2)
+def _resident(keys: tuple, device: str) -> tuple[torch.Tensor, torch.Tensor, list[np.ndarray]]:
+    fed = build_federation(dict(keys))
+    x = torch.as_tensor(np.ascontiguousarray(fed.data.x_train)).to(device)
+    y = torch.as_tensor(np.ascontiguousarray(fed.data.y_train)).to(device)
+    return x, y, [c.labeled for c in fed.clients]
+
+
+def resident_data(cfg: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[np.ndarray]]:
+    """The whole training set on the device, once per process, and each client's labeled rows.
+
+    A client's `x_labeled[i]` (clients/data.py) is row `labeled[i]` of this tensor.
+    """
+    return _resident(tuple(sorted(cfg.items())), str(device))
+
+
+@functools.lru_cache(maxsize=2)
+def _template(keys: tuple, device: str) -> nn.Module:
+    cfg = dict(keys)
+    d = build_federation(cfg).data
+    return build_model(str(cfg["model.name"]), d.input_shape, d.num_classes, int(cfg["seed"]), cfg).to(device)
+
+
+def template_model(cfg: dict, device: torch.device) -> nn.Module:
+    """The architecture, built once per process: `functional_call` never touches its own weights."""
+    return _template(tuple(sorted(cfg.items())), str(device))
+
+
+def stack(records: list[ArrayRecord], names: list[str], device: torch.device) -> Tensors:
+    """Per-client state dicts -> one [clients, ...] tensor per name (one conversion if shared)."""
+    if all(r is records[0] for r in records):
+        one = records[0].to_torch_state_dict()
+        return {n: one[n].to(device).unsqueeze(0).repeat(len(records), *[1] * one[n].dim()) for n in names}
+    dicts = [r.to_torch_state_dict() for r in records]
+    return {n: torch.stack([d[n] for d in dicts]).to(device) for n in names}
+
+
+# -- the vectorised SGD loop -----------------------------------------------------------------------
+@dataclass
+class Group:
+    """One vmap call: clients `sel` (a prefix slice, or slots to gather) on data rows `rows`."""
+
+    sel: slice | torch.Tensor
+    rows: torch.Tensor  # [clients in group, batch]
+
+
+def schedule(plans: list[list[np.ndarray]], device: torch.device) -> list[Group]:
+    """Group each step's clients by batch size; `plans` hold data rows, clients sorted by steps."""
+    groups, flat = [], []
+    for s in range(max((len(p) for p in plans), default=0)):
+        by_size: dict[int, list[int]] = {}
+        for k, plan in enumerate(plans):
+            if s < len(plan):
+                by_size.setdefault(len(plan[s]), []).append(k)
+        for ks in by_size.values():
+            prefix = ks == list(range(len(ks)))
+            groups.append((slice(0, len(ks)) if prefix else np.asarray(ks), np.stack([plans[k][s] for k in ks])))
+            flat += [groups[-1][1].ravel()] + ([] if prefix else [groups[-1][0]])
+    # one host-to-device copy for the whole round's indices; no transfers inside the loop
+    on_device = torch.from_numpy(np.concatenate(flat) if flat else np.zeros(0, np.int64)).to(device, non_blocking=True)
+    out, at = [], 0
+    for sel, rows in groups:
+        r = on_device[at : at + rows.size].view(rows.shape)
+        at += rows.size
+        if not isinstance(sel, slice):
+            sel, at = on_device[at : at + len(sel)], at + len(sel)
+        out.append(Group(sel, r))
+    return out
+
+
+def _take(d: Tensors, sel) -> Tensors:
+    return {k: v[sel] for k, v in d.items()}
+
+
+def _put(d: Tensors, sel, values: Tensors) -> None:
+    if not isinstance(sel, slice):  # gathered copies go back; slices were updated in place
+        for k, v in values.items():
+            d[k].index_copy_(0, sel, v)
+
+
+def train_stacked(
+    model: nn.Module,
+    params: Tensors,
+    buffers: Tensors,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    groups: list[Group],
+    num_steps: torch.Tensor,
+    cfg: dict,
+    loss_fn: StackedLoss,
+    extra: Tensors | None = None,
+    compile: bool = False,
+) -> torch.Tensor:
+    """SGD on stacked weights in place, as torch.optim.SGD per client; returns mean losses [K]."""
+    lr, momentum, decay = float(cfg["train.lr"]), float(cfg["train.momentum"]), float(cfg["train.weight_decay"])
+    extra = extra or {}
+
+    def objective(p, b, xb, yb, e):
+        loss = loss_fn(model, p, b, xb, yb, e)
+        return loss, loss.detach()
+
+    step_grad = vmap(grad(objective, has_aux=True), randomness="different")
+    if compile:
+        step_grad = torch.compile(step_grad)
+    names = list(params)
+    velocity = {n: torch.zeros_like(p) for n, p in params.items()} if momentum else {}
+    total = torch.zeros(len(num_steps), device=x.device)
+    model.train()
+    for g in groups:
+        p, b, e = _take(params, g.sel), _take(buffers, g.sel), _take(extra, g.sel)
+        grads, loss = step_grad(p, b, x[g.rows], y[g.rows], e)
+        update = [grads[n] for n in names]
+        if decay:
+            update = torch._foreach_add(update, [p[n] for n in names], alpha=decay)
+        if momentum:
+            v = _take(velocity, g.sel)
+            torch._foreach_mul_([v[n] for n in names], momentum)
+            torch._foreach_add_([v[n] for n in names], update)
+            update = [v[n] for n in names]
+            _put(velocity, g.sel, v)
+        torch._foreach_add_([p[n] for n in names], update, alpha=-lr)
+        _put(params, g.sel, p)
+        _put(buffers, g.sel, b)  # BatchNorm statistics, updated in place by functional_call
+        if isinstance(g.sel, slice):
+            total[g.sel] += loss
+        else:
+            total.index_add_(0, g.sel, loss)
+    return total / num_steps.clamp(min=1)
+
+
+# -- a batched form: FedAvg's local SGD with a pluggable per-client loss ----------------------------
+def cross_entropy(model: nn.Module, p: Tensors, b: Tensors, x: torch.Tensor, y: torch.Tensor, e: Tensors) -> torch.Tensor:
+    return nn.functional.cross_entropy(functional_call(model, (p, b), (x,)), y)
+
+
+def proximal(model: nn.Module, p: Tensors, b: Tensors, x: torch.Tensor, y: torch.Tensor, e: Tensors) -> torch.Tensor:
+    """FedProx's local objective: cross-entropy + (mu/2)||w - w_global||^2 (clients/fedprox.py)."""
+    drift = sum(((p[n] - e["anchor/" + n]) ** 2).sum() for n in p)
+    return cross_entropy(model, p, b, x, y, e) + 0.5 * e["mu"] * drift
+
+
+def local_sgd(
+    cohort: Cohort,
+    loss_fn: StackedLoss = cross_entropy,
+    extra: Callable[[Tensors], Tensors] | None = None,
+    net: nn.Module | None = None,
+    own: Callable[[list[int]], tuple[Tensors, Tensors]] | None = None,
+    keep: Callable[[int, Tensors], None] | None = None,
+) -> list[RecordDict]:
+    """FedAvgClient.train for a whole cohort: same batches, same update, same reply records.
+
+    Algorithms that train more than the travelling model pass `net` (a module holding it as
+    `net.model`), `own(order)` (their stacked extra parameters and buffers, by name in `net`, for
+    the cohort positions in `order`) and `keep(position, trained)` (to store what stays on the client).
+    """
+    cfg, device = cohort.cfg, cohort.device
+    x, y, labeled = resident_data(cfg, device)
+    model = template_model(cfg, device)
+    prefix = "model." if net is not None else ""
+    keys = list(model.state_dict())
+    param_names = [n for n, _ in model.named_parameters()]
+    buffer_names = [n for n, _ in model.named_buffers()]
+
+    # batch plans exactly as the sequential client draws them, as rows of the resident data
+    plans = [
+        [labeled[c][idx.numpy()] for idx in batches_from(cfg, len(labeled[c]), generator(int(cfg["seed"]), cohort.server_round, c, "train"))]
+        for c in cohort.client_ids
+    ]
+    order = sorted(range(len(plans)), key=lambda k: -len(plans[k]))  # slot -> position in cohort
+    records = [cohort.messages[k].content["arrays"] for k in order]
+    with torch.no_grad():
+        params = {prefix + n: t for n, t in stack(records, param_names, device).items()}
+        buffers = {prefix + n: t for n, t in stack(records, buffer_names, device).items()}
+        if own is not None:
+            more_params, more_buffers = own(order)
+            params.update(more_params)
+            buffers.update(more_buffers)
+    num_steps = torch.tensor([len(plans[k]) for k in order], dtype=torch.float32).to(device)
+    ex = extra(params) if extra else {}
+    if ex:
+        mus = [float(cohort.messages[k].content["config"].get("proximal-mu", 0.0)) for k in order]
+        ex["mu"] = torch.tensor(mus, dtype=torch.float32).to(device)
+    losses = train_stacked(
+        net if net is not None else model, params, buffers, x, y, schedule([plans[k] for k in order], device), num_steps, cfg, loss_fn, ex,
+        cohort.compile,
+    )
+
+    # one device-to-host copy per tensor, then one reply per client in the sequential key order
+    host = {n: t.detach().cpu() for n, t in {**params, **buffers}.items()}
+    losses = losses.cpu().tolist()
+    replies: list[RecordDict | None] = [None] * len(order)
+    for slot, k in enumerate(order):
+        state = OrderedDict((n, host[prefix + n][slot]) for n in keys)
+        metrics = {"train/loss": losses[slot], "num-examples": len(labeled[cohort.client_ids[k]])}
+        replies[k] = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)})
+        if keep is not None:
+            keep(k, {n: t[slot] for n, t in host.items()})
+    return replies  # type: ignore[return-value]
+
+
+def fedprox(cohort: Cohort) -> list[RecordDict]:
+    anchor = lambda params: {"anchor/" + n: p.detach().clone() for n, p in params.items()}  # noqa: E731
+    return local_sgd(cohort, proximal, anchor)
+
+
+class _FedLoGeObjective(FedLoGeNet):
+    """FedLoGe's three-head loss as `forward`, so that `functional_call` runs it."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.loss(x, y)
+
+
+def fedloge(cohort: Cohort) -> list[RecordDict]:
+    """FedLoGeClient.fit for a cohort: backbone + psi travel, SSE-C is shared, phi_k is per client."""
+    cfg, device = cohort.cfg, cohort.device
+    model = template_model(cfg, device)
+    out_dim, dim = model.classifier.weight.shape
+    etf = sse_c(dim, out_dim, int(cfg["seed"]), **etf_options(cfg)).to(device)
+    net = _FedLoGeObjective(model, etf, nn.Linear(dim, out_dim).to(device))
+    d = build_federation(cfg).data
+    first = build_model(str(cfg["model.name"]), d.input_shape, d.num_classes, int(cfg["seed"])).classifier.state_dict()
+
+    def heads(order: list[int]) -> tuple[Tensors, Tensors]:
+        states = [cohort.contexts[k].state["fedloge/phi"].to_torch_state_dict() if "fedloge/phi" in cohort.contexts[k].state else first
+                  for k in order]
+        phi = {"phi." + n: torch.stack([s[n] for s in states]).to(device) for n in first}
+        return phi, {"etf": etf.unsqueeze(0).repeat(len(order), 1, 1)}
+
+    def keep(k: int, trained: Tensors) -> None:
+        cohort.contexts[k].state["fedloge/phi"] = ArrayRecord(OrderedDict((n, trained["phi." + n]) for n in first))
+
+    loss = lambda net, p, b, x, y, e: functional_call(net, (p, b), (x, y))  # noqa: E731
+    return local_sgd(cohort, loss, net=net, own=heads, keep=keep)
+
+
+BATCHED: dict[type[ClientAlgorithm], Callable[[Cohort], list[RecordDict]]] = {
+    FedAvgClient: local_sgd,
+    FedProxClient: fedprox,
+    FedLoGeClient: fedloge,
+}
+
+
+def batched_form(algorithm: str) -> Callable[[Cohort], list[RecordDict]] | None:
+    """The batched form of the named algorithm's client half, or None (train sequentially)."""
+    from clients.registry import CLIENTS
+
+    return BATCHED.get(CLIENTS[algorithm]) if algorithm in CLIENTS else None

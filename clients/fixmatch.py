@@ -1,0 +1,56 @@
+"""FedAvg+FixMatch's client half: FixMatch (Sohn et al., 2020) run locally, FedAvg on the server.
+
+The FedLabel paper's semi-supervised baseline: one model, trained from the global weights; each
+step adds to the labeled cross-entropy a pseudo-label term on an unlabeled batch, where the model
+itself labels the weak view (no gradient), keeps labels whose top probability exceeds
+`algorithm.threshold`, and learns them on the strong view, weighted `algorithm.lambda_u`. Unlike
+FedLabel only the local (current) model labels, and there is no consistency term.
+
+The steps follow `train.local_steps`/`train.local_epochs` over the labeled data, as FedAvg's do;
+each step draws an unlabeled batch of the same size. Views come from `clients.augment`.
+The reply weighs the client by all its samples, labeled and unlabeled.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from flwr.app import Message
+from torch import nn
+
+from clients.augment import strong_view, weak_view
+from clients.base import ClientAlgorithm
+from clients.core import batch_plan, batches_from, sgd, sgd_train
+
+
+class FixMatchClient(ClientAlgorithm):
+    def fit(self, model: nn.Module, msg: Message) -> dict:
+        cfg, d, rnd = self.cfg, self.data, self.server_round(msg)
+        labeled = batches_from(cfg, len(d.y_labeled), self.generator(rnd))
+        unlabeled = iter(batch_plan(len(d.y_unlabeled), int(cfg["train.batch_size"]), 0, len(labeled), self.generator(rnd, "unlabeled")))
+        gen = self.generator(rnd, "strong")
+        threshold, lambda_u = float(cfg["algorithm.threshold"]), float(cfg["algorithm.lambda_u"])
+        seen, kept, correct = 0, 0, 0
+
+        def loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            nonlocal seen, kept, correct
+            supervised = F.cross_entropy(m(x), y)
+            idx = next(unlabeled, None)
+            if idx is None:  # no unlabeled data
+                return supervised
+            x_u = d.x_unlabeled[idx.to(d.x_unlabeled.device)]
+            with torch.no_grad():
+                top, pseudo = F.softmax(m(weak_view(x_u, gen)), dim=1).max(dim=1)
+            mask = top > threshold
+            seen, kept = seen + len(idx), kept + int(mask.sum())
+            correct += int((pseudo[mask] == d.y_unlabeled[idx.to(d.y_unlabeled.device)][mask]).sum())
+            unsup = (F.cross_entropy(m(strong_view(x_u, gen)), pseudo, reduction="none") * mask).mean()
+            return supervised + lambda_u * unsup
+
+        train_loss = sgd_train(model, d.x_labeled, d.y_labeled, labeled, sgd(model.parameters(), cfg), loss)
+        return {
+            "train/loss": train_loss,
+            "fixmatch/pseudo_acc": correct / kept if kept else 0.0,
+            "fixmatch/coverage": kept / seen if seen else 0.0,
+            "num-examples": len(d.y_labeled) + len(d.y_unlabeled),
+        }

@@ -1,0 +1,81 @@
+"""The `batched` engine: the in-process Grid, training each round's clients together.
+
+The strategy's `send_and_receive` hands the whole round to `push_messages` at once. Train
+messages whose algorithm has a batched form (clients/batched.py) are trained as one computation
+over stacked client weights and answered with one real Flower reply per client, the records the
+sequential client would send; the unchanged strategy aggregates them. Everything else (evaluate
+and query messages, algorithms without a batched form) runs through the real ClientApp one message
+at a time, exactly as in `sequential`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import torch
+from flwr.app import Error, Message, MessageType
+from flwr.clientapp import ClientApp
+from rich.console import Console
+
+from clients import state
+from clients.batched import Cohort, batched_form
+from clients.core import resolve_device
+from clients.data import client_index
+from simulations.engines.inprocess import CLIENT_EXCEPTION, InProcessGrid
+from tasks.errors import ConfigError
+
+console = Console(stderr=True)
+
+
+class BatchedGrid(InProcessGrid):
+    def __init__(self, client_app: ClientApp, run_config: dict, num_nodes: int, run_id: int = 1) -> None:
+        super().__init__(client_app, run_config, num_nodes, run_id)
+        self.compile = run_config.get("engine.compile", False)
+        if not isinstance(self.compile, bool):
+            raise ConfigError.invalid("engine.compile", self.compile, "true or false")
+        algorithm = str(run_config["algorithm.name"])
+        self.form = batched_form(algorithm)
+        faults = [k for k, v in run_config.items() if k.startswith("faults.") and k.endswith("_fraction") and v]
+        if self.form is None:
+            console.print(f"[yellow]engine batched[/]: {algorithm} has no batched form; its clients train one after another")
+        elif faults:  # faults are injected by the ClientApp (clients/faults.py), so it must run every client
+            self.form = None
+            console.print(f"[yellow]engine batched[/]: {faults[0]} is set; clients train one after another through the ClientApp")
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = list(messages)
+        train = [m for m in messages if self.form is not None and m.metadata.message_type == MessageType.TRAIN]
+        if not train:
+            return super().push_messages(messages)
+        ids = []
+        for message in train:
+            ids.append(f"m{next(self._ids)}")
+            message.metadata.__dict__["_message_id"] = ids[-1]  # the SuperLink's job in Flower
+        start = time.perf_counter()
+        replies = self.train_together(train)
+        # all clients ran at once, so each took the whole batch's time; later than the timeout is lost
+        timeout = getattr(self, "timeout", None)
+        if timeout is None or time.perf_counter() - start <= timeout:
+            self._replies.update(zip(ids, replies))
+        batched = {id(m) for m in train}
+        return ids + list(super().push_messages([m for m in messages if id(m) not in batched]))
+
+    def train_together(self, messages: list[Message]) -> list[Message]:
+        """One batched computation for all `messages`; a failure fails each of them, as in Flower."""
+        contexts = [self.contexts[m.metadata.dst_node_id] for m in messages]
+        client_ids = [client_index(c.node_config) for c in contexts]
+        cfg = contexts[0].run_config
+        server_round = int(messages[0].content["config"]["server-round"])
+        try:
+            torch.set_num_threads(int(cfg["train.num_threads"]))
+            for context, cid in zip(contexts, client_ids):
+                state.restore(context, cid, server_round)
+            cohort = Cohort(dict(cfg), messages, contexts, client_ids, resolve_device(str(cfg["train.device"])), self.compile)
+            contents = self.form(cohort)
+            for context, cid in zip(contexts, client_ids):
+                state.save(context, cid, server_round)
+        except Exception as err:  # noqa: BLE001 - reported per client, the round goes on
+            error = Error(code=CLIENT_EXCEPTION, reason=f"{type(err).__name__}: {err}")
+            return [Message(error, reply_to=m) for m in messages]
+        return [Message(content=c, reply_to=m) for c, m in zip(contents, messages)]

@@ -1,0 +1,124 @@
+"""Regenerate docs/results/fedloge.md's table and figure: FedLoGe and its baselines x seeds on `fedloge-small`.
+
+    python -m simulations.fedloge_table --out /tmp/fedloge --plot docs/results/fedloge-norms.png
+
+Runs `flowerbed run experiment=fedloge-small algorithm=...` per method and seed (skipping runs
+that already finished), prints a Markdown table of the final round (mean ± std over seeds), and
+plots FedLoGe's class norms against class frequency: |psi_c| (server checkpoint) against the
+global class count, |phi_k,c| (every client's saved state) against the client's own count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ["fedloge", "fedavg", "fedprox", "fedrep", "fedbabu"]
+PRESET = "experiment=fedloge-small"
+# (row label, method, metric prefix for generic acc, metric prefix for personalized acc)
+ROWS = [
+    ("FedLoGe (GLA-FR: row-normalised psi / phi_k + norm-transferred psi)", "fedloge", "global", "personal"),
+    ("FedLoGe, raw psi / phi_k + psi (no realignment)", "fedloge", "global_raw", "personal_sum"),
+    ("FedLoGe, universal SSE-C / phi_k alone", "fedloge", "global_universal", "personal_phi"),
+    ("FedAvg (global model)", "fedavg", "global", "personal"),
+    ("FedProx (global model)", "fedprox", "global", "personal"),
+    ("FedRep (averaged heads / own head)", "fedrep", "global", "personal"),
+    ("FedBABU (fixed head / fine-tuned)", "fedbabu", "global", "personal"),
+]
+
+
+def run_dir(out: Path, method: str, seed: int) -> Path:
+    return out / f"{method}-seed{seed}"
+
+
+def run_all(out: Path, seeds: list[int], extra: list[str]) -> None:
+    from simulations.cli import main
+
+    for method in METHODS:
+        for seed in seeds:
+            target = run_dir(out, method, seed)
+            if not (target / "summary.json").exists():
+                code = main(["run", PRESET, f"algorithm={method}", f"seed={seed}", f"output.dir={target}", "overwrite=true", *extra])
+                if code != 0:
+                    raise SystemExit(code)
+
+
+def final(out: Path, method: str, seeds: list[int]) -> list[dict]:
+    return [json.loads((run_dir(out, method, s) / "metrics.jsonl").read_text().splitlines()[-1]) for s in seeds]
+
+
+def _pm(values: list[float]) -> str:
+    return f"{np.mean(values) * 100:.1f} ± {np.std(values) * 100:.1f}" if values else "–"
+
+
+def table(out: Path, seeds: list[int]) -> str:
+    lines = ["| method (generic / personalized model) | generic acc | many | medium | few | personalized acc | personalized acc, masked |",
+             "|---|---|---|---|---|---|---|"]
+    for label, method, g, p in ROWS:
+        last = final(out, method, seeds)
+        cells = [_pm([r[f"{g}/{k}"] for r in last]) for k in ("acc", "acc_many", "acc_medium", "acc_few")]
+        cells += [_pm([r[f"{p}/acc"] for r in last]), _pm([r[f"{p}/acc_masked"] for r in last])]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def class_norms(out: Path, seed: int) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """(global class counts, |psi_c|, [(client counts, |phi_k,c|) for each client that trained])."""
+    import torch
+
+    from simulations import config
+    from tasks.partitions import build_federation
+
+    folder = run_dir(out, "fedloge", seed)
+    cfg = config.load([PRESET, "algorithm=fedloge", f"seed={seed}"], load_data=False)
+    fed = build_federation(cfg)
+    arrays = torch.load(folder / "checkpoints" / "server.pt", weights_only=False)["arrays"]
+    psi = np.linalg.norm(arrays["classifier.weight"], axis=1)
+    counts = fed.label_counts()
+    phis = []
+    for k in range(len(fed.clients)):
+        saved = sorted((folder / "checkpoints" / "clients" / str(k)).glob("round-*.pt"))
+        if saved:
+            kind, head = torch.load(saved[-1], weights_only=False)["fedloge/phi"]
+            phis.append((counts[k], head["weight"].norm(dim=1).numpy()))
+    return fed.class_counts, psi, phis
+
+
+def plot(out: Path, seeds: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for seed in seeds:
+        counts, psi, phis = class_norms(out, seed)
+        left.plot(counts, psi, "o-", label=f"seed {seed}")
+        for i, (n, norms) in enumerate(phis):
+            right.scatter(n + 0.5, norms, s=10, alpha=0.6, color=f"C{seeds.index(seed)}", label=f"seed {seed}" if i == 0 else None)
+    left.set(xscale="log", xlabel="global training samples of class c", ylabel="|psi_c|", title="global head psi (server, final round)")
+    right.set(xscale="log", xlabel="client k's training samples of class c (+0.5)", ylabel="|phi_k,c|", title="personal heads phi_k (all clients)")
+    left.legend(), right.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/fedloge-table"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--plot", type=Path, default=Path("docs/results/fedloge-norms.png"))
+    parser.add_argument("extra", nargs="*", help="more overrides for every run, e.g. rounds=60")
+    args = parser.parse_args()
+    run_all(args.out, args.seeds, args.extra)
+    print(table(args.out, args.seeds))
+    plot(args.out, args.seeds, args.plot)
+    print(f"wrote {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

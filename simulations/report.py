@@ -1,0 +1,262 @@
+"""`flowerbed report RUN_OR_SWEEP_DIR... --out DIR`: a markdown table and figures from run directories.
+
+Runs are grouped by the swept keys: the config keys whose values differ between the runs, other
+than seed and output.dir (and keys that only restate another, like algorithm.proximal_mu beside
+algorithm.name). Each group's seeds give mean ± std (sample std, ddof=1; 0 for one seed).
+Figures are PNGs next to report.md, linked relative so the report reads on GitHub.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import yaml
+
+from tasks.errors import ConfigError
+
+IGNORED = ("seed", "output.dir", "resume", "overwrite", "engine.", "train.device", "train.num_threads", "clients.timeout",
+           "logging.")  # how a run was executed, not what it computed
+ACC_KEYS = ("global/acc", "personal/acc")
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    metrics: list[dict]
+    summary: dict | None = field(default=None)
+
+    def curve(self, key: str) -> dict[int, float]:
+        return {r["round"]: r[key] for r in self.metrics if r.get(key) is not None}
+
+    def bytes_by_round(self) -> dict[int, float]:
+        """Cumulative bytes sent both ways after each round."""
+        total, out = 0.0, {}
+        for r in self.metrics:
+            total += r.get("comm/bytes_up", 0) + r.get("comm/bytes_down", 0)
+            out[r["round"]] = total
+        return out
+
+
+def find_runs(paths: list[str | Path]) -> list[Run]:
+    """Every run directory (one with config.yaml and metrics.jsonl) at or under the given paths."""
+    runs = []
+    for root in map(Path, paths):
+        if not root.exists():
+            raise ConfigError.invalid("run directory", str(root), "an existing run or sweep directory")
+        for config in sorted([root / "config.yaml"] if (root / "config.yaml").exists() else root.rglob("config.yaml")):
+            run_dir = config.parent
+            if not (run_dir / "metrics.jsonl").exists():
+                continue
+            metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+            summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else None
+            runs.append(Run(run_dir, yaml.safe_load(config.read_text()), metrics, summary))
+    if not runs:
+        raise ConfigError(f"no run directories (config.yaml + metrics.jsonl) under {', '.join(map(str, paths))}")
+    return runs
+
+
+def swept_keys(runs: list[Run]) -> list[str]:
+    """Keys whose values differ between runs, minus those that add no grouping of their own."""
+    keys = sorted({k for r in runs for k in r.config})
+    differ = [k for k in keys if not k.startswith(IGNORED) and len({repr(r.config.get(k)) for r in runs}) > 1]
+
+    def n_groups(ks: list[str]) -> int:
+        return len({tuple(repr(r.config.get(k)) for k in ks) for r in runs})
+
+    # drop keys whose removal leaves the grouping unchanged (`.name` keys always stay: they read best)
+    kept = list(differ)
+    for key in [k for k in differ if not k.endswith(".name")]:
+        rest = [k for k in kept if k != key]
+        if rest and n_groups(rest) == n_groups(kept):
+            kept = rest
+    return kept
+
+
+def group(runs: list[Run], keys: list[str]) -> dict[tuple, list[Run]]:
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(tuple(run.config.get(k) for k in keys), []).append(run)
+    return groups
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return math.nan, math.nan
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def label(keys: list[str], values: tuple) -> str:
+    """`fedavg, dirichlet, alpha=0.1`: `.name` keys by value, others by their last part; unset keys left out."""
+    parts = [str(v) if k.endswith(".name") else f"{k.split('.')[-1]}={v}" for k, v in zip(keys, values) if v is not None]
+    return ", ".join(parts) or "all runs"
+
+
+def _pm(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    mean, std = mean_std(values)
+    return "–" if math.isnan(mean) else f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def table(runs: list[Run], keys: list[str]) -> str:
+    """Markdown: one row per group of finished runs, accuracies in % as mean ± std over seeds."""
+    head = [*keys, "seeds", "final global acc (%)", "best global acc (%)", "final personal acc (%)",
+            "best personal acc (%)", "MB sent (up+down)", "train time (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    finished = [r for r in runs if r.summary is not None]
+    for values, members in sorted(group(finished, keys).items(), key=lambda item: tuple(map(str, item[0]))):
+        s = [m.summary for m in members]
+        mb = [m.bytes_by_round()[max(m.bytes_by_round())] / 1e6 for m in members]
+        cells = [*("–" if v is None else str(v) for v in values), str(len(members)),
+                 _pm([x.get("final/global/acc") for x in s]), _pm([x.get("best/global/acc") for x in s]),
+                 _pm([x.get("final/personal/acc") for x in s]), _pm([x.get("best/personal/acc") for x in s]),
+                 _pm(mb, 1.0, 2), _pm([x.get("train_time_s") for x in s], 1.0, 1)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# -- figure data --------------------------------------------------------------------------------
+def _split(keys: list[str]) -> tuple[list[str], str | None]:
+    """Panels by every swept key but the algorithm; one line per algorithm."""
+    return [k for k in keys if k != "algorithm.name"], ("algorithm.name" if "algorithm.name" in keys else None)
+
+
+PanelOf = Callable[[Run], str] | None  # a caller's own panel titles (the leaderboard's setting names)
+
+
+def _panels(runs: list[Run], keys: list[str], panel_of: PanelOf = None) -> dict[str, dict[str, list[Run]]]:
+    panel_keys, line_key = _split(keys)
+    panels: dict[str, dict[str, list[Run]]] = {}
+    for run in runs:
+        if panel_of:
+            panel = panel_of(run)
+        else:
+            panel = label(panel_keys, tuple(run.config.get(k) for k in panel_keys)) if panel_keys else _setting(run)
+        line = str(run.config.get(line_key)) if line_key else label(keys, tuple(run.config.get(k) for k in keys))
+        panels.setdefault(panel, {}).setdefault(line, []).append(run)
+    return panels
+
+
+def _setting(run: Run) -> str:
+    """`digits, dirichlet(0.5), 10 clients`: a title when every run shares the data setting."""
+    c = run.config
+    part = str(c.get("partition.name"))
+    if part == "dirichlet":
+        part += f"({c.get('partition.alpha')})"
+    return f"{c.get('dataset.name')}, {part}, {c.get('clients.num', '?')} clients"
+
+
+def _acc_key(members: list[Run]) -> str:
+    return "global/acc" if all(m.curve("global/acc") for m in members) else "personal/acc"
+
+
+def accuracy_curves(runs: list[Run], keys: list[str], panel_of: PanelOf = None) -> dict:
+    """panel -> line -> (rounds, mean, std) over seeds, on the rounds every seed evaluated."""
+    data = {}
+    for panel, lines in _panels(runs, keys, panel_of).items():
+        data[panel] = {}
+        for line, members in lines.items():
+            key = _acc_key(members)
+            curves = [m.curve(key) for m in members]
+            rounds = sorted(set.intersection(*(set(c) for c in curves)))
+            if rounds:
+                values = np.array([[c[r] for r in rounds] for c in curves])
+                name = line if key == "global/acc" else f"{line} (personal)"
+                data[panel][name] = (np.array(rounds), values.mean(0), values.std(0))
+    return data
+
+
+def accuracy_vs_bytes(runs: list[Run], keys: list[str], panel_of: PanelOf = None) -> dict:
+    """panel -> line -> (cumulative MB, mean accuracy) over seeds."""
+    data = {}
+    for panel, lines in _panels(runs, keys, panel_of).items():
+        data[panel] = {}
+        for line, members in lines.items():
+            key = _acc_key(members)
+            curves, sent = [m.curve(key) for m in members], [m.bytes_by_round() for m in members]
+            rounds = sorted(set.intersection(*(set(c) for c in curves)))
+            if rounds:
+                mb = np.mean([[b[r] for r in rounds] for b in sent], axis=0) / 1e6
+                data[panel][line] = (mb, np.mean([[c[r] for r in rounds] for c in curves], axis=0))
+    return data
+
+
+def personal_distribution(runs: list[Run], keys: list[str], panel_of: PanelOf = None) -> dict:
+    """panel -> line -> every client's personalized accuracy at the last evaluation, seeds pooled."""
+    data: dict[str, dict[str, list[float]]] = {}
+    for panel, lines in _panels(runs, keys, panel_of).items():
+        for line, members in lines.items():
+            pooled = []
+            for m in members:
+                last = [r["personal/acc_per_client"] for r in m.metrics if r.get("personal/acc_per_client")]
+                pooled += last[-1] if last else []
+            if pooled:
+                data.setdefault(panel, {})[line] = pooled
+    return data
+
+
+def class_frequency(run: Run) -> np.ndarray:
+    """Training samples per class over the whole federation, rebuilt from the run's config."""
+    from tasks.partitions import build_federation
+
+    return build_federation(run.config).label_counts().sum(0)
+
+
+def per_class(runs: list[Run], keys: list[str], panel_of: PanelOf = None) -> dict:
+    """For long-tailed runs (partition.imbalance_factor > 1): panel -> (class counts, line -> final per-class acc)."""
+    long_tailed = [r for r in runs if float(r.config.get("partition.imbalance_factor", 1.0)) > 1
+                   and any("global/acc_per_class" in m for m in r.metrics)]
+    data = {}
+    for panel, lines in _panels(long_tailed, keys, panel_of).items():
+        counts = np.mean([class_frequency(m) for ms in lines.values() for m in ms], axis=0)
+        last = lambda m: [x for x in m.metrics if "global/acc_per_class" in x][-1]["global/acc_per_class"]  # noqa: E731
+        finals = {line: np.mean([last(m) for m in ms], axis=0)
+                  for line, ms in lines.items()}
+        data[panel] = (counts, finals)
+    return data
+
+
+# -- the report ---------------------------------------------------------------------------------
+def write_report(paths: list[str | Path], out: Path, title: str = "flowerbed report", intro: str = "",
+                 panel_of: PanelOf = None, order: Callable[[Run], object] | None = None) -> Path:
+    """report.md and its PNGs in `out`; `panel_of` titles figure panels, `order` sorts runs (and so panels)."""
+    from simulations import plots
+
+    runs = find_runs(paths)
+    keys = swept_keys(runs)
+    runs.sort(key=order or (lambda r: tuple(str(r.config.get(k)) for k in keys)))
+    out.mkdir(parents=True, exist_ok=True)
+    unfinished = [r for r in runs if r.summary is None]
+    lines = [f"# {title}", ""]
+    if intro:
+        lines += [intro, ""]
+    lines += [f"{len(runs) - len(unfinished)} finished runs from {', '.join(map(str, paths))}; grouped by "
+              f"{', '.join(f'`{k}`' for k in keys) or 'nothing (all runs share their config but the seed)'}; "
+              "mean ± std over seeds (sample std).", ""]
+    if unfinished:
+        lines += [f"Unfinished (no summary.json, left out of the table): {', '.join(str(r.path) for r in unfinished)}", ""]
+    lines += ["## Final and best metrics", "", table(runs, keys), ""]
+    figures = [
+        ("Accuracy vs round", "accuracy.png", plots.accuracy_curves(accuracy_curves(runs, keys, panel_of), out / "accuracy.png"),
+         "Central test accuracy after each evaluated round; line = mean over seeds, band = ± 1 std."),
+        ("Accuracy vs bytes communicated", "accuracy_vs_bytes.png",
+         plots.accuracy_vs_bytes(accuracy_vs_bytes(runs, keys, panel_of), out / "accuracy_vs_bytes.png"),
+         "The same accuracy against the cumulative model bytes sent server→clients plus clients→server (mean over seeds)."),
+        ("Per-client personalized accuracy", "personal_accuracy.png",
+         plots.personal_boxes(personal_distribution(runs, keys, panel_of), out / "personal_accuracy.png"),
+         "Each client's accuracy on its own test split at the last evaluation, all seeds pooled."),
+        ("Per-class accuracy vs class frequency (long-tailed runs)", "per_class.png",
+         plots.per_class(per_class(runs, keys, panel_of), out / "per_class.png"),
+         "Final per-class central test accuracy against the class's training samples in the federation (mean over seeds)."),
+    ]
+    for heading, name, made, caption in figures:
+        if made is not None:
+            lines += [f"## {heading}", "", caption, "", f"![{heading}]({name})", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    return report

@@ -1,0 +1,88 @@
+"""The `batched` engine computes the same rounds as `sequential` (to float tolerance 1e-4)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tests.conftest import run
+
+TOL = 1e-4  # vmapped gradients sum in another order than one client's backward pass
+
+
+def assert_same_rounds(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b):
+        keys = {k for k in ra if not k.startswith("time/")}
+        assert keys == {k for k in rb if not k.startswith("time/")}
+        for k in keys:
+            va, vb = ra[k], rb[k]
+            pairs = zip(va, vb) if isinstance(va, list) else [(va, vb)]
+            for x, y in pairs:
+                assert math.isclose(x, y, rel_tol=TOL, abs_tol=TOL), f"round {ra['round']} {k}: {x} vs {y}"
+
+
+# Random continuous pixels: digits' integer pixels make exact max-pool ties, whose tie-break flips
+# with a 1e-8 perturbation and can move a trajectory by more than the tolerance (see bench.md).
+FAKE = ["dataset=fake-images", "dataset.shape=3x8x8", "dataset.num_train=600", "dataset.num_test=120"]
+CASES = {
+    # the default smoke run (digits, Dirichlet sizes, short last batches)
+    "fedavg-digits": ["algorithm=fedavg"],
+    # unequal client sizes (Dirichlet), a short last batch, momentum and weight decay as torch SGD
+    "fedavg-momentum": [*FAKE, "algorithm=fedavg", "train.momentum=0.9", "train.weight_decay=0.001", "train.batch_size=7"],
+    "fedprox": [*FAKE, "algorithm=fedprox", "algorithm.proximal_mu=0.5", "train.local_steps=5", "train.local_epochs=0"],
+    # personal heads phi_k in context.state, the frozen SSE-C shared, three losses in one step
+    "fedloge": [*FAKE, "algorithm=fedloge", "train.momentum=0.5"],
+    # BatchNorm: running statistics per client
+    "fedavg-resnet8": [*FAKE, "algorithm=fedavg", "model=resnet8", "train.local_epochs=1", "clients.fraction_train=0.5"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_batched_matches_sequential(tmp_path, case):
+    common = ["rounds=3", "clients.num=6", *CASES[case]]
+    sequential = run(tmp_path / "sequential", "engine=sequential", *common)
+    batched = run(tmp_path / "batched", "engine=batched", *common)
+    assert sequential[-1]["round"] == 3 and batched[-1]["clients/trained"] == sequential[-1]["clients/trained"] > 0
+    assert_same_rounds(sequential, batched)
+
+
+def test_batched_really_batches_and_falls_back(tmp_path, monkeypatch, capsys):
+    """With the batched form removed the engine runs the ClientApp per message: the same numbers
+    bit for bit, and a one-line notice; with it, the numbers differ in the last bits only."""
+    import clients.batched
+
+    common = [*FAKE, "rounds=2", "train.momentum=0.5"]
+    sequential = run(tmp_path / "sequential", "engine=sequential", *common)
+    batched = run(tmp_path / "batched", "engine=batched", *common)
+    monkeypatch.setattr(clients.batched, "BATCHED", {})
+    fallback = run(tmp_path / "fallback", "engine=batched", *common)
+    assert "has no batched form" in capsys.readouterr().err
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]  # noqa: E731
+    assert strip(fallback) == strip(sequential)
+    assert_same_rounds(batched, sequential)
+    assert any(a["train/loss"] != b["train/loss"] for a, b in zip(batched[1:], sequential[1:]))
+
+
+def test_engine_compile_must_be_boolean(tmp_path):
+    from tests.conftest import flowerbed
+
+    assert flowerbed("run", "experiment=smoke", "engine=batched", "engine.compile=maybe", f"output.dir={tmp_path}") == 2
+
+
+def test_bench_runs_engines_in_children_and_rejects_bad_input(tmp_path):
+    """A one-round B2 on 4 clients in a child process: the row is filled (no timing is asserted)."""
+    import json
+
+    from tests.conftest import flowerbed
+
+    out = tmp_path / "bench"
+    args = ["bench", "b2", "--rounds", "1", "--engines", "batched", "--set", "clients.num=4", "--out", str(out)]
+    assert flowerbed(*args) == 0
+    rows = json.loads((out / "bench.json").read_text())["b2"]
+    assert set(rows) == {"batched"}
+    assert rows["batched"]["runs"] == 1 and rows["batched"]["s_round"] > 0 and rows["batched"]["rss_mib"] > 0
+    assert 0.0 <= rows["batched"]["acc"] <= 1.0
+    assert flowerbed("bench", "b3", "--out", str(out)) == 2
+    assert flowerbed("bench", "b2", "--engines", "ray", "--out", str(out)) == 2

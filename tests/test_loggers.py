@@ -1,0 +1,38 @@
+"""The optional metric sinks: off by default, one call per round, a clear error when missing."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from server import loggers
+from tasks.errors import ConfigError
+from tests.conftest import run
+
+
+def test_off_by_default_means_no_sinks():
+    assert loggers.build_logger({"output.dir": "/nowhere"}).sinks == []
+
+
+def test_missing_package_is_one_clear_error(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"logging.tensorboard=true needs the `tensorboard` package"):
+        loggers.build_logger({"output.dir": "/tmp/x", "logging.tensorboard": True})
+
+
+def test_the_loop_logs_each_round_once(run_dir, monkeypatch):
+    seen = []
+
+    class Recorder:
+        def log(self, rnd, record):
+            seen.append((rnd, "global/acc" in record))
+
+        def close(self):
+            seen.append(("closed", True))
+
+    monkeypatch.setattr("server.loop.build_logger", lambda cfg: Recorder())
+    metrics = run(run_dir)
+    assert seen == [(1, True), (2, True), ("closed", True)]
+    assert len(metrics[-1]["personal/acc_per_client"]) == 4  # smoke: 4 clients, each one's own accuracy

@@ -1,0 +1,43 @@
+"""`flowerbed sweep`: comma lists expand through Hydra's parser; a rerun skips and resumes."""
+
+from __future__ import annotations
+
+import json
+
+from simulations.sweep import expand, split_args
+from tests.conftest import flowerbed, read_metrics
+
+
+def test_comma_lists_expand_to_their_product(tmp_path):
+    args = ["algorithm=fedavg,fedprox", "seed=0,1,2", "rounds=3", f"sweep.dir={tmp_path}", "jobs=2"]
+    overrides, sweep_dir, jobs = split_args(args)
+    assert (sweep_dir, jobs) == (tmp_path.resolve(), 2)
+    points = expand(overrides, sweep_dir)
+    assert len(points) == 6
+    assert points[0].overrides == ["rounds=3", "algorithm=fedavg", "seed=0"]
+    assert points[-1].path == tmp_path.resolve() / "algorithm-fedprox_seed-2"
+    assert len({p.name for p in points}) == 6
+
+
+def test_bad_sweep_keys_exit_2(tmp_path):
+    assert flowerbed("sweep", "experiment=smoke", "jobs=0", f"sweep.dir={tmp_path}") == 2
+    assert flowerbed("sweep", "experiment=smoke", f"output.dir={tmp_path}") == 2
+
+
+def test_rerun_skips_finished_runs_and_resumes_the_half_done_one(tmp_path):
+    args = ["sweep", "experiment=smoke", "seed=0,1", f"sweep.dir={tmp_path}"]
+    assert flowerbed(*args) == 0
+    index = [json.loads(line) for line in (tmp_path / "index.jsonl").read_text().splitlines()]
+    assert [row["name"] for row in index] == ["seed-0", "seed-1"]
+    done, half = tmp_path / "seed-0", tmp_path / "seed-1"
+    finished_at = (done / "summary.json").stat().st_mtime_ns
+    # seed-1 "interrupted" after round 1: no summary, a metrics line past the checkpoint
+    (half / "summary.json").unlink()
+    with (half / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"round": 3, "global/acc": 0.0}) + "\n")
+
+    assert flowerbed(*args) == 0
+    assert (done / "summary.json").stat().st_mtime_ns == finished_at  # untouched
+    assert (half / "summary.json").exists()
+    assert [r["round"] for r in read_metrics(half)] == [0, 1, 2]  # resumed from its checkpoint, nothing doubled
+    assert set(json.loads((tmp_path / "times.json").read_text())) == {"seed-0", "seed-1"}
