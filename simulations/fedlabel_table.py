@@ -1,4 +1,4 @@
-"""Regenerate docs/results/fedlabel.md's table and figure: seven methods x seeds on `fedlabel-small`.
+"""Regenerate docs/results/fedlabel.md's table and figure: nine methods x seeds on `fedlabel-small`.
 
     python -m simulations.fedlabel_table --out /tmp/fedlabel --plot docs/results/fedlabel.png
 
@@ -21,6 +21,8 @@ METHODS = {
     "only local": ["algorithm=fedlabel", "algorithm.selection=local"],
     "only global": ["algorithm=fedlabel", "algorithm.selection=global"],
     "FedLabel, lambda0 = 0": ["algorithm=fedlabel", "algorithm.lambda0=0"],
+    "FedLabel, beta = 0.3": ["algorithm=fedlabel", "algorithm.beta=0.3"],
+    "FedLabel, beta = 0.7": ["algorithm=fedlabel", "algorithm.beta=0.7"],
     "FedAvg (labeled only)": ["algorithm=fedavg"],
     "FedAvg+FixMatch": ["algorithm=fixmatch"],
     "FedAvg (100% labels)": ["algorithm=fedavg", "partition.labeled_fraction=1.0"],

@@ -109,12 +109,12 @@ def vit_b16_backbone(cfg: dict | None) -> nn.Module:
     """timm's ViT-B/16 (224 px); pretrained from the local cache or `model.weights` when cfg is given."""
     import timm
 
-    if cfg is None:  # architecture only (tests, shape checks)
+    given = "random" if cfg is None else str(cfg.get("model.weights") or "")
+    if given == "random":  # architecture only: tests, shape checks, timing runs without the weights
         return timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
-    given = str(cfg.get("model.weights") or "")
     overlay = {"file": str(Path(given).expanduser())} if given else None
     if given and not Path(given).expanduser().exists():
-        raise ConfigError.invalid("model.weights", given, "an existing vit_base_patch16_224 weights file (.safetensors/.pth)")
+        raise ConfigError.invalid("model.weights", given, "an existing vit_base_patch16_224 weights file (.safetensors/.pth), or random")
     try:
         return timm.create_model("vit_base_patch16_224", pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay)
     except Exception as err:  # offline without a cached file: the Hub's errors vary
