@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from logging import ERROR
+
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
+from flwr.common.logger import log
 
 from clients import faults, state
 from clients.data import client_index
 from clients.registry import CLIENTS
+from tasks.errors import ConfigError
 
 app = ClientApp()
 
 
 def _handle(msg: Message, context: Context, handler: str) -> Message:
+    try:
+        return _run(msg, context, handler)
+    except ConfigError as err:  # e.g. a device's data-path
+        return _failed(msg, err)
+
+
+def _failed(msg: Message, err: ConfigError) -> Message:
+    """One line in the node's log (not a traceback) and a failed reply, which the server counts."""
+    log(ERROR, "flowerbed: %s", err)
+    return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"ConfigError: {err}"), reply_to=msg)
+
+
+def _run(msg: Message, context: Context, handler: str) -> Message:
     algorithm = CLIENTS[str(context.run_config["algorithm.name"])](context)
     server_round = int(msg.content["config"]["server-round"])
     state.restore(context, algorithm.client_id, server_round)
@@ -38,5 +56,8 @@ def evaluate(msg: Message, context: Context) -> Message:
 @app.query()
 def identify(msg: Message, context: Context) -> Message:
     """Tell the server this node's stable client id (Flower's node ids change between runs)."""
-    identity = ConfigRecord({"client-id": client_index(context.node_config)})
+    try:
+        identity = ConfigRecord({"client-id": client_index(context.node_config)})
+    except ConfigError as err:  # e.g. client-id="kitchen-pi": one line in the node's log
+        return _failed(msg, err)
     return Message(content=RecordDict({"identity": identity}), reply_to=msg)

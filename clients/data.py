@@ -1,15 +1,23 @@
-"""A client's own data as tensors on its device, loaded once per process."""
+"""A client's own data as tensors on its device, loaded once per process.
+
+In simulation a node holds partition `partition-id` of the run's federation. A SuperNode on a
+device names its own files instead (`--node-config 'client-id=3 data-path=...'`, tasks/local_data.py);
+`client-id` is then its stable identity for the server's per-client state and for its state-dir.
+"""
 
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from tasks import domains
-from tasks.partitions import build_federation
+from tasks.errors import ConfigError
+from tasks.local_data import ClientArrays, load_local, partition_arrays
+
+NODE_OPTIONS = ("num-classes", "test-fraction", "image-shape", "classes")  # read with data-path
 
 
 @dataclass(frozen=True)
@@ -30,25 +38,41 @@ class LocalData:
 
 
 def client_index(node_config: dict) -> int:
-    """The simulated partition this node holds."""
-    return int(node_config["partition-id"])
+    """This node's stable client id: its configured `client-id` on a device, else its partition."""
+    for key in ("client-id", "partition-id"):
+        value = node_config.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not str(value).strip().isdigit():
+            raise ConfigError.invalid(key, value, "a non-negative integer, different on every node of the federation")
+        return int(str(value).strip())
+    raise ConfigError("the node has no client-id: start the SuperNode with --node-config 'client-id=N data-path=\"...\"'")
 
 
 def local_data(run_config: dict, node_config: dict, device: torch.device) -> LocalData:
+    if node_config.get("data-path"):
+        path = os.path.expanduser(str(node_config["data-path"]))
+        stamp = os.stat(path).st_mtime_ns if os.path.isfile(path) else 0  # a replaced file is read again
+        dataset = tuple(sorted((k, v) for k, v in run_config.items() if k.startswith("dataset.")))
+        options = tuple((k, str(node_config[k])) for k in NODE_OPTIONS if k in node_config)
+        return _node_data(path, stamp, dataset, options, str(device))
     keys = tuple(sorted(run_config.items()))
     return _local_data(keys, client_index(node_config), str(device))
 
 
 @functools.lru_cache(maxsize=512)
 def _local_data(keys: tuple, index: int, device: str) -> LocalData:
-    fed = build_federation(dict(keys))
-    split, d = fed.clients[index], fed.data
-    as_x = lambda a: torch.as_tensor(np.ascontiguousarray(a)).to(device)  # noqa: E731
-    # partition.domain_shift: this client's own image transform, on its training and test data
-    view = (lambda a: domains.shift(a, index)) if dict(keys).get("partition.domain_shift") else (lambda a: a)  # noqa: E731
+    return _tensors(partition_arrays(dict(keys), index), device)
+
+
+@functools.lru_cache(maxsize=8)
+def _node_data(path: str, stamp: int, dataset: tuple, options: tuple, device: str) -> LocalData:
+    return _tensors(load_local(path, dict(dataset), dict(options)), device)
+
+
+def _tensors(a: ClientArrays, device: str) -> LocalData:
+    as_x = lambda v: torch.as_tensor(np.ascontiguousarray(v)).to(device)  # noqa: E731
     return LocalData(
-        as_x(view(d.x_train[split.labeled])), as_x(d.y_train[split.labeled]),
-        as_x(view(d.x_train[split.unlabeled])), as_x(d.y_train[split.unlabeled]),
-        as_x(view(d.x_test[split.test])), as_x(d.y_test[split.test]),
-        d.num_classes, d.input_shape,
+        as_x(a.x_labeled), as_x(a.y_labeled), as_x(a.x_unlabeled), as_x(a.y_unlabeled),
+        as_x(a.x_test), as_x(a.y_test), a.num_classes, tuple(a.x_labeled.shape[1:]),
     )

@@ -23,7 +23,7 @@ def state_dir(context: Context, client_id: int | str) -> Path | None:
     root = context.node_config.get("state-dir") or (
         os.path.join(str(context.run_config["output.dir"]), "checkpoints", "clients") if context.run_config.get("output.dir") else None
     )
-    return Path(str(root)) / str(client_id) if root else None
+    return Path(str(root)).expanduser() / str(client_id) if root else None
 
 
 def _encode(state: RecordDict) -> dict:

@@ -55,6 +55,7 @@ def _scalars(record) -> dict:
 def run_federated(grid: Grid, cfg: dict) -> dict:
     """Run (or resume) the rounds a flat run config describes; returns the summary."""
     out = RunDirectory(str(cfg["output.dir"]))
+    out.write_config(cfg)
     federation = build_federation(cfg)
     data = federation.data
     device = torch.device("cuda" if str(cfg["train.device"]) in ("auto", "cuda") and torch.cuda.is_available() else "cpu")

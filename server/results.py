@@ -37,7 +37,17 @@ class RunDirectory:
     def keep_metrics_until(self, last_round: int) -> None:
         """Drop lines of rounds after the checkpoint (they will be recomputed)."""
         kept = [r for r in self.read_metrics() if r["round"] <= last_round]
+        self.path.mkdir(parents=True, exist_ok=True)  # `flwr run` on a deployment: nothing made it yet
         self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def write_config(self, cfg: dict) -> None:
+        """config.yaml, unless `flowerbed run` already wrote it (a deployment's `flwr run` does not)."""
+        import yaml
+
+        target = self.path / "config.yaml"
+        if not target.exists():
+            self.path.mkdir(parents=True, exist_ok=True)
+            target.write_text(yaml.safe_dump(dict(cfg), sort_keys=True))
 
     def write_summary(self, summary: dict) -> None:
         (self.path / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")

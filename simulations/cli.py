@@ -3,6 +3,7 @@
     flowerbed run algorithm=fedprox partition.alpha=0.1 seed=1
     flowerbed partitions partition=pathological clients.num=20
     flowerbed fetch cifar10
+    flowerbed deploy certs certs/ --host 192.168.1.20
 """
 
 from __future__ import annotations
@@ -200,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="markdown table and PNG figures from run or sweep directories")
     report.add_argument("paths", nargs="+")
     report.add_argument("--out", help="folder for report.md and its figures (default: FIRST_PATH/report)")
+    from simulations import deploy
+
+    deploy.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
@@ -212,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_bench(args.workloads, args.engines, args.rounds, args.repeats, args.out, args.overrides)
         if args.command == "partitions":
             return cmd_partitions(args.overrides, args.out)
+        if args.command == "deploy":
+            return deploy.run(args, console)
         if args.command == "pretrain":
             return cmd_pretrain(args.overrides, args.epochs, args.out)
         return cmd_fetch(args.name)

@@ -1,0 +1,267 @@
+"""A client's data as plain arrays: a simulated partition, or the files on a device.
+
+On a real device there is no federation to partition: the device holds what it holds, named by its
+SuperNode's `--node-config data-path=...`. Two forms are read:
+
+- an `.npz` with `x` (samples first) and integer labels `y`, and optionally `x_test`/`y_test` (the
+  local test set for personalized accuracy), `x_unlabeled`/`y_unlabeled` (for the semi-supervised
+  algorithms; `y_unlabeled` only feeds diagnostics) and `num_classes` (the model's output size).
+  `flowerbed deploy export` writes exactly this from a simulated partition, so a deployment and the
+  `sequential` engine train on the same arrays in the same order;
+- a folder of class-named image folders, `DIR/<class>/*.png|jpg|...`, or split as `DIR/train/<class>/`
+  and `DIR/test/<class>/`. Images are resized and normalised as the run's dataset is (`IMAGE_FORMS`),
+  so that a device's photos look to the model like the data it was configured for.
+
+Without a test set, a fixed share of the samples (`test-fraction`, default 0.2) is held out with a
+fixed seed. Every way a data path can be unusable is one `ConfigError` line naming `data-path`.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tasks import domains
+from tasks.datasets import HUB_DATASETS, load_dataset, parse_shape
+from tasks.errors import ConfigError
+from tasks.partitions import build_federation, section
+
+KEY = "data-path"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+@dataclass(frozen=True)
+class ClientArrays:
+    """One client's training (labeled, unlabeled) and local test arrays, float32 x and int64 y."""
+
+    x_labeled: np.ndarray
+    y_labeled: np.ndarray
+    x_unlabeled: np.ndarray
+    y_unlabeled: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class ImageForm:
+    """How a dataset's images look to the model: (channels, height, width) and per-channel mean/std."""
+
+    shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+# digits are scaled (x/16 - 0.5)/0.5, i.e. (x/255 - 0.5)/0.5 for an 8-bit image of a digit
+IMAGE_FORMS: dict[str, ImageForm] = {
+    "digits": ImageForm((1, 8, 8), (0.5,), (0.5,)),
+    "mnist5k": ImageForm((1, 28, 28), (0.1307,), (0.3081,)),
+    "cifar10": ImageForm((3, 32, 32), HUB_DATASETS["cifar10"].mean, HUB_DATASETS["cifar10"].std),
+    "cifar100": ImageForm((3, 32, 32), HUB_DATASETS["cifar100"].mean, HUB_DATASETS["cifar100"].std),
+    "fashion-mnist": ImageForm((1, 28, 28), HUB_DATASETS["fashion-mnist"].mean, HUB_DATASETS["fashion-mnist"].std),
+}
+
+
+# -- a simulated partition ------------------------------------------------------------------------
+def partition_arrays(run_config: dict, index: int) -> ClientArrays:
+    """The arrays simulated client `index` trains and tests on (after its domain shift, if any)."""
+    fed = build_federation(run_config)
+    split, d = fed.clients[index], fed.data
+    # partition.domain_shift: this client's own image transform, on its training and test data
+    view = (lambda a: domains.shift(a, index)) if run_config.get("partition.domain_shift") else (lambda a: a)  # noqa: E731
+    return ClientArrays(
+        view(d.x_train[split.labeled]), d.y_train[split.labeled],
+        view(d.x_train[split.unlabeled]), d.y_train[split.unlabeled],
+        view(d.x_test[split.test]), d.y_test[split.test], d.num_classes,
+    )
+
+
+def save_npz(path: Path, arrays: ClientArrays) -> None:
+    """Write what `load_npz` reads back bit for bit (written to a temporary name, then renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(
+        tmp, x=arrays.x_labeled, y=arrays.y_labeled, x_unlabeled=arrays.x_unlabeled, y_unlabeled=arrays.y_unlabeled,
+        x_test=arrays.x_test, y_test=arrays.y_test, num_classes=np.int64(arrays.num_classes),
+    )
+    tmp.replace(path)
+
+
+# -- a device's own files -------------------------------------------------------------------------
+KNOWN_NUM_CLASSES = {"digits": 10, "mnist5k": 10, "synthetic": 10}
+
+
+def dataset_num_classes(run_config: dict) -> int:
+    """The class count of the run's dataset: the model's output size the server also builds.
+
+    Known without loading the dataset where possible: a device need not have scikit-learn, the
+    embedded datasets or a Hub download just to learn that digits have ten classes.
+    """
+    name = run_config.get("dataset.name")
+    if name in HUB_DATASETS:
+        return HUB_DATASETS[name].num_classes
+    if name in KNOWN_NUM_CLASSES:
+        return KNOWN_NUM_CLASSES[name]
+    if name == "fake-images":
+        return int(run_config["dataset.num_classes"])
+    return load_dataset(section(run_config, "dataset")).num_classes
+
+
+def load_local(path: str, run_config: dict, options: dict) -> ClientArrays:
+    """Read a device's `data-path` (an `.npz` or a folder of class folders).
+
+    `options` are the node's other `--node-config` entries: `num-classes`, `test-fraction`,
+    `image-shape` ("3x32x32"), `classes` ("cat,dog,...": label order for non-numeric folder names).
+    """
+    where = Path(str(path)).expanduser()
+    if not where.exists():
+        raise ConfigError.invalid(KEY, str(where), "an existing .npz file (arrays x, y) or a folder of class-named image folders")
+    if where.is_dir():
+        arrays = _load_folder(where, run_config, options)
+    else:
+        arrays = _load_npz(where, run_config, options)
+    _check_labels(where, arrays)
+    return arrays
+
+
+def _num_classes(run_config: dict, options: dict, stored: int | None) -> int:
+    if options.get("num-classes") not in (None, ""):
+        return int(options["num-classes"])
+    return stored if stored is not None else dataset_num_classes(run_config)
+
+
+def _load_npz(path: Path, run_config: dict, options: dict) -> ClientArrays:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            files = set(f.files)
+            if "x" not in files or "y" not in files:
+                has = ", ".join(sorted(files)) or "none"
+                raise ConfigError.invalid(KEY, str(path), f"an .npz with arrays x and y (it has {has})")
+            arrays = {k: np.asarray(f[k]) for k in files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # not a zip, truncated, pickled objects
+        detail = str(err).splitlines()[0] if str(err) else ""
+        raise ConfigError.invalid(KEY, str(path), f"a readable .npz ({type(err).__name__}: {detail})") from err
+    for x_key, y_key in (("x", "y"), ("x_test", "y_test"), ("x_unlabeled", "y_unlabeled")):
+        if x_key in arrays and y_key not in arrays and x_key != "x_unlabeled":
+            raise ConfigError(f"{KEY}={str(path)!r}: {x_key} without {y_key}")
+    x, y = _checked(path, "x", arrays["x"]), _labels(path, "y", arrays["y"], len(arrays["x"]))
+    if len(x) == 0:
+        raise ConfigError(f"{KEY}={str(path)!r}: x holds no samples")
+    stored = int(arrays["num_classes"]) if "num_classes" in arrays else None
+    if "x_test" in arrays:
+        x_te, y_te = _checked(path, "x_test", arrays["x_test"]), _labels(path, "y_test", arrays["y_test"], len(arrays["x_test"]))
+    else:
+        x, y, x_te, y_te = _hold_out(x, y, float(options.get("test-fraction", 0.2)))
+    if "x_unlabeled" in arrays:
+        x_u = _checked(path, "x_unlabeled", arrays["x_unlabeled"])
+        # unknown labels are -1: they only feed pseudo-label diagnostics, never training
+        y_u = np.full(len(x_u), -1, np.int64)
+        if "y_unlabeled" in arrays:
+            y_u = _labels(path, "y_unlabeled", arrays["y_unlabeled"], len(x_u))
+    else:
+        x_u, y_u = x[:0], y[:0]
+    for name, other in (("x_test", x_te), ("x_unlabeled", x_u)):
+        if len(other) and other.shape[1:] != x.shape[1:]:
+            raise ConfigError(f"{KEY}={str(path)!r}: {name} samples have shape {other.shape[1:]}, x samples {x.shape[1:]}")
+    return ClientArrays(x, y, x_u, y_u, x_te, y_te, _num_classes(run_config, options, stored))
+
+
+def _checked(path: Path, name: str, x: np.ndarray) -> np.ndarray:
+    if x.dtype.kind not in "biuf" or x.ndim < 2:
+        raise ConfigError(f"{KEY}={str(path)!r}: {name} must be numeric with shape (n, ...) ({name} {x.dtype}{x.shape})")
+    if not np.isfinite(x.astype(np.float64)).all():
+        raise ConfigError(f"{KEY}={str(path)!r}: {name} holds NaN/Inf values; clean them before training")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _labels(path: Path, name: str, y: np.ndarray, n: int) -> np.ndarray:
+    ok = y.ndim == 1 and len(y) == n and y.dtype.kind in "biuf" and np.isfinite(y.astype(np.float64)).all()
+    if not ok or (y != np.round(y)).any():
+        raise ConfigError(f"{KEY}={str(path)!r}: {name} must hold one integer label per sample "
+                          f"({name} {y.dtype}{y.shape}, {n} samples)")
+    return y.astype(np.int64)
+
+
+def _check_labels(path: Path, a: ClientArrays) -> None:
+    for name, y in (("y", a.y_labeled), ("y_test", a.y_test)):
+        if len(y) and (y.min() < 0 or y.max() >= a.num_classes):
+            raise ConfigError(f"{KEY}={str(path)!r}: {name} holds labels outside 0..{a.num_classes - 1} "
+                              f"(the run's model has {a.num_classes} classes; set num-classes in --node-config if that is wrong)")
+
+
+def _hold_out(x: np.ndarray, y: np.ndarray, fraction: float) -> tuple[np.ndarray, ...]:
+    """A fixed share of the samples as the local test set (fixed seed: the same split every restart)."""
+    if not 0 <= fraction < 1:
+        raise ConfigError.invalid("test-fraction", fraction, "in [0, 1)")
+    order = np.random.default_rng(0).permutation(len(y))
+    n_test = int(round(fraction * len(y))) if len(y) > 1 else 0
+    test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+    return x[train], y[train], x[test], y[test]
+
+
+def _load_folder(root: Path, run_config: dict, options: dict) -> ClientArrays:
+    form = IMAGE_FORMS.get(str(run_config.get("dataset.name")))
+    if options.get("image-shape"):
+        shape = parse_shape(str(options["image-shape"]))
+        if len(shape) != 3 or shape[0] not in (1, 3):
+            raise ConfigError.invalid("image-shape", options["image-shape"], "CxHxW with 1 or 3 channels, e.g. 3x32x32")
+        form = ImageForm(shape, form.mean if form and form.shape[0] == shape[0] else (0.5,) * shape[0],
+                         form.std if form and form.shape[0] == shape[0] else (0.5,) * shape[0])
+    if form is None:
+        raise ConfigError(f"{KEY}={str(root)!r}: dataset.name={run_config.get('dataset.name')!r} has no image form; "
+                          f"set image-shape (e.g. image-shape=\"3x32x32\") in --node-config")
+    split = (root / "train").is_dir() and (root / "test").is_dir()
+    parts = (root / "train", root / "test") if split else (root,)
+    names = sorted({p.name for part in parts for p in part.iterdir() if p.is_dir()})
+    if not names:
+        raise ConfigError.invalid(KEY, str(root), "a folder of class-named image folders (DIR/<class>/*.png)")
+    label_of = _class_labels(root, names, options)
+    x, y = _read_images(root / "train" if split else root, label_of, form)
+    if len(y) == 0:
+        raise ConfigError(f"{KEY}={str(root)!r}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders")
+    if split:
+        x_te, y_te = _read_images(root / "test", label_of, form)
+    else:
+        x, y, x_te, y_te = _hold_out(x, y, float(options.get("test-fraction", 0.2)))
+    num_classes = _num_classes(run_config, options, None)
+    return ClientArrays(x, y, x[:0], y[:0], x_te, y_te, num_classes)
+
+
+def _class_labels(root: Path, names: list[str], options: dict) -> dict[str, int]:
+    """Folder name -> label: numeric names are labels; otherwise the node's `classes` list gives the
+    order (every device must use the same one), or, without it, the sorted folder names."""
+    if all(n.isdigit() for n in names):
+        return {n: int(n) for n in names}
+    if options.get("classes"):
+        order = [c.strip() for c in str(options["classes"]).split(",")]
+        unknown = [n for n in names if n not in order]
+        if unknown:
+            raise ConfigError(f"{KEY}={str(root)!r}: class folder {unknown[0]!r} is not in classes={options['classes']!r}")
+        return {n: order.index(n) for n in names}
+    return {n: i for i, n in enumerate(names)}
+
+
+def _read_images(folder: Path, label_of: dict[str, int], form: ImageForm) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    channels, height, width = form.shape
+    mean = np.asarray(form.mean, np.float32)[:, None, None]
+    std = np.asarray(form.std, np.float32)[:, None, None]
+    xs, ys = [], []
+    for name in sorted(label_of):
+        for file in sorted((folder / name).glob("*")) if (folder / name).is_dir() else []:
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(file) as img:
+                    img = img.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BILINEAR)
+                    pixels = np.asarray(img, np.float32) / 255.0
+            except (OSError, UnidentifiedImageError) as err:
+                raise ConfigError(f"{KEY}: cannot read image {str(file)!r} ({type(err).__name__})") from err
+            xs.append(((pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)) - mean) / std)
+            ys.append(label_of[name])
+    x = np.stack(xs).astype(np.float32) if xs else np.zeros((0, *form.shape), np.float32)
+    return x, np.asarray(ys, np.int64)

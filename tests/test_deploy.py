@@ -1,0 +1,321 @@
+"""Edge deployment, end to end on loopback: the same app on a real SuperLink and SuperNodes.
+
+The federation is what `flowerbed deploy` prepares and prints: a SuperLink with TLS and node
+authentication, three SuperNodes that each read their own exported data file and keep their
+personal state in their own state-dir, and a run submitted with `flwr run . <connection>`.
+Processes are started from the exact argv lists `flowerbed deploy commands` prints, each in its
+own session, and stopped by PID. The run is FedLoGe (a personal head in `context.state`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from flwr.app import Error, Message
+from flwr.common.constant import ErrorCode
+
+from simulations import config, deploy
+from simulations.engines.inprocess import InProcessGrid, run_in_process
+from simulations.engines.flower import overrides_toml
+from simulations.processes import PROJECT_ROOT, flower_env, free_port, start, stop, wait_healthy
+from tests.conftest import flowerbed, read_metrics
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.skipif(not (BIN / "flower-superlink").exists(), reason="flwr's CLI is not installed in this venv")
+
+# digits, a tiny MLP, 3 clients, 3 rounds; evaluation after the last round only (each message on a
+# SuperNode starts a fresh Python process, so every evaluation round costs seconds on 2 cores)
+OVERRIDES = ("algorithm=fedloge", "model=mlp", "clients.num=3", "rounds=3", "evaluate.every=3", "clients.min_train=2",
+             "train.local_epochs=1", "algorithm.etf_steps=50", "clients.timeout=120", "seed=0")
+VICTIM = 2  # the client whose SuperNode is killed once round 1 is done
+
+
+def close(a: dict, b: dict, skip: tuple[str, ...] = ("time/",)) -> list[str]:
+    """Keys whose values differ beyond float noise (the engines pin torch threads: bit-equal in practice)."""
+    bad = []
+    for key in sorted(set(a) | set(b)):
+        if key.startswith(skip):
+            continue
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+            ok = all(abs(u - v) <= 1e-6 if isinstance(u, float) else u == v for u, v in zip(x, y))
+        elif isinstance(x, float) and isinstance(y, float):
+            ok = abs(x - y) <= 1e-6
+        else:
+            ok = x == y
+        if not ok:
+            bad.append(f"{key}: {x!r} vs {y!r}")
+    return bad
+
+
+class KilledAfterRound1(InProcessGrid):
+    """The sequential engine, with client VICTIM's node gone from round 2 on (as the killed SuperNode)."""
+
+    def execute(self, message: Message) -> Message:
+        context = self.contexts[message.metadata.dst_node_id]
+        if context.node_config["partition-id"] == VICTIM and int(message.content["config"]["server-round"]) >= 2:
+            return Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="node unavailable"), reply_to=message)
+        return super().execute(message)
+
+
+class RestartingNodes(InProcessGrid):
+    """The sequential engine with device-style nodes (client-id, data-path, state-dir) whose process
+    restarts before every round: `context.state` is empty again when a round's first message comes."""
+
+    def __init__(self, *args, data_dir: Path, state_root: Path, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for context in self.contexts.values():
+            k = context.node_config["partition-id"]
+            context.node_config = {"client-id": k, "data-path": str(data_dir / f"client-{k}.npz"),
+                                   "state-dir": str(state_root / f"node-{k}")}
+        self.seen: dict[int, int] = {}
+        self.restarts = 0
+
+    def execute(self, message: Message) -> Message:
+        node = message.metadata.dst_node_id
+        rnd = int(message.content["config"]["server-round"])
+        if rnd >= 2 and self.seen.get(node) != rnd:
+            self.contexts[node].state = type(self.contexts[node].state)()  # a fresh process
+            self.restarts += 1
+        self.seen[node] = rnd
+        return super().execute(message)
+
+
+def _restarted_run(tmp_path: Path) -> tuple[list[dict], list[dict], RestartingNodes]:
+    """Sequential metrics, and those of the same run on exported data with every node restarted."""
+    overrides = [*OVERRIDES, "evaluate.every=1"]
+    assert flowerbed("run", *overrides, f"output.dir={tmp_path / 'seq'}") == 0
+    flat = config.load([*overrides, f"output.dir={tmp_path / 'restarts'}"])
+    deploy.export_partitions(flat, tmp_path / "data")
+    from clients.app import app as client_app
+    from server.app import app as server_app
+
+    nodes = functools.partial(RestartingNodes, data_dir=tmp_path / "data", state_root=tmp_path / "state")
+    grid = run_in_process(server_app, client_app, flat, 3, nodes)
+    return read_metrics(tmp_path / "seq"), read_metrics(tmp_path / "restarts"), grid
+
+
+def test_node_local_data_and_state_dir_survive_restarts(tmp_path):
+    """Exported data files + node-local state-dir, every node restarted before every round: the same
+    numbers as the sequential engine (FedLoGe's personal head comes back from disk each time)."""
+    sequential, restarted, grid = _restarted_run(tmp_path)
+    assert grid.restarts == 2 * 3  # before rounds 2 and 3, on each of the three nodes
+    assert len(sequential) == len(restarted) == 4
+    for a, b in zip(sequential, restarted):
+        assert close(a, b) == [], a["round"]
+    assert sorted(p.name for p in (tmp_path / "state" / "node-1" / "1").iterdir()) == ["round-3.pt"]
+
+
+def test_restarted_nodes_without_their_state_dir_lose_the_personal_head(tmp_path, monkeypatch):
+    """The control for the test above: the same restarts with the restore from state-dir switched
+    off give other personalized numbers, so the restarts there really cost the head."""
+    from clients import state
+
+    monkeypatch.setattr(state, "restore", lambda *args: None)
+    sequential, restarted, _ = _restarted_run(tmp_path)
+    assert close(sequential[1], restarted[1]) == []  # round 1: no restart yet
+    assert any(k.startswith("personal/") for k in close(sequential[-1], restarted[-1]))
+
+
+class MissingData(InProcessGrid):
+    """Client 2's device names a data file that is not there."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for context in self.contexts.values():
+            if context.node_config["partition-id"] == 2:
+                context.node_config = {"client-id": 2, "data-path": "/nonexistent/client-2.npz"}
+
+
+def test_a_bad_data_path_is_one_log_line_and_a_failed_client(tmp_path, caplog):
+    flat = config.load([*OVERRIDES, "rounds=1", f"output.dir={tmp_path / 'run'}"])
+    from clients.app import app as client_app
+    from server.app import app as server_app
+
+    run_in_process(server_app, client_app, flat, 3, MissingData)
+    lines = [r for r in caplog.records if "nonexistent" in r.getMessage()]
+    assert len(lines) == 2 and not any(r.exc_info for r in lines)  # train and evaluate: one line each, no traceback
+    assert lines[0].getMessage().startswith("flowerbed: data-path='/nonexistent/client-2.npz' is not valid: an existing .npz")
+    last = read_metrics(tmp_path / "run")[-1]
+    assert (last["clients/trained"], last["clients/failures"]) == (2, 1)  # the round went on with the others
+
+
+def test_deploy_helpers_fail_in_one_line(tmp_path, capsys):
+    assert flowerbed("deploy", "certs", str(tmp_path / "certs"), "--nodes", "2", "--host", "10.0.0.5") == 0
+    assert flowerbed("deploy", "certs", str(tmp_path / "certs")) == 2  # never overwrites keys silently
+    assert flowerbed("deploy", "commands") == 2  # TLS needs certificates; --insecure must be explicit
+    assert flowerbed("deploy", "check", str(tmp_path / "missing.npz")) == 2
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    assert flowerbed("deploy", "check", str(tmp_path / "bad.npz")) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(errors) == 4 and all(line.startswith("flowerbed: error: ") for line in errors), errors
+    assert "data-path=" in errors[2] and "data-path=" in errors[3]
+    assert flowerbed("deploy", "commands", "--certs", str(tmp_path / "certs"), "--host", "10.0.0.6") == 2
+    assert "is not a name in" in capsys.readouterr().err  # devices would refuse the certificate
+    assert flowerbed("deploy", "commands", "--certs", str(tmp_path / "certs"), "--host", "10.0.0.5") == 0
+    printed = capsys.readouterr().out
+    assert "--enable-supernode-auth" in printed and "--insecure" not in printed and "flwr supernode register" in printed
+    assert flowerbed("deploy", "commands", "--insecure", "--nodes", "1") == 0
+    assert "WARNING" in capsys.readouterr().out
+
+
+def _sessions(leaders: list[int]) -> list[str]:
+    """Live processes in the sessions we started (each leader's PID is its session id)."""
+    out = subprocess.run(["ps", "-eo", "pid=,sid=,stat=,args="], capture_output=True, text=True).stdout
+    rows = [line.split(None, 3) for line in out.splitlines()]
+    return [" ".join(r) for r in rows if len(r) >= 3 and int(r[1]) in leaders and not r[2].startswith("Z")]
+
+
+@pytest.fixture
+def processes():
+    """Every process the test starts; all stopped by PID afterwards, and none may be left."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for process in reversed(started):
+        stop(process)
+    deadline = time.monotonic() + 10
+    while (left := _sessions([p.pid for p in started])) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left == []
+
+
+def _log(path: Path, needle: str) -> str:
+    """The first line of a log that holds `needle` ('' if none)."""
+    return next((line.strip() for line in path.read_text(errors="replace").splitlines() if needle in line), "")
+
+
+class Federation:
+    """A SuperLink (TLS, node authentication) on a free loopback port, its nodes registered, and the
+    `flwr` connection to it: each process started from the argv `flowerbed deploy commands` prints."""
+
+    def __init__(self, tmp_path: Path, processes: list, flat: dict, nodes: int = 3) -> None:
+        self.tmp, self.processes, self.logs = tmp_path, processes, tmp_path / "logs"
+        self.certs = deploy.make_certificates(tmp_path / "certs", nodes=nodes)
+        deploy.export_partitions(flat, tmp_path / "data")
+        self.port = free_port()
+        self.plan = deploy.Plan(address=f"127.0.0.1:{self.port}", nodes=nodes, certs=self.certs, bind_host="127.0.0.1",
+                                run_config=tmp_path / "data" / "run-config.toml", database=None)
+        superlink = self.start(deploy.superlink_command(self.plan), flower_env(tmp_path / "home-superlink"), "superlink")
+        wait_healthy(self.port, superlink, self.logs / "superlink.log", ca_file=self.certs.ca_cert)
+        self.cli_env = flower_env(tmp_path / "home-cli")
+        (tmp_path / "home-cli").mkdir()
+        connection = '[superlink]\ndefault = "flowerbed"\n\n' + deploy.connection_toml(self.plan)
+        (tmp_path / "home-cli" / "config.toml").write_text(connection)
+        for command in deploy.register_commands(self.plan):
+            registered = subprocess.run(command, env=self.cli_env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+            assert registered.returncode == 0, registered.stdout + registered.stderr
+
+    def start(self, command: list[str], env: dict, name: str, cwd: Path = PROJECT_ROOT) -> subprocess.Popen:
+        process = start(command, env, self.logs / f"{name}.log", cwd=cwd)
+        self.processes.append(process)
+        return process
+
+    def supernode(self, k: int, name: str, key: Path | None = None, state: str | None = None) -> subprocess.Popen:
+        """Device k: its own FLWR_HOME, data file and state-dir; no checkout on its Python path."""
+        command = deploy.supernode_command(self.plan, k, data_path=str(self.tmp / "data" / f"client-{k}.npz"),
+                                           state_dir=str(self.tmp / "state" / (state or name)), key=key or self.certs.node_key(k),
+                                           ca=self.certs.ca_cert, runtime_port=free_port())
+        assert "--insecure" not in command
+        env = {**flower_env(self.tmp / f"home-{name}"), "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2"}
+        env.pop("PYTHONPATH")  # the ClientApp's code comes in the FAB, as on a device
+        return self.start(command, env, name, cwd=self.tmp)
+
+    def submit(self, name: str = "flwr-run") -> subprocess.Popen:
+        return self.start(deploy.run_command(self.plan), self.cli_env, name)
+
+    def statuses(self) -> list[str]:
+        listed = subprocess.run(["flwr", "ls", "flowerbed", "--format", "json"], env=self.cli_env, cwd=PROJECT_ROOT,
+                                capture_output=True, text=True, timeout=60)
+        return [r["status"] for r in json.loads(listed.stdout)["runs"]]
+
+
+def test_deployment_on_loopback(tmp_path, processes):
+    began = time.monotonic()
+    run_dir = tmp_path / "deployed"
+    flat = config.load([*OVERRIDES, f"output.dir={run_dir}"])
+    fed = Federation(tmp_path, processes, flat)
+    logs, port = fed.logs, fed.port
+    nodes = [fed.supernode(k, f"node-{k}") for k in range(3)]
+    deploy.write_node_key(tmp_path / "rogue.key", tmp_path / "rogue.pub")  # never registered
+    rogue = fed.supernode(0, "rogue", key=tmp_path / "rogue.key")
+
+    # the run; once round 1 is in metrics.jsonl, client VICTIM's SuperNode is killed (SIGTERM)
+    run = fed.submit()
+    metrics, killed_at = run_dir / "metrics.jsonl", None
+    deadline = time.monotonic() + 240
+    while run.poll() is None and time.monotonic() < deadline:
+        if killed_at is None and metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            stop(nodes[VICTIM])
+            killed_at = json.loads(metrics.read_text().splitlines()[-1])["round"]
+        time.sleep(0.1)
+    assert run.poll() == 0, (logs / "flwr-run.log").read_text()[-3000:]
+    status = fed.statuses()
+    deployed_s = time.monotonic() - began
+
+    # the run finished with the two survivors; metrics and summary written; personal state on each node
+    assert killed_at == 1 and status == ["finished:completed"], (killed_at, status)
+    deployed = read_metrics(run_dir)
+    assert [r["round"] for r in deployed] == [0, 1, 2, 3] and (run_dir / "summary.json").exists()
+    assert [r["clients/trained"] for r in deployed[1:]] == [3, 2, 2]
+    assert [r["clients/failures"] for r in deployed[1:]] == [0, 1, 1]
+    for k, last in ((0, 3), (1, 3), (VICTIM, 1)):
+        assert [p.name for p in (tmp_path / "state" / f"node-{k}" / str(k)).iterdir()] == [f"round-{last}.pt"]
+
+    # TLS in use, the unregistered node refused, the run surviving the kill: in the logs
+    tls = _log(logs / "superlink.log", f"running on https://127.0.0.1:{port}")
+    refused_link = _log(logs / "superlink.log", "No SuperNode found with the given public key")
+    assert rogue.wait(60) != 0
+    refused_node = _log(logs / "rogue.log", "Failed to activate SuperNode")
+    survived = _log(logs / "flwr-run.log", "round 3/3")
+    assert tls and refused_link and refused_node and survived
+
+    # the same numbers as the sequential engine: before the kill as is, after it with client VICTIM gone
+    assert flowerbed("run", *OVERRIDES, f"output.dir={tmp_path / 'seq'}") == 0
+    from clients.app import app as client_app
+    from server.app import app as server_app
+
+    run_in_process(server_app, client_app, {**flat, "output.dir": str(tmp_path / "seq-killed")}, 3, KilledAfterRound1)
+    sequential, sequential_killed = read_metrics(tmp_path / "seq"), read_metrics(tmp_path / "seq-killed")
+    for a, b in zip(sequential[:2], deployed[:2]):
+        assert close(a, b) == [], a["round"]
+    for a, b in zip(sequential_killed, deployed):
+        assert close(a, b) == [], a["round"]
+
+    final = ("global/acc", "global/loss", "personal/acc", "personal/acc_per_client", "train/loss", "clients/trained")
+    print(f"\ndeployed run: {deployed_s:.1f}s from certificates to `flwr ls`")
+    for line in (tls, refused_link[:160], refused_node, survived):
+        print("log:", line)
+    print(f"{'metric (round 3)':28} {'deployed':>24} {'sequential, client 2 gone':>26} {'sequential, all 3':>24}")
+    for key in final:
+        print(f"{key:28} {deployed[-1].get(key)!s:>24} {sequential_killed[-1].get(key)!s:>26} {sequential[-1].get(key)!s:>24}")
+
+
+@pytest.mark.skipif(not os.environ.get("FLOWERBED_SLOW_TESTS"), reason="about 3.5 minutes on 2 cores: FLOWERBED_SLOW_TESTS=1")
+def test_restarted_supernodes_resume_with_their_personal_state(tmp_path, processes):
+    """Real SuperNodes stopped after a 2-round run and started again (fresh processes, new node ids);
+    the run resumed to round 3 equals 3 rounds of the sequential engine: the personal heads came
+    back from each node's state-dir."""
+    run_dir = tmp_path / "deployed"
+    flat = config.load([*OVERRIDES, "rounds=2", f"output.dir={run_dir}"])
+    fed = Federation(tmp_path, processes, flat)
+    first = [fed.supernode(k, f"node-{k}-a", state="devices") for k in range(3)]
+    assert fed.submit("run-1").wait(300) == 0
+    assert sorted(p.name for p in (tmp_path / "state" / "devices").rglob("*.pt")) == ["round-2.pt"] * 3
+    for process in first:
+        stop(process)
+    for k in range(3):
+        fed.supernode(k, f"node-{k}-b", state="devices")
+    (tmp_path / "data" / "run-config.toml").write_text(overrides_toml({**flat, "resume": True, "rounds": 3}))
+    assert fed.submit("run-2").wait(300) == 0
+    assert fed.statuses() == ["finished:completed"] * 2
+    assert flowerbed("run", *OVERRIDES, f"output.dir={tmp_path / 'seq'}") == 0
+    deployed, sequential = read_metrics(run_dir), read_metrics(tmp_path / "seq")
+    assert [r["round"] for r in deployed] == [0, 1, 2, 3]
+    assert close(sequential[-1], deployed[-1]) == []
