@@ -31,6 +31,18 @@ PROMPT_BASED = {"pfedpg", "pbase-only", "fedvpt", "singleset-vpt"}  # need a (pr
 CPU_SIZED = {"fedloge": ["algorithm.etf_steps=1000", "algorithm.etf_lr=0.001"]}  # as experiment=fedloge-small
 
 
+def equal_steps(name: str, steps: int) -> list[str]:
+    """`steps` SGD steps from the global model to the uploaded one, for every algorithm.
+
+    FedLabel's uploaded model is its unlabeled model (tau_u steps); its local pseudo-labeler takes
+    tau_l more, set to the same count as in the paper (tau = tau').
+    """
+    if steps <= 0:
+        return []
+    own = [f"algorithm.tau_l={steps}", f"algorithm.tau_u={steps}"] if name == "fedlabel" else []
+    return [f"train.local_steps={steps}", *own]
+
+
 def _value(overrides: list[str], key: str, default: str) -> str:
     found = [o.split("=", 1)[1] for o in overrides if o.startswith(key + "=")]
     return found[-1] if found else default
@@ -64,7 +76,7 @@ def folder(setting: str) -> str:
 
 
 def points(dataset: str, model: str, seeds: list[int], rounds: int, clients: int, root: Path,
-           only: set[str] | None = None, extra: list[str] | None = None) -> list[Point]:
+           only: set[str] | None = None, extra: list[str] | None = None, steps: int = 0) -> list[Point]:
     out = []  # seed-major: a sweep cut short still covers every algorithm and setting once
     for seed in seeds:
         for setting, overrides in SETTINGS.items():
@@ -72,7 +84,7 @@ def points(dataset: str, model: str, seeds: list[int], rounds: int, clients: int
                 if not applies(name, overrides, model) or (only and name not in only):
                     continue
                 run = [f"dataset={dataset}", f"model={model}", f"algorithm={name}", *overrides, *CPU_SIZED.get(name, []),
-                       f"clients.num={clients}", f"rounds={rounds}", *(extra or []), f"seed={seed}"]
+                       *equal_steps(name, steps), f"clients.num={clients}", f"rounds={rounds}", *(extra or []), f"seed={seed}"]
                 out.append(Point(f"{folder(setting)}/{name}/seed{seed}", run, root / folder(setting) / name / f"seed{seed}"))
     return out
 
@@ -113,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--set", dest="extra", action="append", default=[],
                         help="extra override for every run, e.g. train.local_epochs=1")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="equal compute: S local SGD steps per round for every algorithm (FedLabel: tau_l = tau_u = S)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the page from the finished runs in --dir")
     parser.add_argument("--algorithms", help="comma-separated subset (quick checks); default: all that apply")
     parser.add_argument("--dir", default="runs/leaderboard", help="sweep folder (a rerun skips finished runs)")
@@ -122,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.dir).resolve() / args.dataset
     seeds = [int(s) for s in args.seeds.split(",")]
     only = set(args.algorithms.split(",")) if args.algorithms else None
-    todo = points(args.dataset, args.model, seeds, args.rounds, args.clients, root, only, args.extra)
+    todo = points(args.dataset, args.model, seeds, args.rounds, args.clients, root, only, args.extra, args.steps)
     start = time.perf_counter()
     if not args.report_only:
         run_sweep(todo, root, args.jobs, console)
@@ -137,14 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     algos = sorted({str(r.config["algorithm.name"]) for r in runs})
     skipped = [a for a in algorithms() if a not in algos and (only is None or a in only)]
     command = (f"python -m simulations.leaderboard --dataset {args.dataset} --model {args.model} --seeds {args.seeds} "
-               f"--rounds {args.rounds} --clients {args.clients} --jobs {args.jobs}" + "".join(f" --set {x}" for x in args.extra)
+               f"--rounds {args.rounds} --clients {args.clients} --jobs {args.jobs}" + (f" --steps {args.steps}" if args.steps else "")
+               + "".join(f" --set {x}" for x in args.extra)
                + f" --dir {args.dir} --out {args.out}")
     personal = pivot(runs, "final/personal/acc", setting_of)
     intro = "\n".join([
         f"Every registered algorithm that applies, on {args.dataset} with the `{args.model}` model, {args.clients} clients "
         f"(all train every round), {args.rounds} rounds, seeds {args.seeds}"
         + (f", {', '.join(f'`{x}`' for x in args.extra)}" if args.extra else "")
-        + "; the flowerbed defaults otherwise (2 local epochs, batch 16, SGD lr 0.05). "
+        + (f", **{args.steps} local SGD steps per round for every algorithm** (FedLabel: tau_l = tau_u = {args.steps}; "
+           "the uploaded model of each took the same number of steps from the global one)" if args.steps else "")
+        + "; the flowerbed defaults otherwise (" + ("" if args.steps else "2 local epochs, ") + "batch 16, SGD lr 0.05). "
         "Same partitions and seeds for every algorithm.",
         "",
         f"Regenerate: `{command}` (`make leaderboard` runs the same with `--dir runs/leaderboard`); runs land in "
