@@ -36,12 +36,32 @@ def identify_clients(grid: Grid, expected: int, timeout: float) -> dict[int, int
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {len(node_ids)} of clients.num={expected} nodes connected within {timeout:.0f}s")
         time.sleep(0.5)
-    query = RecordDict({"config": ConfigRecord({"server-round": 0})})
-    replies = grid.send_and_receive([Message(query, dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids], timeout=timeout)
-    ids = {m.metadata.src_node_id: int(m.content["identity"]["client-id"]) for m in replies if not m.has_error()}
+    ids = _ask_client_ids(grid, node_ids, timeout)
     if len(set(ids.values())) != len(ids):
         raise RuntimeError("two nodes reported the same client-id; each node needs its own")
     return ids
+
+
+def rejoin_clients(grid: Grid, client_of_node: dict[int, int], timeout: float) -> dict[int, int]:
+    """Map the clients of nodes that connected since the last round to their new node ids.
+
+    A SuperNode that restarts gets a new node id from the SuperLink. Asking only the unknown nodes
+    for their client id lets a restarted device serve its client again from the next round on (its
+    personal state comes back from its state-dir); clients are still sampled by client id, so the
+    rounds stay those of the same run. In simulation no node is ever new and nothing is sent.
+    """
+    new = [n for n in grid.get_node_ids() if n not in client_of_node]
+    if not new:
+        return client_of_node
+    node_of = {c: n for n, c in client_of_node.items()}
+    node_of.update({c: n for n, c in _ask_client_ids(grid, new, timeout).items()})  # the newest node of a client wins
+    return {n: c for c, n in node_of.items()}
+
+
+def _ask_client_ids(grid: Grid, node_ids: list[int], timeout: float) -> dict[int, int]:
+    query = RecordDict({"config": ConfigRecord({"server-round": 0})})
+    replies = grid.send_and_receive([Message(query, dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids], timeout=timeout)
+    return {m.metadata.src_node_id: int(m.content["identity"]["client-id"]) for m in replies if not m.has_error()}
 
 
 def _bytes(messages: Iterable[Message]) -> int:
@@ -92,6 +112,7 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
         short_rounds = 0  # consecutive rounds with fewer usable replies than the strategy's minimum
         for rnd in range(first_round, num_rounds + 1):
             start = time.perf_counter()
+            strategy.client_of_node = rejoin_clients(grid, strategy.client_of_node, timeout)
             sent = list(strategy.configure_train(rnd, arrays, ConfigRecord(), grid))
             replies = list(grid.send_and_receive(sent, timeout=timeout))
             new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)

@@ -124,6 +124,40 @@ def test_restarted_nodes_without_their_state_dir_lose_the_personal_head(tmp_path
     assert any(k.startswith("personal/") for k in close(sequential[-1], restarted[-1]))
 
 
+class RejoinsWithNewNodeId(RestartingNodes):
+    """Device-style nodes; client VICTIM's SuperNode restarts right after its round-1 reply and comes
+    back under a new node id (as the SuperLink gives it), with an empty `context.state`."""
+
+    def execute(self, message: Message) -> Message:
+        node = message.metadata.dst_node_id
+        if node not in self.contexts:  # the old node id: gone
+            return Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="node unavailable"), reply_to=message)
+        reply = InProcessGrid.execute(self, message)
+        context = self.contexts[node]
+        if context.node_config["client-id"] == VICTIM and message.metadata.message_type == "train" and self.restarts == 0:
+            self.restarts += 1
+            context.node_id, context.state = node + 1, type(context.state)()
+            self.contexts[node + 1] = self.contexts.pop(node)
+        return reply
+
+
+def test_a_restarted_supernode_rejoins_the_run_with_its_state(tmp_path):
+    """The server asks a node it has not seen for its client id before each round, so the restarted
+    device trains again from round 2, its personal head restored: the sequential run's numbers."""
+    assert flowerbed("run", *OVERRIDES, f"output.dir={tmp_path / 'seq'}") == 0
+    flat = config.load([*OVERRIDES, f"output.dir={tmp_path / 'rejoined'}"])
+    deploy.export_partitions(flat, tmp_path / "data")
+    from clients.app import app as client_app
+    from server.app import app as server_app
+
+    nodes = functools.partial(RejoinsWithNewNodeId, data_dir=tmp_path / "data", state_root=tmp_path / "state")
+    grid = run_in_process(server_app, client_app, flat, 3, nodes)
+    rejoined = read_metrics(tmp_path / "rejoined")
+    assert grid.restarts == 1 and [r["clients/trained"] for r in rejoined[1:]] == [3, 3, 3]
+    for a, b in zip(read_metrics(tmp_path / "seq"), rejoined):
+        assert close(a, b) == [], a["round"]
+
+
 class MissingData(InProcessGrid):
     """Client 2's device names a data file that is not there."""
 
