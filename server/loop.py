@@ -45,10 +45,11 @@ def identify_clients(grid: Grid, expected: int, timeout: float) -> dict[int, int
 def rejoin_clients(grid: Grid, client_of_node: dict[int, int], timeout: float) -> dict[int, int]:
     """Map the clients of nodes that connected since the last round to their new node ids.
 
-    A SuperNode that restarts gets a new node id from the SuperLink. Asking only the unknown nodes
-    for their client id lets a restarted device serve its client again from the next round on (its
-    personal state comes back from its state-dir); clients are still sampled by client id, so the
-    rounds stay those of the same run. In simulation no node is ever new and nothing is sent.
+    Without node authentication a restarted SuperNode gets a new node id from the SuperLink (with
+    it, the id is tied to the node's key and stays). Asking only the unknown nodes for their client
+    id lets a restarted device serve its client again from the next round on (its personal state
+    comes back from its state-dir); clients are still sampled by client id, so the rounds stay
+    those of the same run. In simulation no node is ever new and nothing is sent.
     """
     new = [n for n in grid.get_node_ids() if n not in client_of_node]
     if not new:
