@@ -33,8 +33,8 @@ BENCH ?= b2
 bench: $(STAMP)
 	$(BIN)/flowerbed bench $(BENCH) --repeats 3 --out $(RUNS)/bench
 
-# Every algorithm that applies on digits, 5 partition settings x 2 seeds -> docs/results/leaderboard.md (minutes on 2 cores).
-LEADERBOARD ?= --seeds 0,1 --rounds 10 --set train.local_epochs=1
+# Every algorithm that applies on digits, 5 partition settings x 2 seeds, 20 local steps each per round -> docs/results/leaderboard.md (~30 min on 2 cores).
+LEADERBOARD ?= --seeds 0,1 --rounds 10 --steps 20
 leaderboard: $(STAMP)
 	$(BIN)/python -m simulations.leaderboard $(LEADERBOARD) --dir $(RUNS)/leaderboard --out docs/results
 
