@@ -61,7 +61,8 @@ def rejoin_clients(grid: Grid, client_of_node: dict[int, int], timeout: float) -
 
 def _ask_client_ids(grid: Grid, node_ids: list[int], timeout: float) -> dict[int, int]:
     query = RecordDict({"config": ConfigRecord({"server-round": 0})})
-    replies = grid.send_and_receive([Message(query, dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids], timeout=timeout)
+    messages = [Message(query, dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
+    replies = grid.send_and_receive(messages, timeout=timeout)
     return {m.metadata.src_node_id: int(m.content["identity"]["client-id"]) for m in replies if not m.has_error()}
 
 

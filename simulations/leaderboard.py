@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     algos = sorted({str(r.config["algorithm.name"]) for r in runs})
     skipped = [a for a in algorithms() if a not in algos and (only is None or a in only)]
     command = (f"python -m simulations.leaderboard --dataset {args.dataset} --model {args.model} --seeds {args.seeds} "
-               f"--rounds {args.rounds} --clients {args.clients} --jobs {args.jobs}" + (f" --steps {args.steps}" if args.steps else "")
+               f"--rounds {args.rounds} --clients {args.clients} --jobs {args.jobs}"
+               + (f" --steps {args.steps}" if args.steps else "")
                + "".join(f" --set {x}" for x in args.extra)
                + f" --dir {args.dir} --out {args.out}")
     personal = pivot(runs, "final/personal/acc", setting_of)

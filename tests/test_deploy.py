@@ -126,7 +126,8 @@ def test_restarted_nodes_without_their_state_dir_lose_the_personal_head(tmp_path
 
 class RejoinsWithNewNodeId(RestartingNodes):
     """Device-style nodes; client VICTIM's SuperNode restarts right after its round-1 reply and comes
-    back under a new node id (as the SuperLink gives one without node authentication), with an empty `context.state`."""
+    back under a new node id (as the SuperLink gives one without node authentication), with an
+    empty `context.state`."""
 
     def execute(self, message: Message) -> Message:
         node = message.metadata.dst_node_id
@@ -333,9 +334,9 @@ def test_deployment_on_loopback(tmp_path, processes):
 
 @pytest.mark.skipif(not os.environ.get("FLOWERBED_SLOW_TESTS"), reason="about 3.5 minutes on 2 cores: FLOWERBED_SLOW_TESTS=1")
 def test_restarted_supernodes_resume_with_their_personal_state(tmp_path, processes):
-    """Real SuperNodes stopped after a 2-round run and started again (fresh processes; with node authentication they keep their node ids);
-    the run resumed to round 3 equals 3 rounds of the sequential engine: the personal heads came
-    back from each node's state-dir."""
+    """Real SuperNodes stopped after a 2-round run and started again (fresh processes; with node
+    authentication they keep their node ids); the run resumed to round 3 equals 3 rounds of the
+    sequential engine: the personal heads came back from each node's state-dir."""
     run_dir = tmp_path / "deployed"
     flat = config.load([*OVERRIDES, "rounds=2", f"output.dir={run_dir}"])
     fed = Federation(tmp_path, processes, flat)
