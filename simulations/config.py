@@ -6,6 +6,7 @@ message names the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from pathlib import Path
@@ -69,11 +70,26 @@ def to_run_config(cfg) -> dict[str, Scalar]:
         tree = OmegaConf.to_container(cfg, resolve=True)
     except Exception as err:  # an interpolation to a missing key
         raise ConfigError(_first_line(err)) from err
-    flat = flatten(tree)
-    for key, value in flat.items():
-        if value is None or isinstance(value, (list, dict)):
-            raise ConfigError.invalid(key, value, "a single number, string or boolean")
-    return flat
+    _check_values(tree)
+    return flatten(tree)
+
+
+def _check_values(tree: dict) -> None:
+    """Every setting is one scalar: `seed` at the top, `clients.num` in a group. A list, a null or a
+    dict in a setting's place (`clients.num={a: 1}`) would otherwise vanish or rename it when flattened."""
+    for name, value in tree.items():
+        grouped = isinstance(value, dict) and name not in _root_settings()
+        for key, item in ({f"{name}.{k}": v for k, v in value.items()} if grouped else {name: value}).items():
+            if item is None or isinstance(item, (list, dict)):
+                raise ConfigError.invalid(key, item, "a single number, string or boolean")
+
+
+@functools.lru_cache(maxsize=1)
+def _root_settings() -> frozenset[str]:
+    """Names at the top of the default config that hold a value, not a group (seed, rounds, ...)."""
+    from omegaconf import OmegaConf
+
+    return frozenset(k for k, v in OmegaConf.to_container(compose([])).items() if not isinstance(v, dict))
 
 
 # -- value checks -------------------------------------------------------------------------------

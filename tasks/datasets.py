@@ -38,9 +38,12 @@ class ArrayDataset:
 def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float) -> tuple[np.ndarray, ...]:
     from sklearn.model_selection import train_test_split
 
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=test_fraction, stratify=y, random_state=0
-    )
+    try:
+        x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, stratify=y, random_state=0)
+    except ValueError as err:  # a split too small to hold one sample of every class
+        detail = str(err).strip().splitlines()[0]
+        allowed = f"a share that leaves every class in both splits ({detail})"
+        raise ConfigError.invalid("dataset.test_fraction", test_fraction, allowed) from err
     return x_tr, y_tr, x_te, y_te
 
 
@@ -67,6 +70,18 @@ def load_mnist5k(cfg: dict) -> ArrayDataset:
     return _finish(x, y, cfg.get("test_fraction", 0.2), 10)
 
 
+def fits_in_memory(key: str, value: int, nbytes: float) -> None:
+    """One line instead of a MemoryError (or a swapping machine) for a generated dataset too large
+    for half of this machine's memory."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): let numpy decide
+        return
+    if nbytes > total / 2:
+        raise ConfigError.invalid(key, value, f"a size whose data fits in memory ({nbytes / 2**30:.1f} GiB asked, "
+                                              f"{total / 2**30:.0f} GiB in this machine)")
+
+
 def load_synthetic(cfg: dict) -> ArrayDataset:
     """FedProx's Synthetic(alpha, beta): each user has its own model and input distribution.
 
@@ -76,6 +91,7 @@ def load_synthetic(cfg: dict) -> ArrayDataset:
     """
     alpha, beta = float(cfg["alpha"]), float(cfg["beta"])
     users, dim, classes = int(cfg["num_users"]), 60, 10
+    fits_in_memory("dataset.num_users", users, users * 1000 * dim * 12.0)  # at most 1,000 samples a user, float64 + float32
     rng = np.random.default_rng(int(cfg.get("seed", 0)))
     sizes = (rng.lognormal(4, 2, users).astype(int) + 50).clip(max=1000)
     cov = np.diag(np.arange(1, dim + 1, dtype=np.float64) ** -1.2)
@@ -104,6 +120,7 @@ def load_fake_images(cfg: dict) -> ArrayDataset:
     shape = parse_shape(cfg["shape"])
     rng = np.random.default_rng(int(cfg.get("seed", 0)))
     classes, n_train, n_test = int(cfg["num_classes"]), int(cfg["num_train"]), int(cfg["num_test"])
+    fits_in_memory("dataset.num_train", n_train, (n_train + n_test) * float(np.prod(shape)) * 4)
     make = lambda n: rng.standard_normal((n, *shape), dtype=np.float32)  # noqa: E731
     y = lambda n: rng.integers(0, classes, n)  # noqa: E731
     return ArrayDataset(make(n_train), y(n_train), make(n_test), y(n_test), classes)

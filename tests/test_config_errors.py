@@ -16,6 +16,13 @@ BAD_INPUTS = [
     (["clients.num=abc"], "clients.num='abc' is not valid: an integer"),
     (["nonsense_key=3"], "nonsense_key"),
     (["train.device=tpu"], "train.device='tpu' is not valid"),
+    # a dict or null in a setting's place must not make the setting vanish (found by test_hostile)
+    (["clients.num={a: 1}"], "clients.num={'a': 1} is not valid: a single number, string or boolean"),
+    (["seed={a: 1}"], "seed={'a': 1} is not valid: a single number, string or boolean"),
+    (["train.lr=null"], "train.lr=None is not valid: a single number, string or boolean"),
+    (["dataset=synthetic", "model=mlp", "dataset.num_users=6392295095"],
+     "dataset.num_users=6392295095 is not valid: a size whose data fits in memory"),  # not a MemoryError
+    (["dataset.test_fraction=0.00390625"], "dataset.test_fraction=0.00390625 is not valid: a share that leaves every class"),
 ]
 
 
