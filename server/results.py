@@ -37,15 +37,15 @@ class RunDirectory:
     def keep_metrics_until(self, last_round: int) -> None:
         """Drop lines of rounds after the checkpoint (they will be recomputed)."""
         kept = [r for r in self.read_metrics() if r["round"] <= last_round]
-        self.path.mkdir(parents=True, exist_ok=True)  # `flwr run` on a deployment: nothing made it yet
         self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
-    def write_config(self, cfg: dict) -> None:
-        """config.yaml, unless `flowerbed run` already wrote it (a deployment's `flwr run` does not)."""
+    def write_config(self, cfg: dict, replace: bool = False) -> None:
+        """config.yaml (and the folder). The server writes it only when absent: `flowerbed run` has
+        already written it (`replace=True`), a deployment's `flwr run` has not."""
         import yaml
 
         target = self.path / "config.yaml"
-        if not target.exists():
+        if replace or not target.exists():
             self.path.mkdir(parents=True, exist_ok=True)
             target.write_text(yaml.safe_dump(dict(cfg), sort_keys=True))
 

