@@ -57,9 +57,9 @@ def _gpu_peak() -> float | None:
 
 
 def child_flowerbed(overrides: list[str], out: Path) -> dict:
-    from simulations.cli import main
+    from simulations.runner import run
 
-    if main(["run", *overrides, f"output.dir={out}", "overwrite=true"]) != 0:
+    if run([*overrides, f"output.dir={out}", "overwrite=true"]) != 0:
         raise SystemExit(1)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rounds = [r for r in rows if r["round"] > 0]

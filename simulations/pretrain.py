@@ -18,7 +18,7 @@ from tasks.datasets import load_dataset
 from tasks.errors import ConfigError
 from tasks.holdout import pretrain_indices
 from tasks.metrics import classification_metrics, predict
-from tasks.models import Classifier
+from tasks.classifier import Classifier
 from tasks.partitions import section
 from tasks.vit import ViTFeatures, tiny_backbone, tiny_checkpoint
 

@@ -110,9 +110,9 @@ def run_sweep(points: list[Point], sweep_dir: Path, jobs: int, console) -> dict[
     if status:
         console.print(f"sweep: {len(status)} finished runs skipped")
     start = time.perf_counter()
-    from simulations.cli import _sigterm_interrupts
+    from simulations.runner import sigterm_interrupts
 
-    _sigterm_interrupts()  # a SIGTERM to the sweep stops its runs cleanly, as Ctrl-C does
+    sigterm_interrupts()  # a SIGTERM to the sweep stops its runs cleanly, as Ctrl-C does
     if jobs == 1:
         _run_here(todo, status, sweep_dir, console)
     else:
@@ -123,14 +123,14 @@ def run_sweep(points: list[Point], sweep_dir: Path, jobs: int, console) -> dict[
 
 
 def _run_here(todo: list[Point], status: dict[str, str], sweep_dir: Path, console) -> None:
-    from simulations.cli import cmd_run
+    from simulations.runner import run
 
     for i, point in enumerate(todo, 1):
         resumed = point.state() == "partial"
         console.print(f"[bold]sweep {i}/{len(todo)}[/] {point.name}{' (resuming)' if resumed else ''}")
         begin = time.perf_counter()
         try:
-            code = cmd_run(point.command())
+            code = run(point.command())
         except ConfigError as err:
             console.print(f"[red]{point.name}: {err}[/]")
             code = 2

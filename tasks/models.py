@@ -10,19 +10,8 @@ import torch
 from torch import nn
 
 from tasks import vit
+from tasks.classifier import Classifier
 from tasks.errors import ConfigError
-
-
-class Classifier(nn.Module):
-    """A feature extractor and a linear head."""
-
-    def __init__(self, features: nn.Module, feature_dim: int, num_classes: int) -> None:
-        super().__init__()
-        self.features = features
-        self.classifier = nn.Linear(feature_dim, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
 
 
 def _feature_dim(features: nn.Module, input_shape: tuple[int, ...]) -> int:

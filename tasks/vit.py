@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tasks.classifier import Classifier
 from tasks.datasets import cache_dir
 from tasks.errors import ConfigError
 
@@ -123,8 +124,6 @@ def vit_b16_backbone(cfg: dict | None) -> nn.Module:
 
 
 def _classifier(backbone: nn.Module, num_prompts: int, num_classes: int) -> nn.Module:
-    from tasks.models import Classifier
-
     features = ViTFeatures(backbone, num_prompts)
     return Classifier(features, features.dim, num_classes)
 

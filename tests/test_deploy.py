@@ -21,10 +21,12 @@ import pytest
 from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode
 
-from simulations import config, deploy
+from deploy import commands
+from deploy.certs import make_certificates, write_node_key
+from deploy.export import export_partitions, run_config_toml
+from deploy.processes import PROJECT_ROOT, flower_env, free_port, start, stop, wait_healthy
+from simulations import config
 from simulations.engines.inprocess import InProcessGrid, run_in_process
-from simulations.engines.flower import overrides_toml
-from simulations.processes import PROJECT_ROOT, flower_env, free_port, start, stop, wait_healthy
 from tests.conftest import flowerbed, read_metrics
 
 BIN = Path(sys.executable).parent
@@ -116,7 +118,7 @@ def _device_run(tmp_path: Path, nodes: type[DeviceNodes], overrides: list[str]) 
     """Sequential metrics, and those of the same run on exported data files with `nodes`."""
     assert flowerbed("run", *overrides, f"output.dir={tmp_path / 'seq'}") == 0
     flat = config.load([*overrides, f"output.dir={tmp_path / 'devices'}"])
-    deploy.export_partitions(flat, tmp_path / "data")
+    export_partitions(flat, tmp_path / "data")
     from clients.app import app as client_app
     from server.app import app as server_app
 
@@ -229,18 +231,18 @@ class Federation:
 
     def __init__(self, tmp_path: Path, processes: list, flat: dict, nodes: int = 3) -> None:
         self.tmp, self.processes, self.logs = tmp_path, processes, tmp_path / "logs"
-        self.certs = deploy.make_certificates(tmp_path / "certs", nodes=nodes)
-        deploy.export_partitions(flat, tmp_path / "data")
+        self.certs = make_certificates(tmp_path / "certs", nodes=nodes)
+        export_partitions(flat, tmp_path / "data")
         self.port = free_port()
-        self.plan = deploy.Plan(address=f"127.0.0.1:{self.port}", nodes=nodes, certs=self.certs, bind_host="127.0.0.1",
+        self.plan = commands.Plan(address=f"127.0.0.1:{self.port}", nodes=nodes, certs=self.certs, bind_host="127.0.0.1",
                                 run_config=tmp_path / "data" / "run-config.toml", database=None)
-        superlink = self.start(deploy.superlink_command(self.plan), flower_env(tmp_path / "home-superlink"), "superlink")
+        superlink = self.start(commands.superlink_command(self.plan), flower_env(tmp_path / "home-superlink"), "superlink")
         wait_healthy(self.port, superlink, self.logs / "superlink.log", ca_file=self.certs.ca_cert)
         self.cli_env = flower_env(tmp_path / "home-cli")
         (tmp_path / "home-cli").mkdir()
-        connection = '[superlink]\ndefault = "flowerbed"\n\n' + deploy.connection_toml(self.plan)
+        connection = '[superlink]\ndefault = "flowerbed"\n\n' + commands.connection_toml(self.plan)
         (tmp_path / "home-cli" / "config.toml").write_text(connection)
-        for command in deploy.register_commands(self.plan):
+        for command in commands.register_commands(self.plan):
             registered = subprocess.run(command, env=self.cli_env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
             assert registered.returncode == 0, registered.stdout + registered.stderr
 
@@ -251,7 +253,7 @@ class Federation:
 
     def supernode(self, k: int, name: str, key: Path | None = None, state: str | None = None) -> subprocess.Popen:
         """Device k: its own FLWR_HOME, data file and state-dir; no checkout on its Python path."""
-        command = deploy.supernode_command(self.plan, k, data_path=str(self.tmp / "data" / f"client-{k}.npz"),
+        command = commands.supernode_command(self.plan, k, data_path=str(self.tmp / "data" / f"client-{k}.npz"),
                                            state_dir=str(self.tmp / "state" / (state or name)), key=key or self.certs.node_key(k),
                                            ca=self.certs.ca_cert, runtime_port=free_port())
         assert "--insecure" not in command
@@ -260,7 +262,7 @@ class Federation:
         return self.start(command, env, name, cwd=self.tmp)
 
     def submit(self, name: str = "flwr-run") -> subprocess.Popen:
-        return self.start(deploy.run_command(self.plan), self.cli_env, name)
+        return self.start(commands.run_command(self.plan), self.cli_env, name)
 
     def statuses(self) -> list[str]:
         listed = subprocess.run(["flwr", "ls", "flowerbed", "--format", "json"], env=self.cli_env, cwd=PROJECT_ROOT,
@@ -275,7 +277,7 @@ def test_deployment_on_loopback(tmp_path, processes):
     fed = Federation(tmp_path, processes, flat)
     logs, port = fed.logs, fed.port
     nodes = [fed.supernode(k, f"node-{k}") for k in range(3)]
-    deploy.write_node_key(tmp_path / "rogue.key", tmp_path / "rogue.pub")  # never registered
+    write_node_key(tmp_path / "rogue.key", tmp_path / "rogue.pub")  # never registered
     rogue = fed.supernode(0, "rogue", key=tmp_path / "rogue.key")
 
     # the run; once round 1 is in metrics.jsonl, client VICTIM's SuperNode is killed (SIGTERM)
@@ -344,7 +346,7 @@ def test_restarted_supernodes_resume_with_their_personal_state(tmp_path, process
         stop(process)
     for k in range(3):
         fed.supernode(k, f"node-{k}-b", state="devices")
-    (tmp_path / "data" / "run-config.toml").write_text(overrides_toml({**flat, "resume": True, "rounds": 3}))
+    (tmp_path / "data" / "run-config.toml").write_text(run_config_toml({**flat, "resume": True, "rounds": 3}))
     assert fed.submit("run-2").wait(300) == 0
     assert fed.statuses() == ["finished:completed"] * 2
     assert flowerbed("run", *OVERRIDES, f"output.dir={tmp_path / 'seq'}") == 0

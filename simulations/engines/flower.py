@@ -12,13 +12,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from simulations.processes import PROJECT_ROOT, flower_env, free_port, stop, wait_healthy
-
-
-def overrides_toml(run_config: dict) -> str:
-    from simulations.config import _toml
-
-    return "".join(f'"{k}" = {_toml(v)}\n' for k, v in run_config.items())
+from deploy.export import run_config_toml
+from deploy.processes import PROJECT_ROOT, flower_env, free_port, stop, wait_healthy
 
 
 def run_on_flower(run_config: dict) -> None:
@@ -31,7 +26,7 @@ def run_on_flower(run_config: dict) -> None:
             f'[superlink]\ndefault = "flowerbed"\n\n[superlink.flowerbed]\naddress = "127.0.0.1:{http_port}"\ninsecure = true\n'
         )
         overrides = home / "overrides.toml"
-        overrides.write_text(overrides_toml(run_config))
+        overrides.write_text(run_config_toml(run_config))
         log = home / "superlink.log"
         superlink = subprocess.Popen(
             ["flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",

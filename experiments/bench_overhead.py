@@ -1,6 +1,6 @@
 """Host cost of Flower records in one B1 round: 50 replies of pfl_cnn (1.63M parameters).
 
-    python -m simulations.bench_overhead
+    python -m experiments.bench_overhead
 
 Builds the 50 reply `ArrayRecord`s an engine sends and runs the strategy's `aggregate_train` on
 them (deserialise, NaN/Inf screening, FedAvg), 1 torch thread, median of 3. No training: this is

@@ -1,6 +1,6 @@
 """Memory over a long run: RSS of a `flowerbed run` sampled from outside, per finished round.
 
-    python -m simulations.soak --rounds 1000 --out /tmp/9/soak
+    python -m experiments.soak --rounds 1000 --out /tmp/9/soak
 
 Runs the real CLI as a child process (the sequential engine: server and clients in that one
 process) and reads its VmRSS from /proc every 50 ms; a round's RSS is the first sample taken

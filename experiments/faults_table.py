@@ -1,6 +1,6 @@
 """The fault-scenario table of docs/reliability.md: one config and seed, one injected fault per row.
 
-    python -m simulations.faults_table --out /tmp/9/faults
+    python -m experiments.faults_table --out /tmp/9/faults
 
 Each row is a real `flowerbed run` (sequential engine) of the same base config; the table gives
 what the metrics counted and the final global accuracy next to the fault-free run's.

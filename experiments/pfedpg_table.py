@@ -1,6 +1,6 @@
 """Regenerate docs/results/pfedpg.md's table and figure: five methods x seeds on `pfedpg-small`.
 
-    python -m simulations.pfedpg_table --out /tmp/5/pfedpg --plot docs/results/pfedpg.png
+    python -m experiments.pfedpg_table --out /tmp/5/pfedpg --plot docs/results/pfedpg.png
 
 Runs `flowerbed run experiment=pfedpg-small` per method and seed (the backbone checkpoint must
 exist: `flowerbed pretrain experiment=pfedpg-small`), then prints a Markdown table of the final

@@ -1,6 +1,6 @@
 """A leaderboard: every registered algorithm that applies, on the same partitions and seeds.
 
-    python -m simulations.leaderboard --dataset digits --seeds 0,1 --rounds 10   (make leaderboard)
+    python -m experiments.leaderboard --dataset digits --seeds 0,1 --rounds 10   (make leaderboard)
 
 Algorithms are discovered at run time from clients.registry.CLIENTS and strategies.registry.STRATEGIES,
 so new ones join without an edit here. Whether one applies to a setting: a client class may say so
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             and (only is None or r.config["algorithm.name"] in only)]
     algos = sorted({str(r.config["algorithm.name"]) for r in runs})
     skipped = [a for a in algorithms() if a not in algos and (only is None or a in only)]
-    command = (f"python -m simulations.leaderboard --dataset {args.dataset} --model {args.model} --seeds {args.seeds} "
+    command = (f"python -m experiments.leaderboard --dataset {args.dataset} --model {args.model} --seeds {args.seeds} "
                f"--rounds {args.rounds} --clients {args.clients} --jobs {args.jobs}"
                + (f" --steps {args.steps}" if args.steps else "")
                + "".join(f" --set {x}" for x in args.extra)

@@ -1,6 +1,6 @@
 """Regenerate docs/results/fedloge.md's table and figure: FedLoGe and its baselines x seeds on `fedloge-small`.
 
-    python -m simulations.fedloge_table --out /tmp/fedloge --plot docs/results/fedloge-norms.png
+    python -m experiments.fedloge_table --out /tmp/fedloge --plot docs/results/fedloge-norms.png
 
 Runs `flowerbed run experiment=fedloge-small algorithm=...` per method and seed (skipping runs
 that already finished), prints a Markdown table of the final round (mean ± std over seeds), and

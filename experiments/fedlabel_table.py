@@ -1,6 +1,6 @@
 """Regenerate docs/results/fedlabel.md's table and figure: nine methods x seeds on `fedlabel-small`.
 
-    python -m simulations.fedlabel_table --out /tmp/fedlabel --plot docs/results/fedlabel.png
+    python -m experiments.fedlabel_table --out /tmp/fedlabel --plot docs/results/fedlabel.png
 
 Runs `flowerbed run experiment=fedlabel-small` per method and seed (seeds in the outer loop, so an
 interrupted sweep still has whole seeds; finished runs are reused), then prints a Markdown table of

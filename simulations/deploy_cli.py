@@ -1,0 +1,66 @@
+"""`flowerbed deploy {certs,export,commands,check}`: the command line of the `deploy` package.
+
+These only prepare and print; see deploy/ for what each step writes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deploy.certs import make_certificates
+from deploy.commands import DEVICE_DIR, describe, plan_from_args
+from deploy.export import export_partitions
+
+
+def add_parser(sub) -> None:
+    """Register `flowerbed deploy {certs,export,commands,check}` on the CLI's subparsers."""
+    deploy = sub.add_parser("deploy", help="prepare a real deployment: certificates, per-node data files, the commands")
+    steps = deploy.add_subparsers(dest="step", required=True)
+    certs = steps.add_parser("certs", help="a CA, the SuperLink's TLS certificate and one EC key pair per SuperNode")
+    certs.add_argument("out")
+    certs.add_argument("--nodes", type=int, default=3)
+    certs.add_argument("--host", action="append", default=[], help="a name or IP the devices use for the SuperLink (repeatable)")
+    certs.add_argument("--days", type=int, default=365)
+    certs.add_argument("--force", action="store_true", help="replace the keys already in OUT")
+    export = steps.add_parser("export", help="each client's partition of a run config as OUT/client-<k>.npz (+ run-config.toml)")
+    export.add_argument("out")
+    export.add_argument("overrides", nargs="*", help="the same Hydra overrides as `flowerbed run`")
+    commands = steps.add_parser("commands", help="print the flower-superlink, register, flower-supernode and flwr run commands")
+    commands.add_argument("--host", default="127.0.0.1", help="the SuperLink's address as the devices reach it")
+    commands.add_argument("--port", type=int, default=9093)
+    commands.add_argument("--certs", help="folder made by `deploy certs`")
+    commands.add_argument("--data", help="folder made by `deploy export` (its run-config.toml is passed to flwr run)")
+    commands.add_argument("--nodes", type=int, help="default: one per node key in --certs")
+    commands.add_argument("--device-dir", default=DEVICE_DIR, help="folder on each device for its key, CA and data")
+    commands.add_argument("--insecure", action="store_true", help="no TLS, no node authentication (trusted networks only)")
+    check = steps.add_parser("check", help="read a device's data-path as its ClientApp would, and say what is in it")
+    check.add_argument("data_path")
+    check.add_argument("--node-config", default="", help="the device's other node-config entries, e.g. 'num-classes=10'")
+    check.add_argument("overrides", nargs="*", help="Hydra overrides naming the run's dataset (for its class count)")
+
+
+def run(args, console) -> int:
+    from simulations import config
+
+    if args.step == "certs":
+        certs = make_certificates(Path(args.out), args.nodes, args.host, args.days, args.force)
+        console.print(f"CA, SuperLink certificate and {args.nodes} node key pairs in {certs.folder}")
+        return 0
+    if args.step == "export":
+        flat = config.load(args.overrides)
+        files = export_partitions(flat, Path(args.out))
+        console.print(f"{len(files)} client files and run-config.toml in {files[0].parent}")
+        return 0
+    if args.step == "commands":
+        plan = plan_from_args(args.host, args.port, args.certs, args.nodes, args.insecure, args.data, args.device_dir)
+        print(describe(plan, Path(args.data).expanduser().resolve() if args.data else None))
+        return 0
+    from flwr.common.config import parse_config_args
+
+    from tasks.local_data import load_local
+
+    flat = config.load(args.overrides, load_data=False)
+    a = load_local(args.data_path, flat, parse_config_args([args.node_config]) if args.node_config else {})
+    console.print(f"{args.data_path}: {len(a.y_labeled)} labeled, {len(a.y_unlabeled)} unlabeled, {len(a.y_test)} test samples "
+                  f"of shape {tuple(a.x_labeled.shape[1:])}, {a.num_classes} classes")
+    return 0

@@ -1,0 +1,44 @@
+"""The layout's arrows (docs: design.md): each folder imports only the folders below it.
+
+    experiments --> simulations --> server --> strategies --> tasks
+                    simulations --> clients -------------> tasks
+                    simulations --> deploy --------------> tasks
+
+Imports are read statically (every `import` in a file, wherever it stands), so a lazy import
+inside a function counts as much as one at the top.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ALLOWED = {
+    "tasks": set(),
+    "strategies": {"tasks"},
+    "clients": {"tasks"},
+    "deploy": {"tasks"},
+    "server": {"strategies", "tasks"},
+    "simulations": {"server", "clients", "strategies", "deploy", "tasks"},
+    "experiments": {"simulations", "server", "clients", "strategies", "deploy", "tasks"},
+}
+
+
+def imported_packages(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found & set(ALLOWED)
+
+
+def test_every_folder_imports_only_what_the_design_allows():
+    wrong = []
+    for package, allowed in ALLOWED.items():
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for other in sorted(imported_packages(path) - allowed - {package}):
+                wrong.append(f"{path.relative_to(ROOT)} imports {other}")
+    assert not wrong, "\n".join(wrong)
