@@ -40,7 +40,7 @@ def cmd_partitions(overrides: list[str], out: str | None) -> int:
         console.print("many/medium/few-shot classes: " + ", ".join(f"{k} {v.tolist()}" for k, v in fed.shot_groups.items()))
     path = Path(out or f"runs/partitions-{flat['dataset.name']}-{flat['partition.name']}-seed{flat['seed']}.png")
     title = f"{flat['dataset.name']}, {flat['partition.name']}, {flat['clients.num']} clients, seed {flat['seed']}"
-    console.print(f"heat map: {partition_heatmap(counts, title, path)}")
+    console.print(f"heat map: {partition_heatmap(counts, title, path, fed.data.class_names)}")
     return 0
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 
-def partition_heatmap(counts: np.ndarray, title: str, path: Path) -> Path:
-    """Clients x classes heat map of training-sample counts, each cell labelled."""
+def partition_heatmap(counts: np.ndarray, title: str, path: Path, class_names: tuple[str, ...] = ()) -> Path:
+    """Clients x classes heat map of training-sample counts, each cell labelled; columns named by class if known."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,7 +19,9 @@ def partition_heatmap(counts: np.ndarray, title: str, path: Path) -> Path:
     image = ax.imshow(counts, aspect="auto", cmap="viridis")
     ax.set_xlabel("class")
     ax.set_ylabel("client (partition id)")
-    ax.set_xticks(range(classes))
+    named = len(class_names) == classes and classes <= 40
+    ax.set_xticks(range(classes), [f"{c} {n}" for c, n in enumerate(class_names)] if named else None,
+                  rotation=45 if named else 0, ha="right" if named else "center")
     ax.set_yticks(range(clients) if clients <= 40 else np.linspace(0, clients - 1, 10, dtype=int))
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="training samples")
@@ -140,19 +142,39 @@ def personal_boxes(panels: dict[str, dict[str, list[float]]], path: Path) -> Pat
 
 
 def per_class(panels: dict[str, tuple], path: Path) -> Path | None:
-    """Final per-class accuracy (%) against the class's training samples (log x), per algorithm."""
+    """Final per-class accuracy (%) against the class's training samples (log x), per algorithm.
+
+    Each panel is (class counts, line -> per-class accuracy, class names); with names (and at most
+    20 classes) every class is a labelled tick ("cat 1077") at its sample count.
+    """
     if not panels:
         return None
-    names = sorted({n for _, lines in panels.values() for n in lines})
+    names = sorted({n for _, lines, _ in panels.values() for n in lines})
     colors = _colors(names)
     fig, axes = _grid(len(panels), width=6.5 if len(panels) == 1 else 4.6, height=4.2 if len(panels) == 1 else 3.6)
-    for ax, (panel, (counts, lines)) in zip(axes, panels.items()):
+    for ax, (panel, (counts, lines, class_names)) in zip(axes, panels.items()):
         order = np.argsort(counts)
         for name, acc in sorted(lines.items()):
             ax.plot(counts[order], 100 * np.asarray(acc)[order], color=colors[name], ls=_dashes(names)[name],
                     lw=1.4, marker="o", ms=3)
         ax.set_xscale("log")
-        ax.set(title=panel or "long-tailed", xlabel="training samples of the class (log scale)",
-               ylabel="per-class test accuracy (%)")
+        xlabel = "training samples of the class (log scale)"
+        if len(class_names) == len(counts) <= 20:
+            _class_ticks(ax, counts, class_names)
+            xlabel = "class and its training samples (log scale)"
+        ax.set(title=panel or "long-tailed", xlabel=xlabel, ylabel="per-class test accuracy (%)")
         ax.grid(alpha=0.3, which="both")
     return _finish(fig, axes, names, colors, path)
+
+
+def _class_ticks(ax, counts: np.ndarray, class_names: tuple[str, ...]) -> None:
+    """One x tick per distinct class count, labelled with the classes that have it."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    at: dict[float, list[str]] = {}
+    for count, name in zip(counts, class_names):
+        at.setdefault(float(count), []).append(name)
+    ticks = sorted(at)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(ticks, [f"{'/'.join(at[t])} {t:.0f}" for t in ticks], rotation=60, ha="right", fontsize=7)

@@ -200,24 +200,28 @@ def personal_distribution(runs: list[Run], keys: list[str], panel_of: PanelOf = 
     return data
 
 
-def class_frequency(run: Run) -> np.ndarray:
-    """Training samples per class over the whole federation, rebuilt from the run's config."""
+def class_frequency(run: Run) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Training samples per class over the whole federation, and the class names (if the dataset has
+    them), rebuilt from the run's config."""
     from tasks.partitions import build_federation
 
-    return build_federation(run.config).label_counts().sum(0)
+    fed = build_federation(run.config)
+    return fed.label_counts().sum(0), fed.data.class_names
 
 
 def per_class(runs: list[Run], keys: list[str], panel_of: PanelOf = None) -> dict:
-    """For long-tailed runs (partition.imbalance_factor > 1): panel -> (class counts, line -> final per-class acc)."""
+    """For long-tailed runs (partition.imbalance_factor > 1):
+    panel -> (class counts, line -> final per-class acc, class names)."""
     long_tailed = [r for r in runs if float(r.config.get("partition.imbalance_factor", 1.0)) > 1
                    and any("global/acc_per_class" in m for m in r.metrics)]
     data = {}
     for panel, lines in _panels(long_tailed, keys, panel_of).items():
-        counts = np.mean([class_frequency(m) for ms in lines.values() for m in ms], axis=0)
+        frequencies = [class_frequency(m) for ms in lines.values() for m in ms]
+        counts = np.mean([f for f, _ in frequencies], axis=0)
         last = lambda m: [x for x in m.metrics if "global/acc_per_class" in x][-1]["global/acc_per_class"]  # noqa: E731
         finals = {line: np.mean([last(m) for m in ms], axis=0)
                   for line, ms in lines.items()}
-        data[panel] = (counts, finals)
+        data[panel] = (counts, finals, frequencies[0][1])
     return data
 
 

@@ -1,9 +1,11 @@
 """Datasets, all loaded into one in-memory form (`ArrayDataset`), once per process.
 
 Embedded datasets (`digits`, `mnist5k`) ship inside installed packages, generated ones
-(`synthetic`, `fake-images`) are made from a fixed seed, and `cifar10`, `cifar100`,
-`fashion-mnist` come from Hugging Face through a local cache. The train/test split of an
-embedded dataset is fixed (seed 0), so the balanced test set is the same for every run seed.
+(`synthetic`, `fake-images`) are made from a fixed seed, `cifar10`, `cifar100`, `fashion-mnist`
+come from Hugging Face through a local cache or, with `dataset.path`, from a local image-folder
+copy, and `imagefolder` is any dataset kept in torchvision's ImageFolder layout (tasks/imagefolder.py).
+The train/test split of a dataset without its own is fixed (seed 0, stratified), so the balanced
+test set is the same for every run seed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from tasks import imagefolder
 from tasks.errors import ConfigError
 
 
@@ -29,6 +32,7 @@ class ArrayDataset:
     y_test: np.ndarray
     num_classes: int
     groups: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()  # label -> name, where the dataset has names (folder names for image folders)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -149,12 +153,19 @@ class HubDataset:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    shape: tuple[int, int, int]  # (C, H, W): what an image-folder copy is resized to
+    class_names: tuple[str, ...] = ()
 
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 HUB_DATASETS = {
-    "cifar10": HubDataset("uoft-cs/cifar10", "img", "label", 10, (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)),
-    "cifar100": HubDataset("uoft-cs/cifar100", "img", "fine_label", 100, (0.5071, 0.4865, 0.4409), (0.267, 0.256, 0.276)),
-    "fashion-mnist": HubDataset("zalando-datasets/fashion_mnist", "image", "label", 10, (0.286,), (0.353,)),
+    "cifar10": HubDataset("uoft-cs/cifar10", "img", "label", 10, (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261),
+                          (3, 32, 32), CIFAR10_CLASSES),
+    "cifar100": HubDataset("uoft-cs/cifar100", "img", "fine_label", 100, (0.5071, 0.4865, 0.4409), (0.267, 0.256, 0.276),
+                           (3, 32, 32)),
+    "fashion-mnist": HubDataset("zalando-datasets/fashion_mnist", "image", "label", 10, (0.286,), (0.353,),
+                                (1, 28, 28), FASHION_CLASSES),
 }
 
 
@@ -163,9 +174,65 @@ def cache_dir(cfg: dict) -> Path:
     return Path(root).expanduser()
 
 
+def scale(x: np.ndarray, mean, std) -> np.ndarray:
+    """uint8 (n, C, H, W) -> float32 (x/255 - mean) / std per channel, in place on one float32 copy."""
+    out = x.astype(np.float32)
+    out /= np.float32(255.0)
+    for c, (m, s) in enumerate(zip(mean, std)):
+        out[:, c] -= np.float32(m)
+        out[:, c] /= np.float32(s)
+    return out
+
+
+def _image_folder(cfg: dict, shape: tuple[int, int, int] | None) -> tuple[tuple[str, ...], tuple[np.ndarray, ...]]:
+    """Class names and uint8 train/test arrays of `dataset.path`, split by `dataset.test_fraction`
+    (stratified, seed 0) when the copy has no train/ and test/ of its own."""
+    images = imagefolder.load_cached(cfg.get("path", ""), shape, cache_dir(cfg), "dataset.path", "dataset.image_shape")
+    if images.x_test is not None:
+        return images.classes, (images.x_train, images.y_train, images.x_test, images.y_test)
+    return images.classes, _stratified_split(images.x_train, images.y_train, float(cfg.get("test_fraction", 0.2)))
+
+
+def load_image_folder(cfg: dict) -> ArrayDataset:
+    """Any dataset in the ImageFolder layout (`dataset.path`: folder or .tar/.tar.gz).
+
+    Images are resized to `dataset.image_shape` (CxHxW) if set, and standardised with the
+    per-channel mean and std of the training split (after the test split is taken), as one would
+    for a new dataset: no statistics of the test images reach the model.
+    """
+    if not str(cfg.get("path") or ""):
+        raise ConfigError.invalid("dataset.path", "", f"a folder or .tar/.tar.gz in {imagefolder.LAYOUT}")
+    shape = imagefolder.image_shape(cfg["image_shape"], "dataset.image_shape") if cfg.get("image_shape") else None
+    classes, (x_tr, y_tr, x_te, y_te) = _image_folder(cfg, shape)
+    if len(classes) < 2:
+        raise ConfigError.invalid("dataset.path", str(cfg["path"]), f"at least two class folders (found {', '.join(classes)})")
+    mean, std = channel_stats(x_tr)
+    return ArrayDataset(scale(x_tr, mean, std), y_tr, scale(x_te, mean, std), y_te, len(classes), class_names=classes)
+
+
+def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images in [0, 1] units (exact, from a 256-bin histogram per channel)."""
+    values = np.arange(256, dtype=np.float64) / 255.0
+    mean, std = [], []
+    for c in range(x.shape[1]):
+        hist = np.bincount(x[:, c].reshape(-1), minlength=256).astype(np.float64)
+        m = float(hist @ values / hist.sum())
+        mean.append(m)
+        std.append(max(float(np.sqrt(max(hist @ values**2 / hist.sum() - m * m, 0.0))), 1e-3))  # 1e-3: a constant channel
+    return tuple(mean), tuple(std)
+
+
 def load_hub(name: str, cfg: dict, allow_download: bool = False) -> ArrayDataset:
-    """Read a Hub dataset from the local `.npz` cache; download it only when asked to."""
+    """Read a Hub dataset from the local `.npz` cache (download it only when asked to), or, with
+    `dataset.path`, from an image-folder copy; both standardised with the dataset's usual statistics."""
     spec = HUB_DATASETS[name]
+    if cfg.get("path"):
+        classes, (x_tr, y_tr, x_te, y_te) = _image_folder(cfg, spec.shape)
+        if len(classes) != spec.num_classes:
+            raise ConfigError.invalid("dataset.path", str(cfg["path"]),
+                                      f"{spec.num_classes} class folders for {name} (found {len(classes)})")
+        return ArrayDataset(scale(x_tr, spec.mean, spec.std), y_tr, scale(x_te, spec.mean, spec.std), y_te,
+                            spec.num_classes, class_names=classes)
     path = cache_dir(cfg) / f"{name}.npz"
     if not path.exists():
         if not allow_download:
@@ -176,10 +243,8 @@ def load_hub(name: str, cfg: dict, allow_download: bool = False) -> ArrayDataset
         _download(spec, path)
     with np.load(path) as arrays:
         x_tr, y_tr, x_te, y_te = (arrays[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-    mean = np.asarray(spec.mean, np.float32)[:, None, None]
-    std = np.asarray(spec.std, np.float32)[:, None, None]
-    scale = lambda x: ((x.astype(np.float32) / 255.0) - mean) / std  # noqa: E731
-    return ArrayDataset(scale(x_tr), y_tr.astype(np.int64), scale(x_te), y_te.astype(np.int64), spec.num_classes)
+    return ArrayDataset(scale(x_tr, spec.mean, spec.std), y_tr.astype(np.int64), scale(x_te, spec.mean, spec.std),
+                        y_te.astype(np.int64), spec.num_classes, class_names=spec.class_names)
 
 
 def _download(spec: HubDataset, path: Path) -> None:
@@ -245,6 +310,7 @@ def load_npz(cfg: dict) -> ArrayDataset:
 
 LOADERS: dict[str, Callable[[dict], ArrayDataset]] = {
     "npz": load_npz,
+    "imagefolder": load_image_folder,
     "digits": load_digits,
     "mnist5k": load_mnist5k,
     "synthetic": load_synthetic,

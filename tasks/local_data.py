@@ -9,8 +9,9 @@ SuperNode's `--node-config data-path=...`. Two forms are read:
   `flowerbed deploy export` writes exactly this from a simulated partition, so a deployment and the
   `sequential` engine train on the same arrays in the same order;
 - a folder of class-named image folders, `DIR/<class>/*.png|jpg|...`, or split as `DIR/train/<class>/`
-  and `DIR/test/<class>/`. Images are resized and normalised as the run's dataset is (`IMAGE_FORMS`),
-  so that a device's photos look to the model like the data it was configured for.
+  and `DIR/test/<class>/`, read by tasks/imagefolder.py (the reader `dataset=imagefolder` uses too).
+  Images are resized and normalised as the run's dataset is (`IMAGE_FORMS`), so that a device's
+  photos look to the model like the data it was configured for.
 
 Without a test set, a fixed share of the samples (`test-fraction`, default 0.2) is held out with a
 fixed seed. Every way a data path can be unusable is one `ConfigError` line naming `data-path`.
@@ -24,13 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks import domains
-from tasks.datasets import HUB_DATASETS, MNIST_MEAN, MNIST_STD, load_dataset, parse_shape
+from tasks import domains, imagefolder
+from tasks.datasets import HUB_DATASETS, MNIST_MEAN, MNIST_STD, load_dataset, scale
 from tasks.errors import ConfigError
 from tasks.partitions import build_federation, section
 
 KEY = "data-path"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,7 @@ class ImageForm:
 IMAGE_FORMS: dict[str, ImageForm] = {
     "digits": ImageForm((1, 8, 8), (0.5,), (0.5,)),
     "mnist5k": ImageForm((1, 28, 28), (MNIST_MEAN,), (MNIST_STD,)),
-    "cifar10": ImageForm((3, 32, 32), HUB_DATASETS["cifar10"].mean, HUB_DATASETS["cifar10"].std),
-    "cifar100": ImageForm((3, 32, 32), HUB_DATASETS["cifar100"].mean, HUB_DATASETS["cifar100"].std),
-    "fashion-mnist": ImageForm((1, 28, 28), HUB_DATASETS["fashion-mnist"].mean, HUB_DATASETS["fashion-mnist"].std),
+    **{name: ImageForm(spec.shape, spec.mean, spec.std) for name, spec in HUB_DATASETS.items()},
 }
 
 
@@ -205,25 +203,18 @@ def _hold_out(x: np.ndarray, y: np.ndarray, fraction: float) -> tuple[np.ndarray
 def _load_folder(root: Path, run_config: dict, options: dict) -> ClientArrays:
     form = IMAGE_FORMS.get(str(run_config.get("dataset.name")))
     if options.get("image-shape"):
-        shape = parse_shape(str(options["image-shape"]))
-        if len(shape) != 3 or shape[0] not in (1, 3):
-            raise ConfigError.invalid("image-shape", options["image-shape"], "CxHxW with 1 or 3 channels, e.g. 3x32x32")
-        form = ImageForm(shape, form.mean if form and form.shape[0] == shape[0] else (0.5,) * shape[0],
-                         form.std if form and form.shape[0] == shape[0] else (0.5,) * shape[0])
+        shape = imagefolder.image_shape(str(options["image-shape"]), "image-shape")
+        same = form is not None and form.shape[0] == shape[0]
+        form = ImageForm(shape, form.mean if same else (0.5,) * shape[0], form.std if same else (0.5,) * shape[0])
     if form is None:
         raise ConfigError(f"{KEY}={str(root)!r}: dataset.name={run_config.get('dataset.name')!r} has no image form; "
                           f"set image-shape (e.g. image-shape=\"3x32x32\") in --node-config")
-    split = (root / "train").is_dir() and (root / "test").is_dir()
-    parts = (root / "train", root / "test") if split else (root,)
-    names = sorted({p.name for part in parts for p in part.iterdir() if p.is_dir()})
-    if not names:
-        raise ConfigError.invalid(KEY, str(root), "a folder of class-named image folders (DIR/<class>/*.png)")
-    label_of = _class_labels(root, names, options)
-    x, y = _read_images(root / "train" if split else root, label_of, form)
-    if len(y) == 0:
-        raise ConfigError(f"{KEY}={str(root)!r}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders")
-    if split:
-        x_te, y_te = _read_images(root / "test", label_of, form)
+    images = imagefolder.read(root, form.shape, KEY, "image-shape", same_classes=False)
+    label_of = _class_labels(root, list(images.classes), options)
+    relabel = np.asarray([label_of[name] for name in images.classes], np.int64)
+    x, y = scale(images.x_train, form.mean, form.std), relabel[images.y_train]
+    if images.x_test is not None:
+        x_te, y_te = scale(images.x_test, form.mean, form.std), relabel[images.y_test]
     else:
         x, y, x_te, y_te = _hold_out(x, y, float(options.get("test-fraction", 0.2)))
     num_classes = _num_classes(run_config, options, None)
@@ -242,26 +233,3 @@ def _class_labels(root: Path, names: list[str], options: dict) -> dict[str, int]
             raise ConfigError(f"{KEY}={str(root)!r}: class folder {unknown[0]!r} is not in classes={options['classes']!r}")
         return {n: order.index(n) for n in names}
     return {n: i for i, n in enumerate(names)}
-
-
-def _read_images(folder: Path, label_of: dict[str, int], form: ImageForm) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
-
-    channels, height, width = form.shape
-    mean = np.asarray(form.mean, np.float32)[:, None, None]
-    std = np.asarray(form.std, np.float32)[:, None, None]
-    xs, ys = [], []
-    for name in sorted(label_of):
-        for file in sorted((folder / name).glob("*")) if (folder / name).is_dir() else []:
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(file) as img:
-                    img = img.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BILINEAR)
-                    pixels = np.asarray(img, np.float32) / 255.0
-            except (OSError, UnidentifiedImageError) as err:
-                raise ConfigError(f"{KEY}: cannot read image {str(file)!r} ({type(err).__name__})") from err
-            xs.append(((pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)) - mean) / std)
-            ys.append(label_of[name])
-    x = np.stack(xs).astype(np.float32) if xs else np.zeros((0, *form.shape), np.float32)
-    return x, np.asarray(ys, np.int64)
