@@ -71,3 +71,34 @@ def test_local_test_set_mirrors_the_training_label_distribution():
 def test_more_clients_than_samples_is_a_config_error():
     with pytest.raises(ConfigError, match="clients.num"):
         federation("partition=iid", "clients.num=5000")
+
+
+def _cifar10_sized_labels(tmp_path, pretrain_fraction: float = 0.0):
+    """A federation over an .npz with CIFAR-10's labels (5,000 training images per class after the
+    stratified 1/6 test split) and 1-pixel images: the partition only looks at labels."""
+    y = np.repeat(np.arange(10), 6000)
+    np.savez(tmp_path / "labels.npz", x=np.zeros((len(y), 1), np.float32), y=y)
+    return federation("dataset=npz", f"dataset.path={tmp_path / 'labels.npz'}", f"dataset.test_fraction={1 / 6}",
+                      "partition.imbalance_factor=100", "partition.alpha=0.5", "clients.num=40",
+                      f"partition.pretrain_fraction={pretrain_fraction}")
+
+
+def test_cifar10_lt_with_imbalance_factor_100_has_the_papers_class_counts(tmp_path):
+    fed = _cifar10_sized_labels(tmp_path)
+    assert np.bincount(fed.data.y_train).tolist() == [5000] * 10
+    expected = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]  # int(5000 * 100^(-c/9))
+    assert fed.class_counts.tolist() == expected and sum(expected) == 12406
+    assert fed.label_counts().sum(0).tolist() == expected  # every kept sample reaches a client
+
+
+def test_long_tail_profile_is_drawn_from_what_pretraining_left(tmp_path):
+    from tasks.holdout import pretrain_indices
+
+    fed = _cifar10_sized_labels(tmp_path, pretrain_fraction=0.5)
+    held_out = pretrain_indices(len(fed.data.y_train), 0.5)
+    used = np.concatenate([c.train for c in fed.clients])
+    assert not np.isin(used, held_out).any()
+    left = np.bincount(np.delete(fed.data.y_train, held_out), minlength=10)
+    head = left.max()
+    assert fed.class_counts.tolist() == [min(int(head * 100 ** (-c / 9)), left[c]) for c in range(10)]
+    assert fed.class_counts[0] == left[0] and fed.class_counts[-1] == int(head / 100)
