@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -22,6 +23,19 @@ class RunDirectory:
         self.path = Path(path)
         self.metrics_path = self.path / "metrics.jsonl"
         self.checkpoint_path = self.path / "checkpoints" / "server.pt"
+
+    def check_writable(self, key: str = "output.dir") -> None:
+        """Raise `ConfigError` unless this folder exists and is writable, or can be created there.
+
+        Checked before any work and without creating anything: the nearest part of the path that
+        exists must be a folder this user may write in.
+        """
+        path = self.path.expanduser().absolute()
+        existing = next(p for p in (path, *path.parents) if os.path.lexists(p))
+        if not existing.is_dir():
+            raise ConfigError.invalid(key, str(self.path), f"a folder that can be created ({existing} is a file, not a folder)")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError.invalid(key, str(self.path), f"a folder this user can write ({existing} is not writable)")
 
     # -- metrics -------------------------------------------------------------------------------
     def append_metrics(self, record: dict) -> None:

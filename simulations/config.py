@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, did_you_mean
 
 CONF_DIR = Path(__file__).parent / "conf"
 GROUPS = ("dataset", "partition", "model", "algorithm", "engine", "experiment")
@@ -33,7 +33,7 @@ def compose(overrides: list[str]):
     for item in overrides:
         key, _, value = item.lstrip("+~").partition("=")
         if key in GROUPS and value not in group_options(key) and not (key == "experiment" and value == "null"):
-            raise ConfigError.invalid(key, value, "one of " + ", ".join(group_options(key)))
+            raise ConfigError.invalid(key, value, "one of " + ", ".join(group_options(key)), group_options(key))
         if "=" not in item:
             raise ConfigError(f"{item!r} is not an override: write key=value (e.g. algorithm=fedprox partition.alpha=0.1)")
     try:
@@ -44,11 +44,40 @@ def compose(overrides: list[str]):
 
 
 def _first_line(err: Exception) -> str:
+    """Hydra's message in one line; an unknown key (`Could not override 'algoritm'`) with the nearest known one."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    match = re.search(r"Key '([^']+)' is not in struct", str(err))
+    match = re.search(r"Key '([^']+)' is not in struct|Could not override '([^']+)'", str(err))
     if match:
-        return f"{match.group(1)} is not a configuration key (see simulations/conf/, or `flowerbed run --help`)"
+        return unknown_key(match.group(1) or match.group(2))
     return text
+
+
+def unknown_key(key: str) -> str:
+    """`algoritm is not a configuration key; did you mean algorithm?`"""
+    hint = did_you_mean(key, sorted(known_keys() | set(GROUPS)))
+    return f"{key} is not a configuration key{hint or ' (every key: simulations/conf/config.yaml and its groups)'}"
+
+
+@functools.lru_cache(maxsize=1)
+def known_keys() -> frozenset[str]:
+    """Every dotted key a run config may hold: config.yaml's and each group option's.
+
+    Read from the YAML files rather than composed (composing every option takes seconds), so that
+    an unknown key is told apart at once; a test checks this is the set pyproject declares.
+    """
+    import yaml
+
+    def keys(path: Path, prefix: str) -> set[str]:
+        tree = yaml.safe_load(path.read_text()) or {}
+        tree.pop("defaults", None)
+        return set(flatten(tree, prefix))
+
+    found = keys(CONF_DIR / "config.yaml", "")
+    for group in GROUPS:
+        for path in (CONF_DIR / group).glob("*.yaml"):
+            is_global = "@package _global_" in path.read_text().split("\n", 1)[0]
+            found |= keys(path, "" if is_global else f"{group}.")
+    return frozenset(found)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -71,7 +100,11 @@ def to_run_config(cfg) -> dict[str, Scalar]:
     except Exception as err:  # an interpolation to a missing key
         raise ConfigError(_first_line(err)) from err
     _check_values(tree)
-    return flatten(tree)
+    flat = flatten(tree)
+    for key in flat:  # `+train.lrr=0.1` or `clients=3` get through Hydra; nothing would ever read them
+        if key not in known_keys():
+            raise ConfigError(unknown_key(key))
+    return flat
 
 
 def _check_values(tree: dict) -> None:
@@ -120,6 +153,7 @@ def _one_of(*options: str) -> Callable:
         return isinstance(value, str) and value in options
 
     check.allowed = "one of " + ", ".join(options)  # type: ignore[attr-defined]
+    check.options = options  # type: ignore[attr-defined]
     return check
 
 
@@ -209,7 +243,7 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
 
     for key, check in CHECKS.items():
         if key in flat and not check(flat[key]):
-            raise ConfigError.invalid(key, flat[key], check.allowed)
+            raise ConfigError.invalid(key, flat[key], check.allowed, getattr(check, "options", ()))
     for key in ("resume", "overwrite", "logging.tensorboard", "logging.mlflow"):
         if not isinstance(flat.get(key), bool):
             raise ConfigError.invalid(key, flat.get(key), "true or false")
@@ -222,26 +256,74 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
         raise ConfigError.invalid("engine.name", "batched", "sequential or flower with faults.* (faults act in the ClientApp)")
     name = flat["algorithm.name"]
     if name not in STRATEGIES or name not in CLIENTS:
-        raise ConfigError.invalid("algorithm.name", name, "one of " + ", ".join(sorted(STRATEGIES)))
+        raise ConfigError.invalid("algorithm.name", name, "one of " + ", ".join(sorted(STRATEGIES)), STRATEGIES)
     if flat["train.local_epochs"] == 0 and flat["train.local_steps"] == 0:
         raise ConfigError.invalid("train.local_steps", 0, "> 0 when train.local_epochs is 0")
     device = str(flat["train.device"])
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-        raise ConfigError.invalid("train.device", device, "auto, cpu, cuda or cuda:N")
+        raise ConfigError.invalid("train.device", device, "auto, cpu, cuda or cuda:N", ("auto", "cpu", "cuda"))
     if load_data:
-        from tasks.models import build_model
-        from tasks.partitions import build_federation
-
-        fed = build_federation(flat)
-        classes = fed.data.num_classes
-        if flat.get("partition.name") == "pathological" and flat["partition.classes_per_client"] > classes:
-            raise ConfigError.invalid("partition.classes_per_client", flat["partition.classes_per_client"], f"at most the {classes} classes")
-        build_model(str(flat["model.name"]), fed.data.input_shape, classes, 0, flat)
+        validate_data(flat)
 
 
-def load(overrides: list[str], load_data: bool = True) -> dict[str, Scalar]:
+def validate_data(flat: dict[str, Scalar]) -> None:
+    """Build the federation and the model once: what only the data can tell (classes, sizes, files)."""
+    from tasks.models import build_model
+    from tasks.partitions import build_federation
+
+    fed = build_federation(flat)
+    classes = fed.data.num_classes
+    if flat.get("partition.name") == "pathological" and flat["partition.classes_per_client"] > classes:
+        raise ConfigError.invalid("partition.classes_per_client", flat["partition.classes_per_client"], f"at most the {classes} classes")
+    build_model(str(flat["model.name"]), fed.data.input_shape, classes, 0, flat)
+
+
+def check_here(flat: dict[str, Scalar]) -> None:
+    """What only the machine that runs the simulation can check: its output folder and its device.
+
+    Not part of `validate`: `flowerbed deploy export` prepares run configs for other machines
+    (a laptop exports `train.device=cuda` for Jetson devices).
+    """
+    import torch
+
+    from server.results import RunDirectory
+
+    RunDirectory(str(flat["output.dir"])).check_writable("output.dir")
+    cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    check_device(str(flat["train.device"]), cuda_devices, str(flat["engine.name"]), float(flat.get("engine.num_gpus", 0.0)))
+
+
+def check_device(device: str, cuda_devices: int, engine: str = "sequential", num_gpus: float = 0.0) -> None:
+    """`cuda` needs a CUDA device and `cuda:N` the N+1-th; otherwise every client would fail, round after round.
+
+    On the `flower` engine Ray decides what a ClientApp sees: with `engine.num_gpus=0` it hides every
+    GPU (CUDA_VISIBLE_DEVICES=""), and with a share it shows the one GPU it assigned, as cuda:0.
+    """
+    if not device.startswith("cuda"):
+        return
+    index = int(device.partition(":")[2] or 0)
+    if cuda_devices == 0:
+        raise ConfigError.invalid("train.device", device, "auto or cpu: this machine has no CUDA device (torch.cuda.is_available() is False)")
+    if index >= cuda_devices:
+        raise ConfigError.invalid("train.device", device, f"cuda:0 to cuda:{cuda_devices - 1} (this machine has {cuda_devices} CUDA device"
+                                  f"{'s' if cuda_devices > 1 else ''})")
+    if engine == "flower" and num_gpus == 0:
+        raise ConfigError.invalid("engine.num_gpus", num_gpus, f"> 0 with train.device={device} on engine=flower: "
+                                  "Ray hides every GPU from ClientApps that ask for none (e.g. engine.num_gpus=0.25)")
+    if engine == "flower" and index > 0:
+        raise ConfigError.invalid("train.device", device, "cuda on engine=flower: Ray shows each ClientApp the GPU it assigned, "
+                                  "as cuda:0 (choose GPUs with CUDA_VISIBLE_DEVICES)")
+
+
+def load(overrides: list[str], load_data: bool = True, here: bool = False) -> dict[str, Scalar]:
+    """The validated flat config; `here=True` also checks this machine (output folder, device) for a
+    run it is about to start, before the data is loaded."""
     flat = to_run_config(compose(overrides))
-    validate(flat, load_data=load_data)
+    validate(flat, load_data=False)
+    if here:
+        check_here(flat)
+    if load_data:
+        validate_data(flat)
     return flat
 
 

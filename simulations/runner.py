@@ -43,7 +43,10 @@ def _prepare_output(flat: dict) -> Path:
             shutil.rmtree(out)
         else:
             raise ConfigError(f"output.dir={str(out)!r} holds an earlier run: resume=true continues it, overwrite=true replaces it")
-    RunDirectory(out).write_config(flat, replace=True)
+    try:
+        RunDirectory(out).write_config(flat, replace=True)
+    except OSError as err:  # what the check before any work cannot see (a full disk, a read-only mount)
+        raise ConfigError.invalid("output.dir", str(out), f"a folder that can be written ({err.strerror})") from err
     return out
 
 
@@ -51,7 +54,7 @@ def run(overrides: list[str]) -> int:
     """Run one simulation; returns the exit status (0, or 130/143 when interrupted)."""
     from simulations import config
 
-    flat = config.load(overrides)
+    flat = config.load(overrides, here=True)
     out = _prepare_output(flat)
     sigterm_interrupts()
     console.print(f"[bold]flowerbed[/] {flat['algorithm.name']} on {flat['dataset.name']} "

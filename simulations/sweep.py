@@ -100,10 +100,31 @@ def record_time(sweep_dir: Path, name: str, seconds: float) -> None:
     path.write_text(json.dumps(times, indent=1) + "\n")
 
 
-def run_sweep(points: list[Point], sweep_dir: Path, jobs: int, console) -> dict[str, str]:
-    """Run the points not done yet; returns name -> done|skipped|resumed|failed|interrupted."""
+def check_points(points: list[Point], sweep_dir: Path, console) -> None:
+    """Validate every point not done yet as `flowerbed run` would, before the first one starts.
+
+    A bad value in the last point of a long sweep is reported now, in one line, not after the
+    valid points have run for hours; nothing is written before every point has passed.
+    """
+    from server.results import RunDirectory
+    from simulations import config
+
     if len({p.name for p in points}) != len(points):
         raise ConfigError("two sweep points share a name; give each comma list distinct values")
+    RunDirectory(sweep_dir).check_writable("sweep.dir")
+    todo = [p for p in points if p.state() != "done"]
+    with console.status(f"sweep: checking {len(todo)} configurations") as status:
+        for i, point in enumerate(todo, 1):
+            status.update(f"sweep: checking configuration {i}/{len(todo)}: {point.name}")
+            try:
+                config.load(point.command(), here=True)
+            except ConfigError as err:
+                raise ConfigError(f"sweep point {point.name}: {err}") from err
+
+
+def run_sweep(points: list[Point], sweep_dir: Path, jobs: int, console) -> dict[str, str]:
+    """Check every point, then run the points not done yet; returns name -> done|skipped|resumed|failed|interrupted."""
+    check_points(points, sweep_dir, console)
     console.print(f"sweep: {len(points)} runs in {sweep_dir} (index: {write_index(points, sweep_dir)})")
     status = {p.name: "skipped" for p in points if p.state() == "done"}
     todo = [p for p in points if p.state() != "done"]

@@ -1,10 +1,14 @@
 """Bad input: one line naming key, value and what is allowed; exit status 2; no traceback."""
 
+import os
+import re
 import subprocess
 import sys
 
 import pytest
+import torch
 
+from simulations.config import check_device
 from tests.conftest import flowerbed
 
 BAD_INPUTS = [
@@ -23,6 +27,17 @@ BAD_INPUTS = [
     (["dataset=synthetic", "model=mlp", "dataset.num_users=6392295095"],
      "dataset.num_users=6392295095 is not valid: a size whose data fits in memory"),  # not a MemoryError
     (["dataset.test_fraction=0.00390625"], "dataset.test_fraction=0.00390625 is not valid: a share that leaves every class"),
+    # a typo gets the nearest valid name: keys (Hydra's own "Could not override 'algoritm'"), options, values
+    (["algoritm=fedavg"], "algoritm is not a configuration key; did you mean algorithm?"),
+    (["partition.alpah=0.1"], "partition.alpah is not a configuration key; did you mean partition.alpha?"),
+    (["+train.lrr=0.1"], "train.lrr is not a configuration key; did you mean train.lr?"),  # `+` got it past Hydra
+    (["clients=3"], "clients is not a configuration key; did you mean clients.num?"),  # a whole group replaced by a value
+    (["algorithm=fedavgg"], "algorithm='fedavgg' is not valid: one of fedadam, fedavg,"),
+    (["algorithm=fedavgg"], "; did you mean fedavg?"),
+    (["partition=dirichlt"], "; did you mean dirichlet?"),
+    (["algorithm=fedlabel", "algorithm.selection=bth"], "algorithm.selection='bth' is not valid: one of both, local, global; did you mean both?"),
+    # a GPU this machine does not have: before any work, not three rounds of failing clients
+    ([f"train.device=cuda:{torch.cuda.device_count()}"], f"train.device='cuda:{torch.cuda.device_count()}' is not valid"),
 ]
 
 
@@ -32,6 +47,57 @@ def test_bad_value_gives_one_line_and_exit_2(overrides, message, capsys, tmp_pat
     err = capsys.readouterr().err.strip()
     assert message in err
     assert len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_no_typo_suggestion_for_a_different_word(capsys, tmp_path):
+    assert flowerbed("run", "algorithm=fedmagic", f"output.dir={tmp_path}/r") == 2
+    assert "did you mean" not in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_one_line(capsys, tmp_path):
+    assert flowerbed("run", "experiment=smoke", "train.device=cuda", f"output.dir={tmp_path}/r") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("flowerbed: error: train.device='cuda' is not valid: auto or cpu: this machine has no CUDA device "
+                   "(torch.cuda.is_available() is False)")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("device,count,engine,gpus,message", [
+    ("cuda", 0, "sequential", 0.0, "no CUDA device"),
+    ("cuda:1", 1, "sequential", 0.0, "cuda:0 to cuda:0 (this machine has 1 CUDA device)"),
+    ("cuda:2", 2, "batched", 0.0, "cuda:0 to cuda:1 (this machine has 2 CUDA devices)"),
+    ("cuda", 1, "flower", 0.0, "engine.num_gpus=0.0 is not valid: > 0 with train.device=cuda on engine=flower"),
+    ("cuda:1", 2, "flower", 0.5, "train.device='cuda:1' is not valid: cuda on engine=flower"),
+    ("cuda:1", 2, "sequential", 0.0, None),
+    ("cuda", 1, "flower", 0.25, None),
+    ("cpu", 0, "flower", 0.0, None),
+])
+def test_device_must_exist_where_the_clients_run(device, count, engine, gpus, message):
+    from tasks.errors import ConfigError
+
+    if message is None:
+        check_device(device, count, engine, gpus)
+    else:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            check_device(device, count, engine, gpus)
+
+
+def test_output_dir_that_cannot_be_created_is_one_line(capsys, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    assert flowerbed("run", "experiment=smoke", f"output.dir={tmp_path}/a-file/run") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"flowerbed: error: output.dir='{tmp_path}/a-file/run' is not valid: a folder that can be created "
+                   f"({tmp_path}/a-file is a file, not a folder)")
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write in a read-only folder")
+def test_output_dir_in_a_read_only_folder_is_one_line(capsys, tmp_path):
+    (tmp_path / "locked").mkdir(mode=0o555)
+    assert flowerbed("run", "experiment=smoke", f"output.dir={tmp_path}/locked/run") == 2
+    assert f"({tmp_path}/locked is not writable)" in capsys.readouterr().err
 
 
 def test_offline_cifar10_says_how_to_get_it(capsys, tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
 import tomllib
 
 from clients.registry import CLIENTS
-from simulations.config import app_config_defaults, group_options, pyproject_path
+from simulations.config import app_config_defaults, group_options, known_keys, pyproject_path
 from strategies.registry import STRATEGIES
 
 
@@ -18,6 +18,7 @@ def test_every_algorithm_config_names_a_registered_algorithm():
 def test_pyproject_app_config_is_generated_from_the_hydra_defaults():
     declared = tomllib.loads(pyproject_path().read_text())["tool"]["flwr"]["app"]["config"]
     assert declared == app_config_defaults(), "run `python -m simulations.config` after changing simulations/conf/"
+    assert set(declared) == known_keys()  # the keys an override may name, read fast from the YAML files
 
 
 def test_strategies_build_from_the_default_config():

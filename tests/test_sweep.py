@@ -24,6 +24,19 @@ def test_bad_sweep_keys_exit_2(tmp_path):
     assert flowerbed("sweep", "experiment=smoke", f"output.dir={tmp_path}") == 2
 
 
+def test_every_point_is_checked_before_the_first_runs(tmp_path, capsys):
+    """The bad value is in the last point: one line, exit 2, and the valid point has not run."""
+    assert flowerbed("sweep", "experiment=smoke", "partition.alpha=0.5,0", f"sweep.dir={tmp_path}/s") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "flowerbed: error: sweep point partition.alpha-0: partition.alpha=0 is not valid: a number > 0"
+    assert not (tmp_path / "s").exists()  # nothing written, not even the index
+    assert flowerbed("sweep", "experiment=smoke", "algoritm=fedavg,fedprox", f"sweep.dir={tmp_path}/s") == 2
+    assert "did you mean algorithm?" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert flowerbed("sweep", "experiment=smoke", "seed=0,1", f"sweep.dir={tmp_path}/a-file/s") == 2
+    assert "sweep.dir=" in capsys.readouterr().err
+
+
 def test_rerun_skips_finished_runs_and_resumes_the_half_done_one(tmp_path):
     args = ["sweep", "experiment=smoke", "seed=0,1", f"sweep.dir={tmp_path}"]
     assert flowerbed(*args) == 0
