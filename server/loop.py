@@ -8,12 +8,15 @@ checkpoint, byte and failure counts, and a progress bar.
 
 from __future__ import annotations
 
+import math
 import pickle
 import time
 from collections.abc import Iterable
+from logging import INFO
 
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -29,13 +32,65 @@ from tasks.partitions import build_federation
 console = Console(stderr=True)
 
 
-def identify_clients(grid: Grid, expected: int, timeout: float) -> dict[int, int]:
-    """Ask every node for its stable client id; waits until `expected` nodes are connected."""
-    deadline = time.monotonic() + timeout
+def is_simulation(grid: Grid) -> bool:
+    """Whether Flower's Simulation Runtime runs this ServerApp (`flwr run` on a simulation federation).
+
+    Flower 1.42 gives a simulation's ServerApp an `InMemoryGrid` (flwr/simulation/run_simulation.py)
+    and a deployment's an `HttpGrid` (flwr/superlink/runtime/run_serverapp.py); flowerbed's own
+    engines bring their own Grid with every node in place before the ServerApp starts.
+    """
+    from flwr.superlink.grid import InMemoryGrid
+
+    return isinstance(grid, InMemoryGrid)
+
+
+def check_simulation_size(grid: Grid, expected: int, settle_s: float = 2.0, patience_s: float = 30.0) -> None:
+    """In a simulation, fail at once when it has fewer SuperNodes than `clients.num`.
+
+    A simulation registers all its SuperNodes in one go right after the ServerApp starts, so once
+    the count stops changing, fewer than `clients.num` will never become more: waiting
+    `clients.timeout` (600 s) would only hide the problem. The app does not adapt `clients.num` to
+    the federation instead: clients.num defines the partition (how the data is split, who holds
+    which classes), so a silently smaller federation would be another experiment than the one the
+    config, its config.yaml and `flowerbed run` with the same config describe. The message says
+    both ways out.
+    """
+    count, since, start = -1, time.monotonic(), time.monotonic()
+    while True:
+        now_count = len(list(grid.get_node_ids()))
+        if now_count >= expected:
+            return
+        if now_count != count:
+            count, since = now_count, time.monotonic()
+        if (count > 0 and time.monotonic() - since >= settle_s) or time.monotonic() - start >= patience_s:
+            break
+        time.sleep(0.2)
+    raise ConfigError.invalid(
+        "clients.num", expected, f"at most the {count} SuperNodes of this simulation federation: size it with "
+        f"`flwr run . --federation-config \"num-supernodes={expected}\"`, or run fewer clients with -c \"clients.num={count}\"")
+
+
+NODES_LOG_EVERY_S = 5.0  # how often a deployment waiting for its SuperNodes says how many are there
+
+
+def wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
+    """The node ids once `expected` nodes are connected; a deployment's SuperNodes come over time,
+    so say how many are there every few seconds until `timeout`."""
+    deadline, last_said = time.monotonic() + timeout, -math.inf
     while len(node_ids := list(grid.get_node_ids())) < expected:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(node_ids)} of clients.num={expected} nodes connected within {timeout:.0f}s")
+            raise RunAborted(f"only {len(node_ids)} of clients.num={expected} nodes connected within clients.timeout={timeout:.0f}s")
+        if time.monotonic() - last_said >= NODES_LOG_EVERY_S:
+            log(INFO, "waiting for nodes: %d of %d connected (clients.num; giving up after clients.timeout=%.0fs)",
+                len(node_ids), expected, timeout)
+            last_said = time.monotonic()
         time.sleep(0.5)
+    return node_ids
+
+
+def identify_clients(grid: Grid, expected: int, timeout: float) -> dict[int, int]:
+    """Ask every node for its stable client id; waits until `expected` nodes are connected."""
+    node_ids = wait_for_nodes(grid, expected, timeout)
     ids = _ask_client_ids(grid, node_ids, timeout)
     if len(set(ids.values())) != len(ids):
         raise RuntimeError("two nodes reported the same client-id; each node needs its own")

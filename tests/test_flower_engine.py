@@ -23,3 +23,71 @@ def test_flower_engine_matches_sequential_engine(tmp_path):
     # the engine stopped everything it started (its FLWR_HOME is a flowerbed-flwr-* temp folder)
     left = subprocess.run(["pgrep", "-f", "flowerbed-flwr-"], capture_output=True, text=True).stdout.split()
     assert left == []
+
+
+def test_flwr_run_on_a_too_small_simulation_fails_at_once(tmp_path):
+    """`flwr run . --stream` on Flower's default simulation federation (2 SuperNodes) with
+    clients.num=10: one line saying how to size the federation, the run failed, nothing written,
+    instead of a silent wait of clients.timeout (600 s). Through Flower's own CLI and a real SuperLink
+    (own FLWR_HOME and ports, stopped by PID)."""
+    import json
+
+    from deploy.processes import PROJECT_ROOT
+    from simulations.engines.flower import CONNECTION, simulation_superlink
+
+    run_dir = tmp_path / "run"
+    with simulation_superlink(tmp_path / "flwr-home") as env:
+        submitted = subprocess.run(
+            ["flwr", "run", str(PROJECT_ROOT), CONNECTION, "--stream", "-c", f"output.dir='{run_dir}' clients.timeout=600.0"],
+            env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        listed = subprocess.run(["flwr", "ls", CONNECTION, "--format", "json"], env=env, cwd=PROJECT_ROOT,
+                                capture_output=True, text=True, timeout=60)
+    lines = [line for line in submitted.stdout.splitlines() if "flowerbed: error:" in line]
+    print(lines[0])
+    assert lines[0].endswith('flowerbed: error: clients.num=10 is not valid: at most the 2 SuperNodes of this simulation '
+                             'federation: size it with `flwr run . --federation-config "num-supernodes=10"`, '
+                             'or run fewer clients with -c "clients.num=2"'), submitted.stdout[-3000:]
+    assert [r["status"] for r in json.loads(listed.stdout)["runs"]] == ["finished:failed"]
+    assert not run_dir.exists()
+
+
+def test_a_deployment_says_how_many_nodes_it_is_waiting_for(tmp_path, caplog, monkeypatch):
+    """SuperNodes of a deployment connect over time: the server logs "waiting for nodes: 2 of 4
+    connected" every few seconds (NODES_LOG_EVERY_S; shortened here) and starts once all are there;
+    if they never are, one line after clients.timeout."""
+    import logging
+    import time
+
+    import pytest
+
+    from clients.app import app as client_app
+    from server import loop
+    from server.app import app as server_app
+    from simulations import config
+    from simulations.engines.inprocess import InProcessGrid, run_in_process
+    from tasks.errors import RunAborted
+    from tests.conftest import read_metrics
+
+    class LateNodes(InProcessGrid):
+        """Two SuperNodes at first, one more every second (as devices coming online), up to `limit`."""
+
+        limit = 4
+
+        def get_node_ids(self):
+            self.first = getattr(self, "first", time.monotonic())
+            return list(self.contexts)[:min(self.limit, 2 + int(time.monotonic() - self.first))]
+
+    monkeypatch.setattr(loop, "NODES_LOG_EVERY_S", 0.4)
+    caplog.set_level(logging.INFO, logger="flwr")
+    flat = config.load(["experiment=smoke", f"output.dir={tmp_path / 'run'}"])
+    run_in_process(server_app, client_app, flat, 4, LateNodes)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting for nodes")]
+    print(said[0])
+    assert said[0] == "waiting for nodes: 2 of 4 connected (clients.num; giving up after clients.timeout=600s)"
+    assert "waiting for nodes: 3 of 4 connected" in " ".join(said)
+    assert read_metrics(tmp_path / "run")[-1]["clients/trained"] == 4
+
+    LateNodes.limit = 3  # the fourth device never comes
+    flat = config.load(["experiment=smoke", "clients.timeout=2", f"output.dir={tmp_path / 'run2'}"])
+    with pytest.raises(RunAborted, match=r"^only 3 of clients.num=4 nodes connected within clients.timeout=2s$"):
+        run_in_process(server_app, client_app, flat, 4, LateNodes)

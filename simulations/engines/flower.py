@@ -10,40 +10,52 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from deploy.export import run_config_toml
 from deploy.processes import PROJECT_ROOT, flower_env, free_port, stop, wait_healthy
 
+CONNECTION = "flowerbed"  # the name of the connection to our SuperLink in its FLWR_HOME/config.toml
+
+
+@contextmanager
+def simulation_superlink(home: Path) -> Iterator[dict[str, str]]:
+    """A `flower-superlink --simulation` of our own (FLWR_HOME `home`, free ports), stopped by PID on
+    exit; yields the environment in which `flwr run . flowerbed` submits to it. Its federation is
+    Flower's default one (2 SuperNodes) unless a run says `--federation-config "num-supernodes=N"`."""
+    http_port, control_port = free_port(), free_port()
+    env = flower_env(home, http_port, control_port)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\naddress = "127.0.0.1:{http_port}"\ninsecure = true\n'
+    )
+    log = home / "superlink.log"
+    superlink = subprocess.Popen(
+        ["flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
+         "--host", "127.0.0.1", "--port", str(http_port), "--control-api-address", f"127.0.0.1:{control_port}",
+         "--disable-runtime-dependency-installation", "--log-file", str(log)],
+        env=env, cwd=str(PROJECT_ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        wait_healthy(http_port, superlink, log)
+        yield env
+    finally:
+        stop(superlink)
+
 
 def run_on_flower(run_config: dict) -> None:
     """Run the app on Flower's Ray engine with one simulated SuperNode per client."""
-    with tempfile.TemporaryDirectory(prefix="flowerbed-flwr-") as tmp:
-        home = Path(tmp)
-        http_port, control_port = free_port(), free_port()
-        env = flower_env(home, http_port, control_port)
-        (home / "config.toml").write_text(
-            f'[superlink]\ndefault = "flowerbed"\n\n[superlink.flowerbed]\naddress = "127.0.0.1:{http_port}"\ninsecure = true\n'
-        )
-        overrides = home / "overrides.toml"
+    with tempfile.TemporaryDirectory(prefix="flowerbed-flwr-") as tmp, simulation_superlink(Path(tmp)) as env:
+        overrides = Path(tmp) / "overrides.toml"
         overrides.write_text(run_config_toml(run_config))
-        log = home / "superlink.log"
-        superlink = subprocess.Popen(
-            ["flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
-             "--host", "127.0.0.1", "--port", str(http_port), "--control-api-address", f"127.0.0.1:{control_port}",
-             "--disable-runtime-dependency-installation", "--log-file", str(log)],
-            env=env, cwd=str(PROJECT_ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        federation = (
+            f"num-supernodes={int(run_config['clients.num'])} "
+            f"client-resources-num-cpus={run_config.get('engine.num_cpus', 1)} "
+            f"client-resources-num-gpus={run_config.get('engine.num_gpus', 0.0)}"
         )
-        try:
-            wait_healthy(http_port, superlink, log)
-            federation = (
-                f"num-supernodes={int(run_config['clients.num'])} "
-                f"client-resources-num-cpus={run_config.get('engine.num_cpus', 1)} "
-                f"client-resources-num-gpus={run_config.get('engine.num_gpus', 0.0)}"
-            )
-            command = ["flwr", "run", str(PROJECT_ROOT), "flowerbed", "--stream", "-c", str(overrides), "--federation-config", federation]
-            subprocess.run(command, env=env, cwd=str(PROJECT_ROOT), check=False, stdin=subprocess.DEVNULL)
-        finally:
-            stop(superlink)
+        command = ["flwr", "run", str(PROJECT_ROOT), CONNECTION, "--stream", "-c", str(overrides), "--federation-config", federation]
+        subprocess.run(command, env=env, cwd=str(PROJECT_ROOT), check=False, stdin=subprocess.DEVNULL)
     if not (Path(str(run_config["output.dir"])) / "summary.json").exists():
         raise RuntimeError(f"the Flower run ended without results in {run_config['output.dir']}; see the log above")
