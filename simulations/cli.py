@@ -82,10 +82,11 @@ def cmd_sweep(args: list[str]) -> int:
     return 1 if "failed" in status.values() else 0
 
 
-def cmd_report(paths: list[str], out: str | None) -> int:
-    from simulations.report import write_report
+def cmd_report(paths: list[str], out: str | None, one_panel: bool = False) -> int:
+    from simulations.report import one_panel_per_setting, write_report
 
-    console.print(f"report: {write_report(paths, Path(out or Path(paths[0]) / 'report'))}")
+    panel_of = one_panel_per_setting if one_panel else None
+    console.print(f"report: {write_report(paths, Path(out or Path(paths[0]) / 'report'), panel_of=panel_of)}")
     return 0
 
 
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="markdown table and PNG figures from run or sweep directories")
     report.add_argument("paths", nargs="+")
     report.add_argument("--out", help="folder for report.md and its figures (default: FIRST_PATH/report)")
+    report.add_argument("--one-panel", action="store_true",
+                        help="one figure panel per data setting, every run's line in it (default: a panel per swept value)")
     from simulations import deploy_cli
 
     deploy_cli.add_parser(sub)
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sweep":
             return cmd_sweep(args.overrides)
         if args.command == "report":
-            return cmd_report(args.paths, args.out)
+            return cmd_report(args.paths, args.out, args.one_panel)
         if args.command == "bench":
             return cmd_bench(args.workloads, args.engines, args.rounds, args.repeats, args.out, args.overrides)
         if args.command == "partitions":

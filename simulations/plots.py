@@ -71,7 +71,9 @@ def _finish(fig, axes, names: list[str], colors: dict, path: Path) -> Path:
     """One shared legend under the panels (readable with many algorithms), then save."""
     dashes = _dashes(names)
     handles = [_plt().Line2D([], [], color=colors[n], ls=dashes[n], lw=2, label=n) for n in sorted(names)]
-    ncol = min(len(handles), 7 if len(axes) >= 3 else 3 * len(axes) + 1)
+    label_in = 0.6 + 0.075 * max(len(n) for n in names)  # a handle and its text at fontsize 9
+    fits = max(1, int(fig.get_figwidth() // label_in))
+    ncol = min(len(handles), 7 if len(axes) >= 3 else 3 * len(axes) + 1, fits)
     legend_in = 0.3 + 0.25 * -(-len(handles) // ncol)  # inches the legend rows take
     fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, legend_in / fig.get_figheight(), 1, 1))

@@ -130,16 +130,28 @@ PanelOf = Callable[[Run], str] | None  # a caller's own panel titles (the leader
 
 
 def _panels(runs: list[Run], keys: list[str], panel_of: PanelOf = None) -> dict[str, dict[str, list[Run]]]:
+    """panel -> line -> runs. A line is named by the algorithm, or by every swept key that still
+    differs inside its panel (`fedavg, labeled_fraction=1.0` beside `fedavg, labeled_fraction=0.1`)."""
     panel_keys, line_key = _split(keys)
-    panels: dict[str, dict[str, list[Run]]] = {}
+    by_panel: dict[str, list[Run]] = {}
     for run in runs:
         if panel_of:
             panel = panel_of(run)
         else:
             panel = label(panel_keys, tuple(run.config.get(k) for k in panel_keys)) if panel_keys else _setting(run)
-        line = str(run.config.get(line_key)) if line_key else label(keys, tuple(run.config.get(k) for k in keys))
-        panels.setdefault(panel, {}).setdefault(line, []).append(run)
+        by_panel.setdefault(panel, []).append(run)
+    panels: dict[str, dict[str, list[Run]]] = {}
+    for panel, members in by_panel.items():
+        varying = [k for k in keys if len({repr(r.config.get(k)) for r in members}) > 1]
+        line_keys = [line_key] if line_key and varying in ([], [line_key]) else (varying or keys)
+        for run in members:
+            panels.setdefault(panel, {}).setdefault(label(line_keys, tuple(run.config.get(k) for k in line_keys)), []).append(run)
     return panels
+
+
+def one_panel_per_setting(run: Run) -> str:
+    """`panel_of` for `flowerbed report --one-panel`: every run of a data setting in one panel."""
+    return _setting(run)
 
 
 def _setting(run: Run) -> str:
