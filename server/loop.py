@@ -45,29 +45,33 @@ def is_simulation(grid: Grid) -> bool:
 
 
 def check_simulation_size(grid: Grid, expected: int, settle_s: float = 2.0, patience_s: float = 30.0) -> None:
-    """In a simulation, fail at once when it has fewer SuperNodes than `clients.num`.
+    """In a simulation, fail at once unless it has one SuperNode per client (`clients.num`).
 
     A simulation registers all its SuperNodes in one go right after the ServerApp starts, so once
     the count stops changing, fewer than `clients.num` will never become more: waiting
-    `clients.timeout` (600 s) would only hide the problem. The app does not adapt `clients.num` to
-    the federation instead: clients.num defines the partition (how the data is split, who holds
-    which classes), so a silently smaller federation would be another experiment than the one the
+    `clients.timeout` (600 s) would only hide the problem. More would each ask for a partition
+    the config does not have, and fail every round. The app does not adapt `clients.num` to the
+    federation instead: clients.num defines the partition (how the data is split, who holds which
+    classes), so a silently resized federation would be another experiment than the one the
     config, its config.yaml and `flowerbed run` with the same config describe. The message says
     both ways out.
     """
     count, since, start = -1, time.monotonic(), time.monotonic()
-    while True:
+    while time.monotonic() - start < patience_s:
         now_count = len(list(grid.get_node_ids()))
-        if now_count >= expected:
-            return
         if now_count != count:
             count, since = now_count, time.monotonic()
-        if (count > 0 and time.monotonic() - since >= settle_s) or time.monotonic() - start >= patience_s:
+        steady = time.monotonic() - since
+        if (count == expected and steady >= 0.5) or (count > 0 and steady >= settle_s):
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
+    if count == expected:
+        return
+    allowed = (f"at most the {count} SuperNodes of this simulation federation" if count < expected else
+               f"the {count} SuperNodes of this simulation federation, one per client")
     raise ConfigError.invalid(
-        "clients.num", expected, f"at most the {count} SuperNodes of this simulation federation: size it with "
-        f"`flwr run . --federation-config \"num-supernodes={expected}\"`, or run fewer clients with -c \"clients.num={count}\"")
+        "clients.num", expected, f"{allowed}: size it with `flwr run . --federation-config \"num-supernodes={expected}\"`, "
+        f"or run {'fewer' if count < expected else 'more'} clients with -c \"clients.num={count}\"")
 
 
 NODES_LOG_EVERY_S = 5.0  # how often a deployment waiting for its SuperNodes says how many are there

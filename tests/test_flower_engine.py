@@ -25,29 +25,33 @@ def test_flower_engine_matches_sequential_engine(tmp_path):
     assert left == []
 
 
-def test_flwr_run_on_a_too_small_simulation_fails_at_once(tmp_path):
+def test_flwr_run_on_a_simulation_of_the_wrong_size_fails_at_once(tmp_path):
     """`flwr run . --stream` on Flower's default simulation federation (2 SuperNodes) with
     clients.num=10: one line saying how to size the federation, the run failed, nothing written,
-    instead of a silent wait of clients.timeout (600 s). Through Flower's own CLI and a real SuperLink
-    (own FLWR_HOME and ports, stopped by PID)."""
+    instead of a silent wait of clients.timeout (600 s); 12 SuperNodes (two without a partition)
+    likewise. Through Flower's own CLI and a real SuperLink (own FLWR_HOME and ports, stopped by PID)."""
     import json
 
     from deploy.processes import PROJECT_ROOT
     from simulations.engines.flower import CONNECTION, simulation_superlink
 
     run_dir = tmp_path / "run"
+    submit = ["flwr", "run", str(PROJECT_ROOT), CONNECTION, "--stream", "-c", f"output.dir='{run_dir}' clients.timeout=600.0"]
     with simulation_superlink(tmp_path / "flwr-home") as env:
-        submitted = subprocess.run(
-            ["flwr", "run", str(PROJECT_ROOT), CONNECTION, "--stream", "-c", f"output.dir='{run_dir}' clients.timeout=600.0"],
-            env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        outputs = [subprocess.run(submit + extra, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+                                  stdin=subprocess.DEVNULL).stdout for extra in ([], ["--federation-config", "num-supernodes=12"])]
         listed = subprocess.run(["flwr", "ls", CONNECTION, "--format", "json"], env=env, cwd=PROJECT_ROOT,
                                 capture_output=True, text=True, timeout=60)
-    lines = [line for line in submitted.stdout.splitlines() if "flowerbed: error:" in line]
-    print(lines[0])
-    assert lines[0].endswith('flowerbed: error: clients.num=10 is not valid: at most the 2 SuperNodes of this simulation '
-                             'federation: size it with `flwr run . --federation-config "num-supernodes=10"`, '
-                             'or run fewer clients with -c "clients.num=2"'), submitted.stdout[-3000:]
-    assert [r["status"] for r in json.loads(listed.stdout)["runs"]] == ["finished:failed"]
+    size_it = 'size it with `flwr run . --federation-config "num-supernodes=10"`'
+    expected = [f'flowerbed: error: clients.num=10 is not valid: at most the 2 SuperNodes of this simulation federation: '
+                f'{size_it}, or run fewer clients with -c "clients.num=2"',
+                f'flowerbed: error: clients.num=10 is not valid: the 12 SuperNodes of this simulation federation, one per client: '
+                f'{size_it}, or run more clients with -c "clients.num=12"']
+    for output, line in zip(outputs, expected):
+        said = [text for text in output.splitlines() if "flowerbed: error:" in text]
+        print(said[0] if said else output[-3000:])
+        assert said and said[0].endswith(line), output[-3000:]
+    assert [r["status"] for r in json.loads(listed.stdout)["runs"]] == ["finished:failed"] * 2
     assert not run_dir.exists()
 
 
