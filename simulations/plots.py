@@ -20,8 +20,10 @@ def partition_heatmap(counts: np.ndarray, title: str, path: Path, class_names: t
     ax.set_xlabel("class")
     ax.set_ylabel("client (partition id)")
     named = len(class_names) == classes and classes <= 40
-    ax.set_xticks(range(classes), [f"{c} {n}" for c, n in enumerate(class_names)] if named else None,
-                  rotation=45 if named else 0, ha="right" if named else "center")
+    if named:  # matplotlib takes label styles only together with labels
+        ax.set_xticks(range(classes), [f"{c} {n}" for c, n in enumerate(class_names)], rotation=45, ha="right")
+    else:
+        ax.set_xticks(range(classes))
     ax.set_yticks(range(clients) if clients <= 40 else np.linspace(0, clients - 1, 10, dtype=int))
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="training samples")
