@@ -16,7 +16,7 @@ import torch
 from clients.core import batch_plan, generator, sgd_train
 from tasks.datasets import load_dataset
 from tasks.errors import ConfigError
-from tasks.holdout import pretrain_indices
+from tasks.holdout import fingerprint, pretrain_indices
 from tasks.metrics import classification_metrics, predict
 from tasks.classifier import Classifier
 from tasks.partitions import section
@@ -43,6 +43,7 @@ def pretrain(flat: dict, epochs: int = 40, lr: float = 1e-3, out: str | None = N
     test = classification_metrics(predict(model, torch.as_tensor(data.x_test)), torch.as_tensor(data.y_test), data.num_classes)
     path = Path(out).expanduser() if out else tiny_checkpoint(flat)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"dataset": str(flat["dataset.name"]), "pretrain_fraction": fraction}
+    meta = {"dataset": str(flat["dataset.name"]), "pretrain_fraction": fraction,
+            "held_out": fingerprint(data.x_train, data.y_train, idx)}
     torch.save({"backbone": backbone.state_dict(), "meta": meta}, path)
     return {"path": str(path), "samples": len(y), "epochs": epochs, "train_loss": loss, "test_acc": test["acc"], **meta}

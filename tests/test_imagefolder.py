@@ -209,3 +209,23 @@ def test_processes_loading_at_once_share_one_complete_cache_file(tmp_path):
     assert results == [CLASSES] * 3
     assert [p.suffix for p in (tmp_path / "cache" / "imagefolder").iterdir()] == [".npz"]  # no temporaries left
     assert _load_in_child((archive, tmp_path / "cache")) == CLASSES
+
+
+def test_a_pretrained_backbone_is_refused_for_another_order_of_the_same_images(tmp_path):
+    """pretrain_indices are positions: the same images in another order are other held-out samples."""
+    from simulations import config
+    from simulations.pretrain import pretrain
+
+    write_folder(tmp_path / "a", {"all": 8}, size=(8, 8))
+    (tmp_path / "b").mkdir()
+    for folder in (tmp_path / "a" / "all").iterdir():  # the same files, named in reverse order
+        files = sorted(folder.iterdir())
+        (tmp_path / "b" / folder.name).mkdir()
+        for file, new in zip(files, reversed(files)):
+            (tmp_path / "b" / folder.name / f"x{new.name}").write_bytes(file.read_bytes())
+    common = ["dataset=imagefolder", f"dataset.cache_dir={tmp_path / 'cache'}", "partition.pretrain_fraction=0.5",
+              "model=tiny-vit", f"model.weights={tmp_path / 'vit.pt'}", "clients.num=2", "partition=iid"]
+    pretrain(config.load([*common, f"dataset.path={tmp_path / 'a' / 'all'}"], load_data=False), epochs=1)
+    assert config.load([*common, f"dataset.path={tmp_path / 'a' / 'all'}"])  # the same copy: accepted
+    with pytest.raises(ConfigError, match="pretrained on other imagefolder samples"):
+        config.load([*common, f"dataset.path={tmp_path / 'b'}"])
