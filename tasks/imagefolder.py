@@ -201,7 +201,7 @@ def read(path: str | Path, shape: tuple[int, int, int] | None, key: str, shape_k
                     with Image.open(src.read(name)) as img:
                         img.load()
                         mode = ("L" if shape[0] == 1 else "RGB") if shape else ("L" if img.mode in GREY_MODES else "RGB")
-                        img = img.convert(mode)
+                        img = img if img.mode == mode else img.convert(mode)
                         if shape and img.size != (shape[2], shape[1]):
                             img = img.resize((shape[2], shape[1]), Image.Resampling.BILINEAR)
                         pixels = np.asarray(img, np.uint8)
