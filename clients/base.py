@@ -7,14 +7,54 @@ outlive the call goes into `context.state`, which `clients.state` also writes to
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, MetricRecord, RecordDict
 from torch import nn
 
 from clients.core import generator, resolve_device
 from clients.data import LocalData, client_index, local_data
 from tasks.metrics import classification_metrics, predict
-from tasks.models import build_model
+from tasks.models import build_model, set_training
+from tasks.records import snapshot, tensors
+
+
+@dataclass
+class Template:
+    """One model per process and architecture, into which each call loads the weights it receives."""
+
+    model: nn.Module
+    names: list[str]
+    slots: list[torch.Tensor]  # the model's own parameters and buffers, in state_dict order
+    plain: bool  # no module transforms what it loads: a copy into `slots` is load_state_dict
+
+    @classmethod
+    def of(cls, model: nn.Module) -> "Template":
+        state = model.state_dict(keep_vars=True)
+        plain = all(not m._load_state_dict_pre_hooks and not m._load_state_dict_post_hooks and (
+            type(m)._load_from_state_dict is nn.Module._load_from_state_dict or isinstance(m, nn.modules.batchnorm._NormBase))
+            for m in model.modules())
+        return cls(model, list(state), list(state.values()), plain)
+
+    def load(self, state: Mapping[str, torch.Tensor]) -> nn.Module:
+        """`model.load_state_dict(state)` (strict: every entry, so nothing of the last call stays),
+        as plain copies when the entries are the model's own in its order and shapes."""
+        values = list(state.values())
+        if self.plain and list(state) == self.names and all(v.shape == t.shape for v, t in zip(values, self.slots)):
+            with torch.no_grad():
+                for target, value in zip(self.slots, values):
+                    target.copy_(value)
+        else:
+            self.model.load_state_dict(state)
+        return self.model
+
+
+@functools.lru_cache(maxsize=4)
+def template(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int, device: str, cfg: tuple) -> Template:
+    return Template.of(build_model(name, input_shape, num_classes, seed, dict(cfg)).to(device))
 
 
 class ClientAlgorithm:
@@ -25,18 +65,31 @@ class ClientAlgorithm:
         self.cfg = context.run_config
         self.client_id = client_index(context.node_config)
         self.device = resolve_device(str(self.cfg["train.device"]))
-        torch.set_num_threads(int(self.cfg["train.num_threads"]))
+        if torch.get_num_threads() != int(self.cfg["train.num_threads"]):
+            torch.set_num_threads(int(self.cfg["train.num_threads"]))
         self.data: LocalData = local_data(self.cfg, context.node_config, self.device)
 
     # -- building blocks -------------------------------------------------------------------
     def new_model(self) -> nn.Module:
+        """A model of its own with the initial weights (keep it as long as you like)."""
         model = build_model(str(self.cfg["model.name"]), self.data.input_shape, self.data.num_classes, int(self.cfg["seed"]), self.cfg)
         return model.to(self.device)
 
     def model_from(self, msg: Message) -> nn.Module:
-        model = self.new_model()
-        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        return model
+        """The received weights in this process's model of the architecture, in training mode and
+        without gradients, like a new one: valid until the next call loads other weights into it."""
+        state = tensors(msg.content["arrays"])
+        shared = template(str(self.cfg["model.name"]), self.data.input_shape, self.data.num_classes, int(self.cfg["seed"]),
+                          str(self.device), tuple(sorted(self.cfg.items())))
+        try:
+            model = shared.load(state)
+        except RuntimeError:  # not the whole model: a new one, which raises the same error if it is wrong
+            model = self.new_model()
+            model.load_state_dict(state)
+            return model
+        for p in shared.slots:
+            p.grad = None
+        return set_training(model)
 
     def generator(self, server_round: int, purpose: str = "train") -> torch.Generator:
         return generator(int(self.cfg["seed"]), server_round, self.client_id, purpose)
@@ -50,7 +103,9 @@ class ClientAlgorithm:
         model = self.model_from(msg)
         metrics = self.fit(model, msg)
         metrics.setdefault("num-examples", len(self.data.y_labeled))
-        return RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": MetricRecord(metrics)})
+        # tensors, not bytes: made only where a Flower runtime sends them (tasks/records.py); copies,
+        # since the next call loads other weights into this model
+        return RecordDict({"arrays": snapshot(model.state_dict()), "metrics": MetricRecord(metrics)})
 
     def fit(self, model: nn.Module, msg: Message) -> dict:
         """Local training in place; returns the reply's metrics."""
@@ -63,10 +118,14 @@ class ClientAlgorithm:
         return RecordDict({"metrics": MetricRecord(metrics)})
 
     def local_metrics(self, model: nn.Module, prefix: str = "personal") -> dict:
-        logits, y, c = predict(model, self.data.x_test), self.data.y_test, self.data.num_classes
-        result, masked = classification_metrics(logits, y, c), classification_metrics(mask_absent(logits, y, c), y, c)
-        return {f"{prefix}/acc": result["acc"], f"{prefix}/loss": result["loss"], f"{prefix}/acc_masked": masked["acc"],
-                "num-examples": len(y)}
+        return local_test_metrics(predict(model, self.data.x_test), self.data.y_test, self.data.num_classes, prefix)
+
+
+def local_test_metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int, prefix: str = "personal") -> dict:
+    """A client's metrics on its local test set from the model's logits (also the batched form's)."""
+    result, masked = classification_metrics(logits, y, num_classes), classification_metrics(mask_absent(logits, y, num_classes), y, num_classes)
+    return {f"{prefix}/acc": result["acc"], f"{prefix}/loss": result["loss"], f"{prefix}/acc_masked": masked["acc"],
+            "num-examples": len(y)}
 
 
 def mask_absent(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:

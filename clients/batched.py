@@ -40,14 +40,17 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from clients.base import ClientAlgorithm
+from clients.base import ClientAlgorithm, Template, local_test_metrics, template
 from clients.core import batches_from, generator
+from clients.data import local_data
 from clients.fedavg import FedAvgClient
 from clients.fedloge import FedLoGeClient, FedLoGeNet, etf_options
 from clients.fedprox import FedProxClient
 from tasks.etf import sse_c
+from tasks.metrics import predict
 from tasks.models import build_model
 from tasks.partitions import build_federation
+from tasks.records import tensor_record, tensors
 
 Tensors = dict[str, torch.Tensor]
 # loss(model, params, buffers, x, y, extra) for ONE client; vmapped over the cohort.
@@ -87,25 +90,23 @@ def resident_data(cfg: dict, device: torch.device) -> tuple[torch.Tensor, torch.
     return _resident(tuple(sorted(cfg.items())), str(device))
 
 
-@functools.lru_cache(maxsize=2)
-def _template(keys: tuple, device: str) -> nn.Module:
-    cfg = dict(keys)
-    d = build_federation(cfg).data
-    return build_model(str(cfg["model.name"]), d.input_shape, d.num_classes, int(cfg["seed"]), cfg).to(device)
-
-
 def template_model(cfg: dict, device: torch.device) -> nn.Module:
     """The architecture, built once per process: `functional_call` never touches its own weights."""
-    return _template(tuple(sorted(cfg.items())), str(device))
+    return shared_template(cfg, device).model
+
+
+def shared_template(cfg: dict, device: torch.device) -> Template:
+    d = build_federation(cfg).data
+    return template(str(cfg["model.name"]), d.input_shape, d.num_classes, int(cfg["seed"]), str(device), tuple(sorted(cfg.items())))
 
 
 def stack(records: list[ArrayRecord], names: list[str], device: torch.device) -> Tensors:
-    """Per-client state dicts -> one [clients, ...] tensor per name (one conversion if shared)."""
+    """Per-client state dicts -> one [clients, ...] tensor per name (one read if shared)."""
     if all(r is records[0] for r in records):
-        one = records[0].to_torch_state_dict()
+        one = tensors(records[0])
         return {n: one[n].to(device).unsqueeze(0).repeat(len(records), *[1] * one[n].dim()) for n in names}
-    dicts = [r.to_torch_state_dict() for r in records]
-    return {n: torch.stack([d[n] for d in dicts]).to(device) for n in names}
+    dicts = [tensors(r) for r in records]
+    return {n: torch.stack([d[n].to(device) for d in dicts]) for n in names}
 
 
 # -- the vectorised SGD loop -----------------------------------------------------------------------
@@ -258,16 +259,18 @@ def local_sgd(
         cohort.compile,
     )
 
-    # one device-to-host copy per tensor, then one reply per client in the sequential key order
-    host = {n: t.detach().cpu() for n, t in {**params, **buffers}.items()}
-    losses = losses.cpu().tolist()
+    # one reply per client in the sequential key order: views of the stacked weights, on the device
+    # (tasks/records.py), which screening and aggregation read as the stacks they are
+    trained = {**params, **buffers}
+    stacks = {n: trained[prefix + n] for n in keys}
+    losses = losses.cpu().tolist()  # the round's one host synchronisation
     replies: list[RecordDict | None] = [None] * len(order)
     for slot, k in enumerate(order):
-        state = OrderedDict((n, host[prefix + n][slot]) for n in keys)
+        state = OrderedDict((n, stacks[n][slot]) for n in keys)
         metrics = {"train/loss": losses[slot], "num-examples": len(labeled[cohort.client_ids[k]])}
-        replies[k] = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)})
+        replies[k] = RecordDict({"arrays": tensor_record(state, stacks, slot), "metrics": MetricRecord(metrics)})
         if keep is not None:
-            keep(k, {n: t[slot] for n, t in host.items()})
+            keep(k, {n: t[slot] for n, t in trained.items()})
     return replies  # type: ignore[return-value]
 
 
@@ -306,15 +309,42 @@ def fedloge(cohort: Cohort) -> list[RecordDict]:
     return local_sgd(cohort, loss, net=net, own=heads, keep=keep)
 
 
+# -- a batched evaluate: ClientAlgorithm.evaluate (the received model on each local test set) ------
+@torch.no_grad()
+def evaluate_received(cohort: Cohort) -> list[RecordDict]:
+    """ClientAlgorithm.evaluate for a cohort: the clients that received the same model are scored in
+    one forward pass over their local test sets put together, then split back per client."""
+    cfg, device = cohort.cfg, cohort.device
+    shared = shared_template(cfg, device)
+    data = [local_data(cfg, c.node_config, device) for c in cohort.contexts]
+    replies: list[RecordDict | None] = [None] * len(cohort.messages)
+    by_model: dict[int, list[int]] = {}
+    for k, message in enumerate(cohort.messages):
+        by_model.setdefault(id(message.content["arrays"]), []).append(k)
+    for members in by_model.values():
+        model = shared.load(tensors(cohort.messages[members[0]].content["arrays"]))
+        logits = predict(model, torch.cat([data[k].x_test for k in members]))
+        for k, part in zip(members, logits.split([len(data[k].y_test) for k in members])):
+            replies[k] = RecordDict({"metrics": MetricRecord(local_test_metrics(part, data[k].y_test, data[k].num_classes))})
+    return replies  # type: ignore[return-value]
+
+
 BATCHED: dict[type[ClientAlgorithm], Callable[[Cohort], list[RecordDict]]] = {
     FedAvgClient: local_sgd,
     FedProxClient: fedprox,
     FedLoGeClient: fedloge,
 }
+# evaluate forms, used where the algorithm also trains batched (BATCHED)
+BATCHED_EVALUATE: dict[type[ClientAlgorithm], Callable[[Cohort], list[RecordDict]]] = {
+    FedAvgClient: evaluate_received,
+    FedProxClient: evaluate_received,
+}
 
 
-def batched_form(algorithm: str) -> Callable[[Cohort], list[RecordDict]] | None:
-    """The batched form of the named algorithm's client half, or None (train sequentially)."""
+def batched_form(algorithm: str, table: dict | None = None) -> Callable[[Cohort], list[RecordDict]] | None:
+    """The batched form of the named algorithm's client half (`table`: BATCHED, or BATCHED_EVALUATE),
+    or None (its messages go through the ClientApp one by one)."""
     from clients.registry import CLIENTS
 
-    return BATCHED.get(CLIENTS[algorithm]) if algorithm in CLIENTS else None
+    table = BATCHED if table is None else table
+    return table.get(CLIENTS[algorithm]) if algorithm in CLIENTS else None

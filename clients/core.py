@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tasks.models import set_training
+
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -56,7 +58,7 @@ def sgd_train(
     loss_fn: LossFn = cross_entropy,
 ) -> float:
     """Run one optimizer step per batch; return the mean loss (kept on device until the end)."""
-    model.train()
+    set_training(model)
     total = torch.zeros((), device=x.device)
     for idx in batches:
         idx = idx.to(x.device)

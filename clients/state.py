@@ -16,6 +16,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 
 KINDS = {"arrays": ArrayRecord, "metrics": MetricRecord, "config": ConfigRecord}
+CHECKED = "_flowerbed_nothing_saved"  # set on a context found empty with no state files
 ROUND_FILE = re.compile(r"round-(\d+)\.pt$")
 
 
@@ -45,8 +46,10 @@ def _decode(blob: dict) -> RecordDict:
 
 def save(context: Context, client_id: int | str, server_round: int) -> None:
     """Write the state after round `server_round`, keeping only the newest file."""
+    if len(context.state) == 0:
+        return
     folder = state_dir(context, client_id)
-    if folder is None or len(context.state) == 0:
+    if folder is None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"round-{server_round}.pt"
@@ -60,9 +63,15 @@ def save(context: Context, client_id: int | str, server_round: int) -> None:
 
 
 def restore(context: Context, client_id: int | str, server_round: int) -> None:
-    """Fill an empty `context.state` from the newest file of a round before `server_round`."""
+    """Fill an empty `context.state` from the newest file of a round before `server_round`.
+
+    Once a context was found empty with nothing on disk, this process does not look again: only
+    `save` writes files, and it writes none for an empty state."""
+    if len(context.state) > 0 or vars(context).get(CHECKED):
+        return
     folder = state_dir(context, client_id)
-    if folder is None or len(context.state) > 0 or not folder.is_dir():
+    if folder is None or not folder.is_dir():
+        vars(context)[CHECKED] = True
         return
     saved = [(int(m.group(1)), p) for p in folder.glob("round-*.pt") if (m := ROUND_FILE.search(p.name))]
     saved = [item for item in saved if item[0] < server_round]

@@ -8,6 +8,7 @@ from flwr.app import ArrayRecord
 from tasks.metrics import classification_metrics, group_accuracy, predict
 from tasks.models import build_model
 from tasks.partitions import Federation
+from tasks.records import tensors
 
 
 class CentralEvaluator:
@@ -18,12 +19,15 @@ class CentralEvaluator:
         data = federation.data
         self.x = torch.as_tensor(data.x_test).to(device)
         self.y = torch.as_tensor(data.y_test).to(device)
+        self._model: torch.nn.Module | None = None
 
     def model(self, arrays: ArrayRecord) -> torch.nn.Module:
-        d = self.fed.data
-        model = build_model(str(self.cfg["model.name"]), d.input_shape, d.num_classes, int(self.cfg["seed"]), self.cfg)
-        model.load_state_dict(arrays.to_torch_state_dict())
-        return model.to(self.device)
+        """The architecture, built once, holding `arrays` (every entry is loaded, so nothing stale stays)."""
+        if self._model is None:
+            d = self.fed.data
+            self._model = build_model(str(self.cfg["model.name"]), d.input_shape, d.num_classes, int(self.cfg["seed"]), self.cfg).to(self.device)
+        self._model.load_state_dict(tensors(arrays))
+        return self._model
 
     def __call__(self, arrays: ArrayRecord) -> dict:
         result = classification_metrics(predict(self.model(arrays), self.x), self.y, self.fed.data.num_classes)

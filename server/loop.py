@@ -4,6 +4,11 @@ Each round calls the strategy's own configure/aggregate methods in Flower's orde
 client evaluation, central evaluation). Around them this loop adds what `Strategy.start` lacks:
 stable client ids, a metrics line and a checkpoint after every round, resume from the last
 checkpoint, byte and failure counts, and a progress bar.
+
+The global model is kept as a tensor-backed record (tasks/records.py), converted once per round if
+a strategy returned bytes: in process, the round's clients load it without decoding it each, and
+bytes are made only where they are needed (the `flower` engine, a deployment). Checkpoints are
+written by a background thread while the next round runs (`CheckpointWriter`).
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from server.evaluation import CentralEvaluator
 from server.loggers import build_logger
-from server.results import RunDirectory
+from server.results import CheckpointWriter, RunDirectory
 from strategies.registry import build_strategy
 from tasks.errors import ConfigError, RunAborted
 from tasks.models import build_model
 from tasks.partitions import build_federation
+from tasks.records import as_tensor_record, tensor_record, wire_bytes
 
 console = Console(stderr=True)
 
@@ -126,7 +132,15 @@ def _ask_client_ids(grid: Grid, node_ids: list[int], timeout: float) -> dict[int
 
 
 def _bytes(messages: Iterable[Message]) -> int:
-    return sum(rec.count_bytes() for m in messages if m.has_content() for rec in m.content.array_records.values())
+    """What the arrays of `messages` take on the wire (`ArrayRecord.count_bytes`), serialised or not
+    (a record that several messages carry, e.g. the global model, is sized once and counted each time)."""
+    sizes: dict[int, int] = {}
+    total = 0
+    for m in messages:
+        if m.has_content():
+            for rec in m.content.array_records.values():
+                total += sizes[id(rec)] if id(rec) in sizes else sizes.setdefault(id(rec), wire_bytes(rec))
+    return total
 
 
 def _scalars(record) -> dict:
@@ -147,7 +161,7 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
     evaluate = getattr(strategy, "central_evaluation", lambda e: e)(evaluate)  # a strategy may score more than one global model
     num_rounds, every = int(cfg["rounds"]), int(cfg["evaluate.every"])
 
-    arrays = ArrayRecord(build_model(str(cfg["model.name"]), data.input_shape, data.num_classes, int(cfg["seed"]), cfg).state_dict())
+    arrays = tensor_record(build_model(str(cfg["model.name"]), data.input_shape, data.num_classes, int(cfg["seed"]), cfg).state_dict())
     if not getattr(strategy, "has_global_model", True):  # personalized only (pFedPG)
         arrays = ArrayRecord()  # nothing global to send or checkpoint
     first_round, elapsed = 1, 0.0
@@ -165,7 +179,8 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
     timeout = float(cfg["clients.timeout"])
     max_short = int(cfg.get("clients.max_failed_rounds", 3))
     latest = out.read_metrics()[-1]
-    with Progress(
+    checkpoints = CheckpointWriter(out)
+    with checkpoints, Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(), console=console, disable=not console.is_terminal,
     ) as progress:
@@ -177,7 +192,7 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
             sent = list(strategy.configure_train(rnd, arrays, ConfigRecord(), grid))
             replies = list(grid.send_and_receive(sent, timeout=timeout))
             new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
-            arrays = new_arrays if new_arrays is not None else arrays
+            arrays = as_tensor_record(new_arrays) if new_arrays is not None else arrays
             record = {"round": rnd, **_scalars(train_metrics)}
             record["clients/trained"] = sum(not m.has_error() for m in replies)
             record.update({f"clients/{k}": v for k, v in strategy.round_stats.items()})
@@ -196,11 +211,7 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
             record.pop("num-examples", None)
             out.append_metrics(record)
             logger.log(rnd, record)
-            out.save_checkpoint({
-                "round": rnd, "elapsed": elapsed,
-                "arrays": {k: v.numpy() for k, v in arrays.items()},
-                "strategy": pickle.dumps({k: v for k, v in vars(strategy).items() if k != "client_of_node"}),
-            })
+            checkpoints.submit(rnd, elapsed, arrays, pickle.dumps({k: v for k, v in vars(strategy).items() if k != "client_of_node"}))
             if short_rounds >= max_short:
                 raise RunAborted(f"stopped after round {rnd}: {short_rounds} rounds in a row had fewer than "
                                  f"{strategy.min_train_nodes} usable replies (clients.max_failed_rounds={max_short}); "

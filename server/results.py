@@ -11,9 +11,11 @@ import io
 import json
 import math
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from flwr.app import ArrayRecord
 
 from tasks.errors import ConfigError
 
@@ -90,6 +92,49 @@ class RunDirectory:
         if hashlib.sha256(blob).hexdigest() not in expected:
             raise ConfigError(f"checkpoint {self.checkpoint_path} is damaged (checksum mismatch); remove {self.path} or pick another output.dir")
         return torch.load(io.BytesIO(blob), weights_only=False)
+
+
+class CheckpointWriter:
+    """Writes each round's server checkpoint on a background thread, one at a time.
+
+    The next round starts while the disk works; a new checkpoint first waits for the previous one,
+    and leaving the `with` block (the run's end, Ctrl-C, SIGTERM) waits for the last, so a finished
+    run always ends with its last round saved. A process killed outright may lose the checkpoint
+    in flight: the run then resumes from the one before and recomputes that round, as after any
+    kill mid-round. The caller pickles the strategy state itself (it changes next round); the
+    global arrays are copied to the host here (the loop never modifies them in place).
+    """
+
+    def __init__(self, out: RunDirectory) -> None:
+        self.out = out
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending: Future | None = None
+
+    def submit(self, server_round: int, elapsed: float, arrays: ArrayRecord, strategy_state: bytes) -> None:
+        self.wait()
+
+        def write() -> None:
+            self.out.save_checkpoint({
+                "round": server_round, "elapsed": elapsed, "arrays": {k: v.numpy() for k, v in arrays.items()},
+                "strategy": strategy_state,
+            })
+
+        self._pending = self._pool.submit(write)
+
+    def wait(self) -> None:
+        """Block until the checkpoint in flight is on disk (its error, if any, is raised here)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> "CheckpointWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def _jsonable(value):

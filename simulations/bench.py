@@ -1,14 +1,24 @@
 """`flowerbed bench`: the workloads of docs (shared performance.md) on every engine, in one table.
 
     flowerbed bench b2 --repeats 3                       # digits, 20 clients: sequential, batched, flower
+    flowerbed bench calls --repeats 3                    # framework time per client call (50 one-step clients)
+    flowerbed bench b3                                   # 1k / 10k / 100k clients, 100 per round: set-up, s/round, RSS
+    flowerbed bench b2 b1 --profile --rounds 20          # where each millisecond of a round goes (cProfile)
     flowerbed bench b1 --rounds 20                       # pfl-research's CIFAR-10 shape (needs a GPU to mean anything)
 
-Each (workload, engine) runs as its own `flowerbed run` in a child process, so imports, data
-loading and peak memory are its own: peak RSS of the child (`os.wait4`; Ray's worker processes are
-not counted) and, on a GPU, `torch.cuda.max_memory_allocated`. s/round is the median of the run's
+Each (workload, row) runs as its own `flowerbed run` in a child process, so imports, data loading
+and peak memory are its own: peak RSS of the child (`os.wait4`; Ray's worker processes are not
+counted) and, on a GPU, `torch.cuda.max_memory_allocated`. s/round is the median of the run's
 `time/round_s`; client updates/s divides the clients trained per round by it. Where the `pfl`
 package (pfl-research) imports, it runs the same federation, model and hyperparameters with its
 own FedAvg (its cohort is drawn by pfl's sampler). Timings are printed, never asserted.
+
+Framework time per client call (`calls`, and every in-process row): the child times the compute
+itself (`sgd_train`, `train_stacked`, `predict`; synchronised on a GPU) and the wall time between
+two rounds' metrics lines (checkpoints included); per round, (wall - compute) / client calls, the
+median over rounds after the first. `--profile` adds one run per row under cProfile and sums the
+inclusive time of the functions in `BUCKETS`, per round (cProfile slows Python code, not kernels:
+read shares, not absolutes). Every table also goes to OUT/bench.md with the load average.
 """
 
 from __future__ import annotations
@@ -29,6 +39,18 @@ from tasks.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# fake 1x8x8 images and an MLP: a federation whose data does not grow with the number of clients
+_B3_FAKE = ["dataset=fake-images", "dataset.shape=1x8x8", "dataset.num_train=200000", "dataset.num_test=10000", "model=mlp",
+            "partition=iid"]
+_B3_SYNTHETIC = ["dataset=synthetic", "partition=natural", "model=logreg"]
+_B3 = ["rounds=5", "train.local_epochs=1", "train.batch_size=16", "evaluate.every=5"]
+
+
+def _b3(clients: int, base: list[str]) -> list[str]:
+    share = 100 / clients  # 100 clients per round, for training and for evaluation
+    return [*base, f"clients.num={clients}", f"clients.fraction_train={share}", f"clients.fraction_evaluate={share}"]
+
+
 WORKLOADS: dict[str, list[str]] = {
     # 1000 clients x 50 fake 3x32x32 images, 50 per round, 1 epoch of batch 10, lr 0.1, pfl's simple_cnn
     "b1": [
@@ -41,12 +63,42 @@ WORKLOADS: dict[str, list[str]] = {
         "dataset=digits", "partition=dirichlet", "partition.alpha=0.5", "clients.num=20", "clients.fraction_train=1.0",
         "rounds=10", "train.local_epochs=1", "model=cnn",
     ],
+    # performance.md's per-call anchor: digits, cnn, 50 clients of one SGD step each, train + evaluate every round
+    "calls": [
+        "dataset=digits", "partition=iid", "clients.num=50", "clients.fraction_train=1.0", "clients.fraction_evaluate=1.0",
+        "rounds=10", "train.local_steps=1", "train.local_epochs=0", "model=cnn",
+    ],
+    # scale: rows are federation sizes, 100 clients per round
+    "b3": _B3,
 }
 ENGINES: dict[str, dict[str, list[str]]] = {
     "b1": {"sequential": ["engine=sequential"], "batched": ["engine=batched"],
            "batched+compile": ["engine=batched", "engine.compile=true"], "pfl": []},
     "b2": {"sequential": ["engine=sequential"], "batched": ["engine=batched"], "flower": ["engine=flower"], "pfl": []},
+    "calls": {"sequential": ["engine=sequential"], "batched": ["engine=batched"]},
+    "b3": {
+        "fake 1k": _b3(1_000, _B3_FAKE), "fake 10k": _b3(10_000, _B3_FAKE), "fake 100k": _b3(100_000, _B3_FAKE),
+        "synthetic 1k": _b3(1_000, _B3_SYNTHETIC), "synthetic 10k": _b3(10_000, _B3_SYNTHETIC),
+    },
 }
+# cProfile inclusive time of these functions, per round (`--profile`); nested rows are indented
+BUCKETS: list[tuple[str, list[tuple[str, str]]]] = [
+    ("local training compute (sgd_train / train_stacked)", [("clients/core.py", "sgd_train"), ("clients/batched.py", "train_stacked")]),
+    ("evaluation forward passes (predict)", [("tasks/metrics.py", "predict")]),
+    ("ClientApp calls (everything a client does)", [("flwr/clientapp/client_app.py", "__call__")]),
+    ("  build_model", [("tasks/models.py", "build_model")]),
+    ("    of which fork_rng + manual_seed", [("torch/random.py", "fork_rng"), ("torch/random.py", "manual_seed")]),
+    ("  load_state_dict", [("torch/nn/modules/module.py", "load_state_dict")]),
+    ("batched engine: train_together", [("simulations/engines/batched.py", "train_together")]),
+    ("serialise arrays (np.save into bytes)", [("flwr/app/message/array.py", "from_numpy_ndarray")]),
+    ("deserialise arrays (Array.numpy)", [("flwr/app/message/array.py", "numpy")]),
+    ("strategy aggregate_train", [("strategies/sampling.py", "aggregate_train")]),
+    ("  screening (NaN/Inf, update norm)", [("strategies/sampling.py", "screen")]),
+    ("central evaluation", [("server/evaluation.py", "__call__")]),
+    ("byte counts", [("server/loop.py", "_bytes")]),
+    ("server checkpoint", [("server/results.py", "save_checkpoint"), ("server/loop.py", "_save_checkpoint")]),
+    ("client state files", [("clients/state.py", "save"), ("clients/state.py", "restore")]),
+]
 
 
 # -- children ------------------------------------------------------------------------------------
@@ -56,15 +108,90 @@ def _gpu_peak() -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
-def child_flowerbed(overrides: list[str], out: Path) -> dict:
-    from simulations.runner import run
+COMPUTE = (("clients.core", "sgd_train"), ("clients.batched", "train_stacked"), ("tasks.metrics", "predict"))
 
-    if run([*overrides, f"output.dir={out}", "overwrite=true"]) != 0:
+
+def _clock_compute(profiler=None) -> tuple[list[tuple[float, float]], list[float]]:
+    """Time every call of the COMPUTE functions, wherever they were imported, and stamp each
+    metrics line (a `profiler` starts after round 1's line: warm-up and set-up stay out of it);
+    returns the (end, seconds) list of compute calls and the stamps."""
+    import importlib
+
+    import torch
+
+    import clients.app  # noqa: F401 - every module that holds a COMPUTE function by name
+    import server.app  # noqa: F401
+    import simulations.engines.batched  # noqa: F401
+    from server.results import RunDirectory
+
+    calls: list[tuple[float, float]] = []
+    stamps: list[float] = []
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+
+    def clocked(fn):
+        def timed(*args, **kwargs):
+            sync()
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            sync()
+            end = time.perf_counter()
+            calls.append((end, end - start))
+            return out
+
+        return timed
+
+    for module, name in COMPUTE:
+        original = getattr(importlib.import_module(module), name)
+        wrapped = clocked(original)
+        for mod in list(sys.modules.values()):
+            if getattr(mod, "__name__", "").split(".")[0] in ("clients", "server", "strategies", "tasks", "simulations"):
+                if getattr(mod, name, None) is original:
+                    setattr(mod, name, wrapped)
+    append = RunDirectory.append_metrics
+
+    def stamped(self, record):
+        append(self, record)
+        stamps.append(time.perf_counter())
+        if profiler is not None and record["round"] == 1:
+            profiler.enable()
+
+    RunDirectory.append_metrics = stamped
+    return calls, stamps
+
+
+def child_flowerbed(overrides: list[str], out: Path, profile: str | None = None) -> dict:
+    from simulations import config
+    from simulations.runner import run
+    from tasks.partitions import build_federation
+
+    import datasets  # noqa: F401 - imported by the partitioners: not partitioning time
+    import flwr_datasets  # noqa: F401
+
+    cfg = config.load(overrides, load_data=False)
+    start = time.perf_counter()
+    build_federation(cfg)  # data and partitions; cached, the run below reuses them
+    partition_s = time.perf_counter() - start
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+    calls, stamps = _clock_compute(profiler)
+    status = run([*overrides, f"output.dir={out}", "overwrite=true"])
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile)
+    if status != 0:
         raise SystemExit(1)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rounds = [r for r in rows if r["round"] > 0]
+    # per round: wall time since the previous metrics line, compute inside it, client calls
+    walls = [b - a for a, b in zip(stamps, stamps[1:])]
+    compute = [sum(dt for end, dt in calls if a < end <= b) for a, b in zip(stamps, stamps[1:])]
+    client_calls = [r["clients/trained"] + len(r.get("personal/acc_per_client", [])) for r in rounds]
     return {
         "round_s": [r["time/round_s"] for r in rounds],
+        "round_wall_s": walls, "compute_s": compute, "client_calls": client_calls, "partition_s": partition_s,
         "clients_per_round": statistics.median(r["clients/trained"] for r in rounds),
         "acc": next((r["global/acc"] for r in reversed(rows) if "global/acc" in r), None),
         "gpu_mib": _gpu_peak(),
@@ -148,17 +275,21 @@ def child_pfl(overrides: list[str]) -> dict:
 
 
 def _child(spec: dict) -> None:
-    result = child_pfl(spec["overrides"]) if spec["engine"] == "pfl" else child_flowerbed(spec["overrides"], Path(spec["out"]))
+    if spec["engine"] == "pfl":
+        result = child_pfl(spec["overrides"])
+    else:
+        result = child_flowerbed(spec["overrides"], Path(spec["out"]), spec.get("profile"))
     Path(spec["result"]).write_text(json.dumps(result))
 
 
 # -- parent --------------------------------------------------------------------------------------
-def measure(workload: str, engine: str, overrides: list[str], scratch: Path) -> dict:
+def measure(workload: str, engine: str, overrides: list[str], scratch: Path, profile: bool = False) -> dict:
     """One run in a child process: its result plus wall time and peak RSS."""
     if engine == "pfl" and subprocess.run([sys.executable, "-c", "import pfl.model.pytorch"], capture_output=True).returncode:
         return {"skipped": "pfl not installed (pip install pfl)"}
-    folder = Path(tempfile.mkdtemp(prefix=f"{workload}-{engine}-", dir=scratch))
-    spec = {"engine": engine, "overrides": overrides, "out": str(folder / "run"), "result": str(folder / "result.json")}
+    folder = Path(tempfile.mkdtemp(prefix=f"{workload}-{engine.replace(' ', '-')}-", dir=scratch))
+    spec = {"engine": engine, "overrides": overrides, "out": str(folder / "run"), "result": str(folder / "result.json"),
+            "profile": str(folder / "profile.pstats") if profile else None}
     log = open(folder / "log.txt", "w")
     start = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -170,7 +301,31 @@ def measure(workload: str, engine: str, overrides: list[str], scratch: Path) -> 
     if process.returncode != 0:
         return {"skipped": f"failed (exit {process.returncode}); log: {folder / 'log.txt'}"}
     result = json.loads(Path(spec["result"]).read_text())
+    if profile:
+        result["profile"] = profile_buckets(Path(spec["profile"]), len(result["round_s"]) - 1)  # profiled from round 2 on
     return {**result, "wall_s": wall, "rss_mib": usage.ru_maxrss / 1024}
+
+
+def profile_buckets(path: Path, rounds: int) -> dict[str, float]:
+    """Milliseconds per round spent in each of BUCKETS (cProfile's inclusive time)."""
+    import pstats
+
+    stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    out = {}
+    for label, functions in BUCKETS:
+        total = sum(v[3] for (file, _, name), v in stats.items()
+                    if any(file.replace(os.sep, "/").endswith(suffix) and name == fn for suffix, fn in functions))
+        out[label] = 1000 * total / max(rounds, 1)
+    return out
+
+
+def framework_per_call(run: dict) -> tuple[float, float] | None:
+    """Median over rounds (after the first) of (round wall - compute) / client calls, and compute / call, in ms."""
+    walls, compute, calls = run.get("round_wall_s", []), run.get("compute_s", []), run.get("client_calls", [])
+    per = [((w - c) / n * 1000, c / n * 1000) for w, c, n in zip(walls, compute, calls) if n][1:]
+    if not per:
+        return None
+    return statistics.median(p[0] for p in per), statistics.median(p[1] for p in per)
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -180,34 +335,75 @@ def summarize(runs: list[dict]) -> dict:
         return {"skipped": runs[0]["skipped"]}
     s_round = statistics.median(statistics.median(r["round_s"]) for r in ok)
     gpu = [r["gpu_mib"] for r in ok if r.get("gpu_mib") is not None]
-    return {
+    calls = [f for f in map(framework_per_call, ok) if f is not None]
+    out = {
         "s_round": s_round, "updates_s": ok[0]["clients_per_round"] / s_round, "wall_s": statistics.median(r["wall_s"] for r in ok),
         "rss_mib": max(r["rss_mib"] for r in ok), "gpu_mib": max(gpu) if gpu else None, "acc": ok[0]["acc"], "runs": len(ok),
+        "s_round_each": [statistics.median(r["round_s"]) for r in ok], "wall_each": [r["wall_s"] for r in ok],
     }
-
-
-def table(workload: str, rows: dict[str, dict], note: str) -> Table:
-    done = {e: r for e, r in rows.items() if "skipped" not in r}
-    fastest = min((r["s_round"] for r in done.values()), default=None)
-    fastest_wall = min((r["wall_s"] for r in done.values() if r.get("wall_s")), default=None)
-    out = Table(title=f"{workload}: {note}")
-    for col in ("engine", "s/round (median)", "client updates/s", "x fastest (s/round)", "wall s (command)", "x fastest (wall)",
-                "peak RSS MiB", "peak GPU MiB", "final acc", "runs"):
-        out.add_column(col, justify="left" if col == "engine" else "right")
-    for engine, r in rows.items():
-        if "skipped" in r:
-            out.add_row(engine, f"[yellow]{r['skipped']}[/]", *[""] * 8)
-            continue
-        out.add_row(
-            engine, f"{r['s_round']:.4f}", f"{r['updates_s']:.1f}", f"{r['s_round'] / fastest:.2f}", f"{r['wall_s']:.1f}",
-            f"{r['wall_s'] / fastest_wall:.2f}", f"{r['rss_mib']:.0f}", "-" if r["gpu_mib"] is None else f"{r['gpu_mib']:.0f}",
-            "-" if r["acc"] is None else f"{r['acc']:.3f}", str(r["runs"]),
-        )
+    if calls:
+        out["framework_ms"] = statistics.median(c[0] for c in calls)
+        out["compute_ms"] = statistics.median(c[1] for c in calls)
+    if all("round_wall_s" in r for r in ok):
+        out["setup_s"] = statistics.median(r["wall_s"] - sum(r["round_wall_s"]) for r in ok)
+        out["partition_s"] = statistics.median(r["partition_s"] for r in ok)
     return out
 
 
+COLUMNS = {  # header -> (key, format); a column shows when some row has its key
+    "s/round (median)": ("s_round", "{:.4f}"), "client updates/s": ("updates_s", "{:.1f}"),
+    "wall s (command)": ("wall_s", "{:.1f}"), "set-up s": ("setup_s", "{:.1f}"), "of which data + partitions s": ("partition_s", "{:.2f}"),
+    "framework ms / client call": ("framework_ms", "{:.2f}"), "compute ms / client call": ("compute_ms", "{:.2f}"),
+    "peak RSS MiB": ("rss_mib", "{:.0f}"), "peak GPU MiB": ("gpu_mib", "{:.0f}"), "final acc": ("acc", "{:.3f}"), "runs": ("runs", "{}"),
+}
+
+
+def table_rows(rows: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of one workload's table (also written as markdown)."""
+    done = {e: r for e, r in rows.items() if "skipped" not in r}
+    fastest = min((r["s_round"] for r in done.values()), default=1.0)
+    fastest_wall = min((r["wall_s"] for r in done.values()), default=1.0)
+    shown = [h for h, (k, _) in COLUMNS.items() if any(r.get(k) is not None for r in done.values())]
+    header = ["row", *shown[:1], "x fastest (s/round)", *shown[1:3], "x fastest (wall)", *shown[3:]]
+    cells = []
+    for engine, r in rows.items():
+        if "skipped" in r:
+            cells.append([engine, r["skipped"], *[""] * (len(header) - 2)])
+            continue
+        fmt = {h: ("-" if r.get(k) is None else f.format(r[k])) for h, (k, f) in COLUMNS.items()}
+        cells.append([engine, *[fmt[h] for h in shown[:1]], f"{r['s_round'] / fastest:.2f}", *[fmt[h] for h in shown[1:3]],
+                      f"{r['wall_s'] / fastest_wall:.2f}", *[fmt[h] for h in shown[3:]]])
+    return header, cells
+
+
+def table(workload: str, rows: dict[str, dict], note: str) -> Table:
+    header, cells = table_rows(rows)
+    out = Table(title=f"{workload}: {note}")
+    for col in header:
+        out.add_column(col, justify="left" if col == "row" else "right")
+    for row in cells:
+        out.add_row(*row)
+    return out
+
+
+def markdown(header: list[str], cells: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def profile_markdown(rows: dict[str, dict]) -> str | None:
+    """ms per round in each bucket, one column per row that was profiled."""
+    profiled = {e: r["profile"] for e, r in rows.items() if "profile" in r}
+    if not profiled:
+        return None
+    header = ["ms per round (cProfile, inclusive)", *profiled]
+    cells = [[label, *(f"{p[label]:.1f}" for p in profiled.values())] for label, _ in BUCKETS]
+    cells.append(["round under the profiler (median time/round_s, rounds 2+)", *(f"{1000 * rows[e]['s_round_profiled']:.1f}" for e in profiled)])
+    return markdown(header, cells)
+
+
 def bench(workloads: list[str], engines: list[str] | None, rounds: int | None, repeats: int, extra: list[str], scratch: Path,
-          console: Console) -> dict[str, dict[str, dict]]:
+          console: Console, profile: bool = False) -> dict[str, dict[str, dict]]:
     for w in workloads:
         if w not in WORKLOADS:
             raise ConfigError.invalid("workload", w, "one of " + ", ".join(WORKLOADS))
@@ -215,25 +411,49 @@ def bench(workloads: list[str], engines: list[str] | None, rounds: int | None, r
         raise ConfigError.invalid("--repeats", repeats, "an integer >= 1")
     if rounds is not None and rounds < 1:
         raise ConfigError.invalid("--rounds", rounds, "an integer >= 1")
-    scratch.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[str, dict]] = {}
     for w in workloads:
-        chosen = engines or list(ENGINES[w])
-        unknown = [e for e in chosen if e not in ENGINES[w]]
+        unknown = [e for e in engines or [] if e not in ENGINES[w]]
         if unknown:
             raise ConfigError.invalid("--engines", unknown[0], f"for {w} one of " + ", ".join(ENGINES[w]))
+    scratch.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    device = f"GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else f"CPU only, {os.cpu_count()} cores"
+    results: dict[str, dict[str, dict]] = {}
+    loads: dict[str, list[float]] = {}
+    report = [f"# flowerbed bench {' '.join(workloads)} (repeats {repeats}{', profile' if profile else ''}), {device}, "
+              f"{time.strftime('%Y-%m-%d %H:%M')}"]
+    for w in workloads:
+        chosen = engines or list(ENGINES[w])
         base = WORKLOADS[w] + ([f"rounds={rounds}"] + ([f"evaluate.every={min(10, rounds)}"] if w == "b1" else []) if rounds else []) + extra
         runs: dict[str, list[dict]] = {e: [] for e in chosen}
+        load = [os.getloadavg()]
         for i in range(repeats):  # interleaved, so that load from other jobs spreads over every engine
             for e in chosen:
                 console.print(f"{w} {e} run {i + 1}/{repeats} ...", highlight=False)
                 runs[e].append(measure(w, e, base + ENGINES[w][e], scratch))
+                load.append(os.getloadavg())
         results[w] = {e: summarize(r) for e, r in runs.items()}
-        import torch
-
-        device = f"GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else f"CPU only, {os.cpu_count()} cores"
-        console.print(table(w, results[w], f"{' '.join(base)} ({device})"))
-    (scratch / "bench.json").write_text(json.dumps(results, indent=1))
+        if profile:
+            for e in chosen:
+                if e in ("pfl", "flower"):  # not our process: nothing to profile
+                    continue
+                console.print(f"{w} {e} under cProfile ...", highlight=False)
+                run = measure(w, e, base + ENGINES[w][e], scratch, profile=True)
+                if "profile" in run:
+                    results[w][e]["profile"] = run["profile"]
+                    results[w][e]["s_round_profiled"] = statistics.median(run["round_s"][1:] or run["round_s"])
+        rows = results[w]
+        console.print(table(w, rows, f"{' '.join(base)} ({device})"))
+        loads[w] = [round(x[0], 2) for x in load]
+        report += [f"\n## {w}\n", f"`{' '.join(base)}`; load average (1 min) {min(loads[w]):.2f}-{max(loads[w]):.2f} "
+                   "during the runs\n", markdown(*table_rows(rows))]
+        if (prof := profile_markdown(rows)) is not None:
+            console.print(prof)
+            report += ["", prof]
+    (scratch / "bench.json").write_text(json.dumps({**results, "load_average": loads}, indent=1))
+    (scratch / "bench.md").write_text("\n".join(report) + "\n")
+    console.print(f"tables: {scratch / 'bench.md'}; raw numbers: {scratch / 'bench.json'}")
     return results
 
 

@@ -66,10 +66,11 @@ def cmd_pretrain(overrides: list[str], epochs: int, out: str | None) -> int:
     return 0
 
 
-def cmd_bench(workloads: list[str], engines: str | None, rounds: int | None, repeats: int, out: str, overrides: list[str]) -> int:
+def cmd_bench(workloads: list[str], engines: str | None, rounds: int | None, repeats: int, out: str, overrides: list[str],
+              profile: bool = False) -> int:
     from simulations.bench import bench
 
-    bench(workloads, engines.split(",") if engines else None, rounds, repeats, overrides, Path(out), console)
+    bench(workloads, engines.split(",") if engines else None, rounds, repeats, overrides, Path(out), console, profile)
     return 0
 
 
@@ -104,13 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     pre.add_argument("overrides", nargs="*")
     pre.add_argument("--epochs", type=int, default=40)
     pre.add_argument("--out", help="checkpoint path (default: model.weights or ~/.cache/flowerbed/tiny-vit-<dataset>.pt)")
-    bench = sub.add_parser("bench", help="time the engines (and pfl-research, if installed) on workloads B1/B2")
-    bench.add_argument("workloads", nargs="*", default=["b2"], help="b1 (pfl-research CIFAR-10 shape, needs a GPU) and/or b2")
+    bench = sub.add_parser("bench", help="time the engines (and pfl-research, if installed) on workloads B1/B2/B3")
+    bench.add_argument("workloads", nargs="*", default=["b2"],
+                       help="b1 (pfl-research CIFAR-10 shape, needs a GPU), b2, calls (framework ms per client call), b3 (scale)")
     bench.add_argument("--engines", help="comma-separated subset, e.g. sequential,batched")
     bench.add_argument("--rounds", type=int, help="fewer rounds than the workload's (smoke runs)")
     bench.add_argument("--repeats", type=int, default=1, help="runs per engine; the table shows medians")
     bench.add_argument("--out", default="/tmp/flowerbed-bench", help="scratch folder for the runs and bench.json")
     bench.add_argument("--set", dest="overrides", action="append", default=[], help="extra override for every run, e.g. train.device=cpu")
+    bench.add_argument("--profile", action="store_true", help="one more run per row under cProfile: ms per round in each part")
     sweep = sub.add_parser("sweep", help="many runs: comma lists expand (algorithm=fedavg,fedprox seed=0,1,2); sweep.dir=DIR jobs=N")
     sweep.add_argument("overrides", nargs="*")
     report = sub.add_parser("report", help="markdown table and PNG figures from run or sweep directories")
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return cmd_report(args.paths, args.out, args.one_panel)
         if args.command == "bench":
-            return cmd_bench(args.workloads, args.engines, args.rounds, args.repeats, args.out, args.overrides)
+            return cmd_bench(args.workloads, args.engines, args.rounds, args.repeats, args.out, args.overrides, args.profile)
         if args.command == "partitions":
             return cmd_partitions(args.overrides, args.out)
         if args.command == "deploy":

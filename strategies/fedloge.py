@@ -18,6 +18,7 @@ from flwr.app import Array, ArrayRecord
 
 from strategies.flower import FedAvg
 from tasks.etf import row_normalized, sse_c
+from tasks.records import shallow_copy
 
 
 class FedLoGe(FedAvg):
@@ -40,7 +41,7 @@ class FedLoGe(FedAvg):
 
 def with_head(arrays: ArrayRecord, weight, bias: float | None = None) -> ArrayRecord:
     """A copy of `arrays` whose linear head is `weight` (and, if given, a constant bias)."""
-    out = ArrayRecord({k: v for k, v in arrays.items()})
+    out = shallow_copy(arrays)
     out["classifier.weight"] = Array(weight.astype("float32"))
     if bias is not None:
         out["classifier.bias"] = Array((arrays["classifier.bias"].numpy() * 0 + bias).astype("float32"))

@@ -1,12 +1,67 @@
-"""Flower's own strategies, used as they are, with seeded, stable-id client sampling mixed in."""
+"""Flower's own strategies, used as they are, with seeded, stable-id client sampling mixed in.
+
+The FedAvg family (FedAvg, FedProx, FedAvgM, FedAdam, FedYogi and the algorithms built on them)
+averages through `DeviceMean`, which sits right above Flower's FedAvg in their class order: replies
+that hold tensors (the in-process engines) are averaged on their device, the rest by Flower.
+"""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Iterable
+
 import numpy as np
-from flwr.app import Array, ArrayRecord
+import torch
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import strategy as flwr_strategy
 
 from strategies.sampling import StableClients
+from tasks.records import is_tensor_backed, stacked, tensor_record, tensors
+
+
+class DeviceMean(flwr_strategy.FedAvg):
+    """Flower FedAvg's `aggregate_train`, on the device when every reply holds tensors.
+
+    The arithmetic and its order are those of Flower's `aggregate_arrayrecords` (each reply times
+    weight / total weight, summed in reply order, integer arrays in float64), so on a CPU the result
+    is Flower's to the last bit; the server optimizers of FedAvgM/FedAdam/FedYogi then run on it as
+    they are. The batched engine's replies are views of one stacked tensor per name and are summed
+    from it directly. Replies that hold bytes go to Flower's own code.
+    """
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        answered = [m.content for m in replies if m.has_content()]
+        if not answered or not all(_one_tensor_record(c) for c in answered):
+            return super().aggregate_train(server_round, replies)
+        valid, _ = self._check_and_log_replies(replies, is_train=True)
+        if not valid:
+            return None, None
+        contents = [m.content for m in valid]
+        return weighted_mean(contents, self.weighted_by_key), self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+
+
+def _one_tensor_record(content: RecordDict) -> bool:
+    records = list(content.array_records.values())
+    return len(records) == 1 and is_tensor_backed(records[0])
+
+
+def weighted_mean(contents: list[RecordDict], weight_key: str) -> ArrayRecord:
+    """Flower's `aggregate_arrayrecords` on tensors: sum_k (w_k / sum w) * arrays_k, in reply order."""
+    weights = [float(next(iter(c.metric_records.values()))[weight_key]) for c in contents]
+    total = sum(weights)
+    records = [next(iter(c.array_records.values())) for c in contents]
+    names = list(records[0].keys())
+    found = stacked(records)
+
+    def arrays(i: int) -> list[torch.Tensor]:
+        held = [found[0][n][found[1][i]] for n in names] if found is not None else list(tensors(records[i]).values())
+        return [t if t.is_floating_point() else t.double() for t in held]  # NumPy: int * float -> float64
+
+    mean = torch._foreach_mul(arrays(0), weights[0] / total)
+    for i in range(1, len(records)):
+        torch._foreach_add_(mean, torch._foreach_mul(arrays(i), weights[i] / total))
+    return tensor_record(OrderedDict(zip(names, mean)))
 
 
 class ModelDtypes:
@@ -22,23 +77,23 @@ class ModelDtypes:
         return arrays, metrics
 
 
-class FedAvg(StableClients, flwr_strategy.FedAvg):
+class FedAvg(StableClients, DeviceMean):
     pass
 
 
-class FedProx(StableClients, flwr_strategy.FedProx):
+class FedProx(StableClients, flwr_strategy.FedProx, DeviceMean):
     pass
 
 
-class FedAvgM(StableClients, flwr_strategy.FedAvgM):
+class FedAvgM(StableClients, flwr_strategy.FedAvgM, DeviceMean):
     pass
 
 
-class FedAdam(ModelDtypes, StableClients, flwr_strategy.FedAdam):
+class FedAdam(ModelDtypes, StableClients, flwr_strategy.FedAdam, DeviceMean):
     pass
 
 
-class FedYogi(ModelDtypes, StableClients, flwr_strategy.FedYogi):
+class FedYogi(ModelDtypes, StableClients, flwr_strategy.FedYogi, DeviceMean):
     pass
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, Message, RecordDict
 from flwr.serverapp import strategy as flwr_strategy
 
+from tasks.records import shallow_copy
+
 AGGREGATIONS = ("mean", "trimmed", "median", "krum")
 
 
@@ -38,7 +40,7 @@ def robust_replies(helper: flwr_strategy.FedAvg, server_round: int, replies: lis
     # Flower's FedTrimmedAvg pops arrays from the records it reads: hand it shallow copies
     copies = []
     for msg in replies:
-        content = RecordDict({k: ArrayRecord(dict(v.items())) for k, v in msg.content.array_records.items()})
+        content = RecordDict({k: shallow_copy(v) for k, v in msg.content.array_records.items()})
         content["metrics"] = msg.content["metrics"]
         copies.append(_with_content(msg, content))
     arrays, _ = helper.aggregate_train(server_round, copies)

@@ -9,6 +9,11 @@ Inf, or whose update (reply minus global) has an L2 norm above `clients.max_upda
 rejected and counted, never averaged. A round with fewer usable replies than `min_train_nodes`
 leaves the model as it was (`round_stats["short"]`); `aggregation` (strategies/robust.py)
 optionally replaces the mean by a robust statistic.
+
+Replies that hold tensors (the in-process engines, tasks/records.py) are screened on their device
+in one pass: per array one `isfinite` over all replies and, when a bound is set, one float64 norm
+of all updates; one host copy of the per-reply results. Replies that hold bytes are read in place
+(`float_values`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ import random
 from collections.abc import Iterable
 
 import numpy as np
+import torch
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
+
+from tasks.records import TensorArray, is_tensor_backed, stacked, tensors
 
 
 class StableClients:
@@ -57,13 +65,14 @@ class StableClients:
 
     def screen(self, replies: Iterable[Message]) -> list[Message]:
         """Replies in client-id order, without errors and non-finite updates (both counted)."""
-        kept, failures, rejected, too_large = [], 0, 0, 0
-        for msg in replies:
-            if msg.has_error():
-                failures += 1
-            elif not all(_finite(rec) for rec in msg.content.array_records.values()):
+        replies = list(replies)
+        answered = [m for m in replies if not m.has_error()]
+        bound = self.max_update_norm
+        kept, failures, rejected, too_large = [], len(replies) - len(answered), 0, 0
+        for msg, (finite, norm) in zip(answered, reply_checks(answered, self._global, bound > 0)):
+            if not finite:
                 rejected += 1
-            elif self.max_update_norm > 0 and update_norm(msg, self._global) > self.max_update_norm:
+            elif bound > 0 and norm > bound:
                 rejected, too_large = rejected + 1, too_large + 1
             else:
                 kept.append(msg)
@@ -86,6 +95,41 @@ class StableClients:
         return super().aggregate_evaluate(server_round, sorted(
             (m for m in replies if not m.has_error()), key=lambda m: self.client_of_node.get(m.metadata.src_node_id, 0)
         ))
+
+
+def reply_checks(replies: list[Message], sent: ArrayRecord | None, with_norm: bool) -> list[tuple[bool, float]]:
+    """Per reply: are all its float values finite, and (`with_norm`) the L2 norm of reply - `sent`."""
+    records = [list(m.content.array_records.values()) for m in replies]
+    on_device = [i for i, r in enumerate(records) if len(r) == 1 and is_tensor_backed(r[0])]
+    device_side = set(on_device)
+    out = [None if i in device_side else (all(_finite(rec) for rec in recs), update_norm(m, sent) if with_norm else 0.0)
+           for i, (m, recs) in enumerate(zip(replies, records))]
+    if on_device:
+        for i, result in zip(on_device, _tensor_checks([records[i][0] for i in on_device], sent, with_norm)):
+            out[i] = result
+    return out  # type: ignore[return-value]
+
+
+def _tensor_checks(records: list[ArrayRecord], sent: ArrayRecord | None, with_norm: bool) -> list[tuple[bool, float]]:
+    """`reply_checks` on the replies' device: per array one `isfinite` over every reply and, with a
+    bound, one float64 norm of every reply's update; one copy of the results to the host."""
+    base = tensors(sent) if with_norm and sent is not None else {}
+    names = [k for k, t in tensors(records[0]).items() if t.is_floating_point()]
+    found = stacked(records)
+    finite = torch.ones(len(records), dtype=torch.bool)
+    squares = torch.zeros(len(records), dtype=torch.float64)
+    for name in names:
+        if found is not None:  # the batched engine's [clients, ...] tensor: the replies' rows of it
+            stack = found[0][name]
+            rows = stack.reshape(len(stack), -1)[torch.as_tensor(found[1], device=stack.device)]
+        else:
+            rows = torch.stack([r[name].tensor.reshape(-1) for r in records])  # type: ignore[union-attr]
+        finite = finite.to(rows.device) & torch.isfinite(rows).all(1)
+        if with_norm:
+            update = rows.double() - base[name].to(rows.device).reshape(1, -1).double() if name in base else rows.double()
+            squares = squares.to(rows.device) + update.square().sum(1)
+    finite, squares = finite.cpu().tolist(), squares.cpu().tolist()
+    return [(ok, float(np.sqrt(sq))) for ok, sq in zip(finite, squares)]
 
 
 def update_norm(reply: Message, sent: ArrayRecord | None) -> float:
@@ -112,6 +156,8 @@ def float_values(array: Array) -> np.ndarray | None:
     dtype = np.dtype(array.dtype)
     if dtype.kind != "f":
         return None
+    if isinstance(array, TensorArray) and array.tensor is not None:  # no bytes made just to read them
+        return array.numpy().ravel()
     data = array.data
     if data[:6] == b"\x93NUMPY" and data[6] in (1, 2, 3):
         size = 2 if data[6] == 1 else 4

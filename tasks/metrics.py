@@ -6,14 +6,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from tasks.models import set_training
+
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits for `x`, in evaluation mode, in batches."""
     was_training = model.training
-    model.eval()
+    set_training(model, False)
     logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else torch.zeros(0)
-    model.train(was_training)
+    set_training(model, was_training)
     return logits
 
 

@@ -3,7 +3,10 @@ head apart from the body (FedRep, FedBABU, FedLoGe) find both under the same nam
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
+import weakref
 from typing import Callable
 
 import torch
@@ -105,14 +108,39 @@ MODELS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
 }
 
 
+_MODULES: "weakref.WeakKeyDictionary[nn.Module, list[nn.Module]]" = weakref.WeakKeyDictionary()
+
+
+def set_training(model: nn.Module, mode: bool = True) -> nn.Module:
+    """`model.train(mode)`, skipped when every module already is in `mode` (the usual case from one
+    call to the next): Module.train walks the module tree through __setattr__ each time, which costs
+    more than the local step of a small model. A module whose own `train` keeps it in another mode
+    (a frozen ViT backbone) makes this call `model.train` every time, as it should."""
+    modules = _MODULES.get(model)
+    if modules is None:
+        modules = _MODULES.setdefault(model, list(model.modules()))
+    if any(m.training is not mode for m in modules):
+        model.train(mode)
+    return model
+
+
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int, cfg: dict | None = None) -> nn.Module:
     """The named model, its initial weights a function of the seed alone (and of pretrained weights
-    for models that read the run config `cfg`, e.g. `model.weights`)."""
+    for models that read the run config `cfg`, e.g. `model.weights`).
+
+    Each new model is a copy of one built per process and arguments: building (module init, a
+    forked and reseeded RNG, maybe reading pretrained weights) costs more than copying."""
     if name not in MODELS:
         raise ConfigError.invalid("model.name", name, "one of " + ", ".join(MODELS))
     if name in ("cnn",) and len(input_shape) != 3 or name.startswith("resnet") and len(input_shape) != 3:
         raise ConfigError.invalid("model.name", name, f"needs image inputs; this dataset's samples have shape {input_shape}")
+    given = tuple(sorted(cfg.items())) if cfg is not None and getattr(MODELS[name], "reads_config", False) else None
+    return copy.deepcopy(_prototype(name, tuple(input_shape), num_classes, seed, given))
+
+
+@functools.lru_cache(maxsize=2)
+def _prototype(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int, cfg: tuple | None) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         factory = MODELS[name]
-        return factory(input_shape, num_classes, cfg) if getattr(factory, "reads_config", False) else factory(input_shape, num_classes)
+        return factory(input_shape, num_classes, dict(cfg)) if cfg is not None else factory(input_shape, num_classes)

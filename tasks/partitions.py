@@ -106,9 +106,28 @@ def _flwr_partitions(labels: np.ndarray, cfg: dict, num_clients: int, seed: int)
         )
     part.dataset = Dataset.from_dict({"label": labels, "pos": np.arange(len(labels))})
     try:
-        return [np.asarray(part.load_partition(k)["pos"], dtype=np.int64) for k in range(num_clients)]
+        return _positions(part, num_clients)
     except ValueError as err:  # e.g. Dirichlet cannot reach the minimum size
         raise ConfigError(f"partition.name={scheme!r} failed for {num_clients} clients: {err}".splitlines()[0]) from err
+
+
+def _positions(part, num_clients: int) -> list[np.ndarray]:
+    """Every partition's rows, as `part.load_partition(k)["pos"]` gives them, in one pass.
+
+    `load_partition` builds a Hugging Face dataset per call (2-7 ms), minutes for 100,000 clients.
+    The Dirichlet and pathological partitioners compute every partition's indices on the first call
+    and keep them; IidPartitioner's partitions are the contiguous `Dataset.shard`s, i.e.
+    `np.array_split`. tests/test_partitions.py holds both shortcuts to `load_partition`.
+    """
+    from flwr_datasets import partitioner as fp
+
+    if type(part) is fp.IidPartitioner:
+        return np.array_split(np.arange(len(part.dataset), dtype=np.int64), num_clients)
+    first = np.asarray(part.load_partition(0)["pos"], dtype=np.int64)  # computes (and checks) the whole assignment
+    known = getattr(part, "_partition_id_to_indices", None)
+    if isinstance(known, dict) and len(known) == num_clients and np.array_equal(np.asarray(known[0], dtype=np.int64), first):
+        return [np.asarray(known[k], dtype=np.int64) for k in range(num_clients)]
+    return [first] + [np.asarray(part.load_partition(k)["pos"], dtype=np.int64) for k in range(1, num_clients)]
 
 
 def _natural_partitions(data: ArrayDataset, pool: np.ndarray, num_clients: int) -> list[np.ndarray]:
@@ -117,18 +136,22 @@ def _natural_partitions(data: ArrayDataset, pool: np.ndarray, num_clients: int) 
     groups = data.groups[pool]
     if groups.max() + 1 != num_clients:
         raise ConfigError.invalid("clients.num", num_clients, f"must equal the dataset's {groups.max() + 1} users")
-    return [np.flatnonzero(groups == k) for k in range(num_clients)]
+    # np.flatnonzero(groups == k) for every k, in one sort instead of one pass over the data per user
+    order = np.argsort(groups, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(groups, minlength=num_clients))[:-1])
 
 
-def local_test_set(train_counts: np.ndarray, y_test: np.ndarray, total_train: int, rng) -> np.ndarray:
+def local_test_set(train_counts: np.ndarray, y_test: np.ndarray, total_train: int, rng,
+                   pools: list[np.ndarray] | None = None) -> np.ndarray:
     """Test indices mirroring a client's label distribution: int(n_kc / N_train * N_test) per class.
 
     Classes whose test pool is too small are drawn with replacement (duplicates), as for CIFAR-100.
+    `pools[c]` (the test indices of class c) may be given, to find them once for every client.
     """
     picked = []
     for c, n_kc in enumerate(train_counts):
         m = int(n_kc / total_train * len(y_test))
-        pool = np.flatnonzero(y_test == c)
+        pool = pools[c] if pools is not None else np.flatnonzero(y_test == c)
         if m and len(pool):
             picked.append(rng.choice(pool, m, replace=m > len(pool)))
     return np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
@@ -174,12 +197,13 @@ def _build(keys: tuple) -> Federation:
     labeled_fraction = float(part.get("labeled_fraction", 1.0))
     class_counts = np.bincount(data.y_train[pool], minlength=data.num_classes)
     clients = []
+    pools = [np.flatnonzero(data.y_test == c) for c in range(data.num_classes)]
     for k, pos in enumerate(positions):
         rng = np.random.default_rng([seed, 2, k])
         idx = rng.permutation(pool[pos])
         n_labeled = max(1, round(labeled_fraction * len(idx)))
         counts = np.bincount(data.y_train[idx], minlength=data.num_classes)
-        test = local_test_set(counts, data.y_test, len(pool), rng)
+        test = local_test_set(counts, data.y_test, len(pool), rng, pools)
         clients.append(ClientData(np.sort(idx[:n_labeled]), np.sort(idx[n_labeled:]), test))
     groups = shot_groups(class_counts) if imbalance > 1.0 else {}
     return Federation(data, clients, class_counts, groups)

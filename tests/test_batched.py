@@ -84,5 +84,5 @@ def test_bench_runs_engines_in_children_and_rejects_bad_input(tmp_path):
     assert set(rows) == {"batched"}
     assert rows["batched"]["runs"] == 1 and rows["batched"]["s_round"] > 0 and rows["batched"]["rss_mib"] > 0
     assert 0.0 <= rows["batched"]["acc"] <= 1.0
-    assert flowerbed("bench", "b3", "--out", str(out)) == 2
+    assert flowerbed("bench", "b9", "--out", str(out)) == 2
     assert flowerbed("bench", "b2", "--engines", "ray", "--out", str(out)) == 2

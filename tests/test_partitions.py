@@ -102,3 +102,58 @@ def test_long_tail_profile_is_drawn_from_what_pretraining_left(tmp_path):
     head = left.max()
     assert fed.class_counts.tolist() == [min(int(head * 100 ** (-c / 9)), left[c]) for c in range(10)]
     assert fed.class_counts[0] == left[0] and fed.class_counts[-1] == int(head / 100)
+
+
+@pytest.mark.parametrize("scheme", ["iid", "dirichlet", "pathological"])
+def test_partitions_in_one_pass_are_flwr_datasets_partitions(scheme):
+    """The shortcut past `load_partition` per client (minutes at 100,000 clients) gives its rows."""
+    from datasets import Dataset
+
+    import flwr_datasets.partitioner as fp
+
+    from tasks.partitions import _flwr_partitions
+
+    labels = np.random.default_rng(0).integers(0, 10, 997)
+    fast = _flwr_partitions(labels, {"name": scheme, "alpha": 0.5, "classes_per_client": 2}, 13, seed=3)
+    if scheme == "iid":
+        part = lambda: fp.IidPartitioner(13)  # noqa: E731
+    elif scheme == "dirichlet":
+        part = lambda: fp.DirichletPartitioner(num_partitions=13, partition_by="label", alpha=0.5, min_partition_size=2,  # noqa: E731
+                                               self_balancing=False, shuffle=True, seed=3)
+    else:
+        part = lambda: fp.PathologicalPartitioner(num_partitions=13, partition_by="label", num_classes_per_partition=2,  # noqa: E731
+                                                  class_assignment_mode="random", shuffle=True, seed=3)
+    reference = part()
+    reference.dataset = Dataset.from_dict({"label": labels, "pos": np.arange(len(labels))})
+    expected = [np.asarray(reference.load_partition(k)["pos"]) for k in range(13)]
+    assert len(fast) == 13 and all(np.array_equal(a, b) for a, b in zip(fast, expected))
+
+
+def test_synthetic_is_fedprox_synthetic_drawn_as_before_and_natural_users_are_its_groups():
+    """The generator draws each user's samples with one factorisation for all users instead of one
+    `multivariate_normal` per user: the very same numbers as the per-user form below."""
+    from tasks.datasets import load_synthetic
+
+    users, dim, classes = 40, 60, 10
+    rng = np.random.default_rng(0)
+    sizes = (rng.lognormal(4, 2, users).astype(int) + 50).clip(max=1000)
+    cov = np.diag(np.arange(1, dim + 1, dtype=np.float64) ** -1.2)
+    xs, ys, gs = [], [], []
+    for k, n in enumerate(sizes):
+        u, b_mean = rng.normal(0, 1.0), rng.normal(0, 1.0)
+        w, b = rng.normal(u, 1, (classes, dim)), rng.normal(u, 1, classes)
+        v = rng.normal(b_mean, 1, dim)
+        xs.append(rng.multivariate_normal(v, cov, n))
+        ys.append(np.argmax(xs[-1] @ w.T + b, axis=1))
+        gs.append(np.full(n, k))
+    x, y, g = np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
+    is_test = np.zeros(len(y), bool)
+    for k in range(users):
+        idx = np.flatnonzero(g == k)
+        is_test[rng.choice(idx, len(idx) // 5, replace=False)] = True
+    data = load_synthetic({"alpha": 1.0, "beta": 1.0, "num_users": users, "seed": 0})
+    assert np.array_equal(data.x_train, x[~is_test].astype(np.float32)) and np.array_equal(data.x_test, x[is_test].astype(np.float32))
+    assert np.array_equal(data.y_train, y[~is_test]) and np.array_equal(data.groups, g[~is_test])
+    fed = federation("dataset=synthetic", "partition=natural", f"clients.num={users}", "model=logreg")
+    for k, client in enumerate(fed.clients):
+        assert np.array_equal(np.sort(client.train), np.flatnonzero(data.groups == k))

@@ -3,23 +3,24 @@
 The strategy's `send_and_receive` hands the whole round to `push_messages` at once. Train
 messages whose algorithm has a batched form (clients/batched.py) are trained as one computation
 over stacked client weights and answered with one real Flower reply per client, the records the
-sequential client would send; the unchanged strategy aggregates them. Everything else (evaluate
-and query messages, algorithms without a batched form) runs through the real ClientApp one message
-at a time, exactly as in `sequential`.
+sequential client would send; the unchanged strategy aggregates them. Evaluate messages of such an
+algorithm are scored together too where it has a batched evaluate (one forward pass over the local
+test sets). Everything else (query messages, algorithms without a batched form) runs through the
+real ClientApp one message at a time, exactly as in `sequential`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
-from flwr.app import Error, Message, MessageType
+from flwr.app import Error, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 from rich.console import Console
 
 from clients import state
-from clients.batched import Cohort, batched_form
+from clients.batched import BATCHED_EVALUATE, Cohort, batched_form
 from clients.core import resolve_device
 from clients.data import client_index
 from simulations.engines.inprocess import CLIENT_EXCEPTION, InProcessGrid
@@ -42,26 +43,34 @@ class BatchedGrid(InProcessGrid):
         elif faults:  # faults are injected by the ClientApp (clients/faults.py), so it must run every client
             self.form = None
             console.print(f"[yellow]engine batched[/]: {faults[0]} is set; clients train one after another through the ClientApp")
+        # evaluation together only where training is: otherwise the engine is `sequential` to the last bit
+        self.evaluate_form = batched_form(algorithm, BATCHED_EVALUATE) if self.form is not None else None
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         messages = list(messages)
-        train = [m for m in messages if self.form is not None and m.metadata.message_type == MessageType.TRAIN]
-        if not train:
-            return super().push_messages(messages)
+        forms = {MessageType.TRAIN: (self.form, True), MessageType.EVALUATE: (self.evaluate_form, False)}
+        ids, together = [], set()
+        for kind, (form, trains) in forms.items():
+            batch = [m for m in messages if form is not None and m.metadata.message_type == kind]
+            if batch:
+                ids += self.run_together(batch, form, trains)
+                together.update(id(m) for m in batch)
+        return ids + list(super().push_messages([m for m in messages if id(m) not in together]))
+
+    def run_together(self, messages: list[Message], form: Callable[[Cohort], list[RecordDict]], trains: bool) -> list[str]:
         ids = []
-        for message in train:
+        for message in messages:
             ids.append(f"m{next(self._ids)}")
             message.metadata.__dict__["_message_id"] = ids[-1]  # the SuperLink's job in Flower
         start = time.perf_counter()
-        replies = self.train_together(train)
+        replies = self.answer_together(messages, form, trains)
         # all clients ran at once, so each took the whole batch's time; later than the timeout is lost
         timeout = getattr(self, "timeout", None)
         if timeout is None or time.perf_counter() - start <= timeout:
             self._replies.update(zip(ids, replies))
-        batched = {id(m) for m in train}
-        return ids + list(super().push_messages([m for m in messages if id(m) not in batched]))
+        return ids
 
-    def train_together(self, messages: list[Message]) -> list[Message]:
+    def answer_together(self, messages: list[Message], form: Callable[[Cohort], list[RecordDict]], trains: bool) -> list[Message]:
         """One batched computation for all `messages`; a failure fails each of them, as in Flower."""
         contexts = [self.contexts[m.metadata.dst_node_id] for m in messages]
         client_ids = [client_index(c.node_config) for c in contexts]
@@ -72,9 +81,10 @@ class BatchedGrid(InProcessGrid):
             for context, cid in zip(contexts, client_ids):
                 state.restore(context, cid, server_round)
             cohort = Cohort(dict(cfg), messages, contexts, client_ids, resolve_device(str(cfg["train.device"])), self.compile)
-            contents = self.form(cohort)
-            for context, cid in zip(contexts, client_ids):
-                state.save(context, cid, server_round)
+            contents = form(cohort)
+            if trains:
+                for context, cid in zip(contexts, client_ids):
+                    state.save(context, cid, server_round)
         except Exception as err:  # noqa: BLE001 - reported per client, the round goes on
             error = Error(code=CLIENT_EXCEPTION, reason=f"{type(err).__name__}: {err}")
             return [Message(error, reply_to=m) for m in messages]

@@ -12,6 +12,7 @@ import itertools
 import random
 import time
 from collections.abc import Iterable
+from types import MappingProxyType
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -30,13 +31,16 @@ class InProcessGrid(Grid):
         self._run = _run_record(run_id, run_config)
         rng = random.Random(run_id)  # node ids are arbitrary, as Flower's are
         node_ids = rng.sample(range(1, 2**62), num_nodes)
+        # one read-only run config for every node: a copy each would cost ~1.6 KB a node (160 MB at
+        # 100,000 clients), and no node may change what all of them run
+        shared = MappingProxyType(dict(run_config))
         self.contexts = {
             node_id: Context(
                 run_id=run_id,
                 node_id=node_id,
                 node_config={"partition-id": i, "num-partitions": num_nodes},
                 state=RecordDict(),
-                run_config=dict(run_config),
+                run_config=shared,  # type: ignore[arg-type]
             )
             for i, node_id in enumerate(node_ids)
         }

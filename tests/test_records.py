@@ -1,0 +1,129 @@
+"""Replies stay tensors in process (tasks/records.py): no bytes unless asked, the same numbers and
+byte counts as Flower's serialised records, and Flower's own strategies take them unchanged."""
+
+from __future__ import annotations
+
+import pickle
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import strategy as flwr_strategy
+from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+from flwr.supercore.task_identity import TaskIdentity
+
+from simulations.config import app_config_defaults
+from strategies.registry import build_strategy
+from tasks.records import TensorArray, snapshot, tensor_record, wire_bytes
+from tests.conftest import run
+
+
+def _state(seed: int) -> OrderedDict:
+    gen = torch.Generator().manual_seed(seed)
+    return OrderedDict([("w", torch.randn(4, 3, generator=gen)), ("b", torch.randn(3, generator=gen)),
+                        ("steps", torch.tensor(seed, dtype=torch.int64))])  # a 0-d integer buffer, as BatchNorm's
+
+
+def _reply(node_id: int, arrays: ArrayRecord, examples: int) -> Message:
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
+    instruction = Message(RecordDict({}), dst_node_id=node_id, message_type="train")
+    instruction.metadata.__dict__["_message_id"] = f"m{node_id}"
+    return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": examples})}), reply_to=instruction)
+
+
+def test_a_tensor_record_is_a_flower_record_in_every_way_that_reads_it():
+    state = _state(1)
+    lazy, plain = snapshot(state), ArrayRecord(state)
+    assert wire_bytes(lazy) == plain.count_bytes()
+    assert all("_data" not in vars(a) for a in lazy.values())  # wire_bytes made no bytes
+    for key in state:
+        assert lazy[key].numpy().shape == plain[key].numpy().shape and np.array_equal(lazy[key].numpy(), plain[key].numpy())
+        copy = lazy[key].numpy()
+        copy[...] = 7  # a fresh array, as Array.numpy gives: the tensor is untouched
+        assert not torch.equal(lazy[key].tensor, torch.full_like(lazy[key].tensor, 7))
+    assert [a.data for a in lazy.values()] == [a.data for a in plain.values()]  # asked: exactly Flower's bytes
+    assert lazy.count_bytes() == plain.count_bytes()
+    restored = pickle.loads(pickle.dumps(lazy))  # checkpoints hold plain Arrays
+    assert restored == plain and all(type(a) is Array for a in restored.values())
+    # Flower's object store (the flower engine, deployments) deflates and inflates it as an Array
+    objects = get_all_nested_objects(snapshot(state))
+    contents = {object_id: obj.deflate() for object_id, obj in objects.items()}
+    inflated = inflate_object_from_contents(next(reversed(contents)), contents, keep_object_contents=True)
+    assert isinstance(inflated, ArrayRecord) and inflated == plain
+
+
+@pytest.mark.parametrize("flower", [flwr_strategy.FedAvg, flwr_strategy.FedMedian, flwr_strategy.FedTrimmedAvg])
+def test_flowers_own_strategies_aggregate_tensor_replies_unchanged(flower):
+    states, sizes = [_state(s) for s in range(5)], [3, 1, 4, 1, 5]
+    tensor_replies = [_reply(i + 1, snapshot(s), n) for i, (s, n) in enumerate(zip(states, sizes))]
+    byte_replies = [_reply(i + 1, ArrayRecord(s), n) for i, (s, n) in enumerate(zip(states, sizes))]
+    ours, _ = flower().aggregate_train(1, tensor_replies)
+    theirs, _ = flower().aggregate_train(1, byte_replies)
+    assert ours == theirs
+
+
+def test_the_fedavg_family_averages_tensor_replies_on_the_device_to_flowers_last_bit():
+    cfg = {**app_config_defaults(), "clients.num": 5}
+    states, sizes = [_state(s) for s in range(5)], [3, 1, 4, 1, 5]
+    for name in ("fedavg", "fedprox", "fedavgm"):
+        mean = {}
+        for kind, make in (("tensors", snapshot), ("bytes", ArrayRecord)):
+            strategy = build_strategy({**cfg, "algorithm.name": name})
+            strategy.client_of_node = {i + 1: i for i in range(5)}
+            strategy.configure_train(1, snapshot(_state(9)), ConfigRecord(), _Nodes(5))
+            mean[kind], _ = strategy.aggregate_train(1, [_reply(i + 1, make(s), n) for i, (s, n) in enumerate(zip(states, sizes))])
+        if name != "fedavgm":  # FedAvgM's server step runs in NumPy on the mean, as it is
+            assert all(isinstance(a, TensorArray) for a in mean["tensors"].values()), name
+        assert {k: a.data for k, a in mean["tensors"].items()} == {k: a.data for k, a in mean["bytes"].items()}, name
+
+
+def test_device_screening_rejects_what_the_numpy_screening_rejects():
+    cfg = {**app_config_defaults(), "clients.num": 4, "clients.max_update_norm": 5.0}
+    sent = _state(0)
+    far = OrderedDict((k, v + 10 if v.is_floating_point() else v) for k, v in sent.items())
+    bad = OrderedDict((k, v.clone()) for k, v in sent.items())
+    bad["w"][1, 2] = float("nan")
+    near = OrderedDict((k, v + 0.1 if v.is_floating_point() else v) for k, v in sent.items())
+    stats = {}
+    for kind, make in (("tensors", snapshot), ("bytes", ArrayRecord)):
+        strategy = build_strategy(cfg)
+        strategy.client_of_node = {i + 1: i for i in range(4)}
+        strategy._global = make(sent)
+        kept = strategy.screen([_reply(i + 1, make(s), 1) for i, s in enumerate([near, far, bad, sent])])
+        stats[kind] = (strategy.round_stats, [m.metadata.src_node_id for m in kept])
+    assert stats["tensors"] == stats["bytes"] == ({"failures": 0, "rejected": 2, "rejected_norm": 1}, [1, 4])
+    # the batched engine's replies: views of one stacked tensor per name, screened as the stack
+    stacks = {k: torch.stack([s[k] for s in (near, far, bad, sent)]) for k in sent}
+    replies = [_reply(i + 1, tensor_record(OrderedDict((k, v[i]) for k, v in stacks.items()), stacks, i), 1) for i in range(4)]
+    strategy = build_strategy(cfg)
+    strategy.client_of_node = {i + 1: i for i in range(4)}
+    strategy._global = snapshot(sent)
+    assert [m.metadata.src_node_id for m in strategy.screen(replies)] == [1, 4] and strategy.round_stats["rejected_norm"] == 1
+
+
+class _Nodes:
+    """The part of a Grid that configure_train reads."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def get_node_ids(self):
+        return list(range(1, self.n + 1))
+
+
+@pytest.mark.parametrize("engine", ["sequential", "batched"])
+def test_in_process_engines_make_no_bytes_unless_asked(tmp_path, monkeypatch, engine):
+    """A whole FedAvg run (train, screening, aggregation, evaluation, checkpoints) serialises nothing;
+    the byte counts are still the serialised size of the model each way."""
+    made = []
+    serialise = Array.from_numpy_ndarray.__func__
+    monkeypatch.setattr(Array, "from_numpy_ndarray", classmethod(lambda cls, a: made.append(a.shape) or serialise(cls, a)))
+    metrics = run(tmp_path / engine, f"engine={engine}", "clients.max_update_norm=1000")
+    assert made == []
+    from tasks.models import build_model
+
+    model = ArrayRecord(build_model("cnn", (1, 8, 8), 10, 0).state_dict()).count_bytes()
+    assert metrics[1]["comm/bytes_up"] == metrics[1]["clients/trained"] * model
