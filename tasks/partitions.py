@@ -180,7 +180,9 @@ def _build(keys: tuple) -> Federation:
 
     imbalance = float(part.get("imbalance_factor", 1.0))
     pool = np.arange(len(data.y_train))
-    pool = np.setdiff1d(pool, pretrain_indices(len(pool), float(part.get("pretrain_fraction", 0.0))))  # pretraining's share
+    held_out = pretrain_indices(len(pool), float(part.get("pretrain_fraction", 0.0)))  # pretraining's share
+    if len(held_out):  # (setdiff1d sorts the whole pool even when there is nothing to take out)
+        pool = np.setdiff1d(pool, held_out)
     if imbalance > 1.0:  # the long-tailed profile is drawn from what pretraining left
         pool = long_tail_pool(data.y_train, data.num_classes, imbalance, seed, pool)
     if num_clients > len(pool):
