@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
 from clients.core import generator, resolve_device
@@ -50,6 +50,10 @@ class Template:
         else:
             self.model.load_state_dict(state)
         return self.model
+
+    def snapshot(self) -> ArrayRecord:
+        """A tensor record of copies of the model's state (what `snapshot(model.state_dict())` gives)."""
+        return snapshot(dict(zip(self.names, self.slots)))
 
 
 @functools.lru_cache(maxsize=4)
@@ -89,6 +93,7 @@ class ClientAlgorithm:
             return model
         for p in shared.slots:
             p.grad = None
+        self._template = shared
         return set_training(model)
 
     def generator(self, server_round: int, purpose: str = "train") -> torch.Generator:
@@ -105,7 +110,9 @@ class ClientAlgorithm:
         metrics.setdefault("num-examples", len(self.data.y_labeled))
         # tensors, not bytes: made only where a Flower runtime sends them (tasks/records.py); copies,
         # since the next call loads other weights into this model
-        return RecordDict({"arrays": snapshot(model.state_dict()), "metrics": MetricRecord(metrics)})
+        shared = getattr(self, "_template", None)
+        arrays = shared.snapshot() if shared is not None and shared.model is model else snapshot(model.state_dict())
+        return RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)})
 
     def fit(self, model: nn.Module, msg: Message) -> dict:
         """Local training in place; returns the reply's metrics."""

@@ -124,7 +124,9 @@ def _tensor_checks(records: list[ArrayRecord], sent: ArrayRecord | None, with_no
             rows = stack.reshape(len(stack), -1)[torch.as_tensor(found[1], device=stack.device)]
         else:
             rows = torch.stack([r[name].tensor.reshape(-1) for r in records])  # type: ignore[union-attr]
-        finite = finite.to(rows.device) & torch.isfinite(rows).all(1)
+        # NumPy's isfinite is vectorised on a CPU, torch's is not: a view, no copy
+        ok = torch.from_numpy(np.isfinite(rows.numpy()).all(1)) if rows.device.type == "cpu" else torch.isfinite(rows).all(1)
+        finite = finite.to(rows.device) & ok
         if with_norm:
             update = rows.double() - base[name].to(rows.device).reshape(1, -1).double() if name in base else rows.double()
             squares = squares.to(rows.device) + update.square().sum(1)

@@ -108,19 +108,24 @@ MODELS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
 }
 
 
-_MODULES: "weakref.WeakKeyDictionary[nn.Module, list[nn.Module]]" = weakref.WeakKeyDictionary()
+_MODULES: "weakref.WeakKeyDictionary[nn.Module, tuple[list[nn.Module], bool]]" = weakref.WeakKeyDictionary()
 
 
 def set_training(model: nn.Module, mode: bool = True) -> nn.Module:
-    """`model.train(mode)`, skipped when every module already is in `mode` (the usual case from one
-    call to the next): Module.train walks the module tree through __setattr__ each time, which costs
-    more than the local step of a small model. A module whose own `train` keeps it in another mode
-    (a frozen ViT backbone) makes this call `model.train` every time, as it should."""
-    modules = _MODULES.get(model)
-    if modules is None:
-        modules = _MODULES.setdefault(model, list(model.modules()))
-    if any(m.training is not mode for m in modules):
+    """`model.train(mode)`, cheaply: Module.train walks the module tree through Module.__setattr__,
+    which costs more than the local step of a small model. Where no module has its own `train`, the
+    flags are set directly, and not at all when they already are `mode` (the usual case from one
+    call to the next); a module with its own `train` (a frozen ViT backbone) gets `model.train`."""
+    known = _MODULES.get(model)
+    if known is None:
+        modules = list(model.modules())
+        known = _MODULES.setdefault(model, (modules, all(type(m).train is nn.Module.train for m in modules)))
+    modules, plain = known
+    if not plain:
         model.train(mode)
+    elif any(m.training is not mode for m in modules):
+        for m in modules:
+            m.__dict__["training"] = mode  # what Module.train sets, module by module
     return model
 
 
