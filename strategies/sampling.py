@@ -112,26 +112,34 @@ def reply_checks(replies: list[Message], sent: ArrayRecord | None, with_norm: bo
 
 def _tensor_checks(records: list[ArrayRecord], sent: ArrayRecord | None, with_norm: bool) -> list[tuple[bool, float]]:
     """`reply_checks` on the replies' device: per array one `isfinite` over every reply and, with a
-    bound, one float64 norm of every reply's update; one copy of the results to the host."""
+    bound, one float64 norm of every reply's update (the batched engine's replies: over their
+    stacked tensor; others: array by array, never copied into one); one copy of the results to the host."""
     base = tensors(sent) if with_norm and sent is not None else {}
     names = [k for k, t in tensors(records[0]).items() if t.is_floating_point()]
     found = stacked(records)
-    finite = torch.ones(len(records), dtype=torch.bool)
-    squares = torch.zeros(len(records), dtype=torch.float64)
+    finite: list[torch.Tensor] = []  # per array: [replies] booleans
+    squares: list[torch.Tensor] = []  # per array: [replies] squared norms of the update
     for name in names:
-        if found is not None:  # the batched engine's [clients, ...] tensor: the replies' rows of it
+        if found is not None:
             stack = found[0][name]
-            rows = stack.reshape(len(stack), -1)[torch.as_tensor(found[1], device=stack.device)]
+            rows = [stack.reshape(len(stack), -1)[torch.as_tensor(found[1], device=stack.device)]]
         else:
-            rows = torch.stack([r[name].tensor.reshape(-1) for r in records])  # type: ignore[union-attr]
-        # NumPy's isfinite is vectorised on a CPU, torch's is not: a view, no copy
-        ok = torch.from_numpy(np.isfinite(rows.numpy()).all(1)) if rows.device.type == "cpu" else torch.isfinite(rows).all(1)
-        finite = finite.to(rows.device) & ok
+            rows = [r[name].tensor.reshape(1, -1) for r in records]  # type: ignore[union-attr]
+        finite.append(torch.cat([_finite_rows(r) for r in rows]))
         if with_norm:
-            update = rows.double() - base[name].to(rows.device).reshape(1, -1).double() if name in base else rows.double()
-            squares = squares.to(rows.device) + update.square().sum(1)
-    finite, squares = finite.cpu().tolist(), squares.cpu().tolist()
-    return [(ok, float(np.sqrt(sq))) for ok, sq in zip(finite, squares)]
+            old = base[name].reshape(1, -1).double() if name in base else None
+            updates = [r.double() - old.to(r.device) if old is not None else r.double() for r in rows]
+            squares.append(torch.cat([u.square().sum(1) for u in updates]))
+    ok = torch.stack(finite).all(0).cpu().tolist() if finite else [True] * len(records)
+    norms = torch.stack(squares).sum(0).sqrt().cpu().tolist() if squares else [0.0] * len(records)
+    return list(zip(ok, norms))
+
+
+def _finite_rows(rows: torch.Tensor) -> torch.Tensor:
+    """[rows] booleans: is every value of the row finite (NumPy's vectorised isfinite on a CPU)."""
+    if rows.device.type == "cpu":
+        return torch.from_numpy(np.isfinite(rows.numpy()).all(1))
+    return torch.isfinite(rows).all(1)
 
 
 def update_norm(reply: Message, sent: ArrayRecord | None) -> float:
