@@ -2,8 +2,9 @@
 
 `context.state` lives as long as the process that holds the Context. After each call that changed
 it, the client also writes it to `<state-dir>/<client>/round-<r>.pt` (the node's `state-dir`, or the
-run's checkpoint folder in simulation). A fresh process, or a resumed run, restores the newest file
-written before the current round, so client state always matches the server's checkpoint.
+run's checkpoint folder in simulation), keeping the newest three. A fresh process, or a resumed run,
+restores the newest file written before the current round, so client state always matches the
+server's checkpoint (which may be one round behind: it is written in the background).
 """
 
 from __future__ import annotations
@@ -44,8 +45,12 @@ def _decode(blob: dict) -> RecordDict:
     return RecordDict(records)
 
 
+KEEP = 3  # files per client: the server's checkpoint may lag one round (written in the background), so a
+# resume from the round before needs this client's file from before that round: newest 3 always hold one
+
+
 def save(context: Context, client_id: int | str, server_round: int) -> None:
-    """Write the state after round `server_round`, keeping only the newest file."""
+    """Write the state after round `server_round`, keeping the newest KEEP files."""
     if len(context.state) == 0:
         return
     folder = state_dir(context, client_id)
@@ -56,10 +61,9 @@ def save(context: Context, client_id: int | str, server_round: int) -> None:
     tmp = target.with_suffix(".tmp")
     torch.save(_encode(context.state), tmp)
     tmp.replace(target)
-    for old in folder.glob("round-*.pt"):
-        match = ROUND_FILE.search(old.name)
-        if match and int(match.group(1)) < server_round:
-            old.unlink(missing_ok=True)
+    saved = sorted((int(m.group(1)), p) for p in folder.glob("round-*.pt") if (m := ROUND_FILE.search(p.name)))
+    for _, old in saved[:-KEEP]:
+        old.unlink(missing_ok=True)
 
 
 def restore(context: Context, client_id: int | str, server_round: int) -> None:
