@@ -31,10 +31,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-# Engines (and pfl-research, if installed) on performance.md's workloads; B1 needs a GPU: make bench BENCH="b1 b2".
-BENCH ?= b2
+# performance.md's workloads -> $(RUNS)/bench/bench.md, the tables of docs/results/bench.md (~40 min on 2 cores):
+# framework ms per client call and B2 on every engine (medians of 3, pfl-research too if installed), profiles
+# of a B2 round and of a B1-shaped round, B3 at 1k/10k/100k clients. On a GPU: make bench B1="--rounds 200".
+B1 ?= --rounds 20 --engines sequential,batched
 bench: $(STAMP)
-	$(BIN)/flowerbed bench $(BENCH) --repeats 3 --out $(RUNS)/bench
+	$(BIN)/flowerbed bench calls b2 --repeats 3 --profile --out $(RUNS)/bench/b2
+	$(BIN)/flowerbed bench b1 $(B1) --profile --out $(RUNS)/bench/b1
+	$(BIN)/flowerbed bench b3 --out $(RUNS)/bench/b3
+	cat $(RUNS)/bench/b2/bench.md $(RUNS)/bench/b1/bench.md $(RUNS)/bench/b3/bench.md > $(RUNS)/bench/bench.md
+	@echo "tables: $(RUNS)/bench/bench.md"
 
 # Every algorithm that applies on digits, 5 partition settings x 2 seeds, 20 local steps each per round -> docs/results/leaderboard.md (~30 min on 2 cores).
 LEADERBOARD ?= --seeds 0,1 --rounds 10 --steps 20

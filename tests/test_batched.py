@@ -72,17 +72,22 @@ def test_engine_compile_must_be_boolean(tmp_path):
 
 
 def test_bench_runs_engines_in_children_and_rejects_bad_input(tmp_path):
-    """A one-round B2 on 4 clients in a child process: the row is filled (no timing is asserted)."""
+    """A two-round B2 on 4 clients in a child process, and once more under cProfile: the row, the
+    framework time per client call and the profile are filled (no timing is asserted)."""
     import json
 
     from tests.conftest import flowerbed
 
     out = tmp_path / "bench"
-    args = ["bench", "b2", "--rounds", "1", "--engines", "batched", "--set", "clients.num=4", "--out", str(out)]
+    args = ["bench", "b2", "--rounds", "2", "--engines", "batched", "--set", "clients.num=4", "--out", str(out), "--profile"]
     assert flowerbed(*args) == 0
     rows = json.loads((out / "bench.json").read_text())["b2"]
     assert set(rows) == {"batched"}
-    assert rows["batched"]["runs"] == 1 and rows["batched"]["s_round"] > 0 and rows["batched"]["rss_mib"] > 0
-    assert 0.0 <= rows["batched"]["acc"] <= 1.0
+    row = rows["batched"]
+    assert row["runs"] == 1 and row["s_round"] > 0 and row["rss_mib"] > 0 and row["setup_s"] > 0
+    assert 0.0 <= row["acc"] <= 1.0
+    assert row["compute_ms"] > 0 and row["framework_ms"] is not None  # round 2: its wall minus compute, per call
+    assert row["profile"]["local training compute (sgd_train / train_stacked)"] > 0
+    assert "| batched |" in (out / "bench.md").read_text()
     assert flowerbed("bench", "b9", "--out", str(out)) == 2
     assert flowerbed("bench", "b2", "--engines", "ray", "--out", str(out)) == 2
