@@ -130,7 +130,8 @@ class ClientAlgorithm:
 
 def local_test_metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int, prefix: str = "personal") -> dict:
     """A client's metrics on its local test set from the model's logits (also the batched form's)."""
-    result, masked = classification_metrics(logits, y, num_classes), classification_metrics(mask_absent(logits, y, num_classes), y, num_classes)
+    result = classification_metrics(logits, y, num_classes)
+    masked = classification_metrics(mask_absent(logits, y, num_classes), y, num_classes)
     return {f"{prefix}/acc": result["acc"], f"{prefix}/loss": result["loss"], f"{prefix}/acc_masked": masked["acc"],
             "num-examples": len(y)}
 

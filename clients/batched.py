@@ -97,7 +97,8 @@ def template_model(cfg: dict, device: torch.device) -> nn.Module:
 
 def shared_template(cfg: dict, device: torch.device) -> Template:
     d = build_federation(cfg).data
-    return template(str(cfg["model.name"]), d.input_shape, d.num_classes, int(cfg["seed"]), str(device), tuple(sorted(cfg.items())))
+    return template(str(cfg["model.name"]), d.input_shape, d.num_classes, int(cfg["seed"]), str(device),
+                    tuple(sorted(cfg.items())))
 
 
 def stack(records: list[ArrayRecord], names: list[str], device: torch.device) -> Tensors:

@@ -25,7 +25,8 @@ class CentralEvaluator:
         """The architecture, built once, holding `arrays` (every entry is loaded, so nothing stale stays)."""
         if self._model is None:
             d = self.fed.data
-            self._model = build_model(str(self.cfg["model.name"]), d.input_shape, d.num_classes, int(self.cfg["seed"]), self.cfg).to(self.device)
+            model = build_model(str(self.cfg["model.name"]), d.input_shape, d.num_classes, int(self.cfg["seed"]), self.cfg)
+            self._model = model.to(self.device)
         self._model.load_state_dict(tensors(arrays))
         return self._model
 

@@ -161,7 +161,8 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
     evaluate = getattr(strategy, "central_evaluation", lambda e: e)(evaluate)  # a strategy may score more than one global model
     num_rounds, every = int(cfg["rounds"]), int(cfg["evaluate.every"])
 
-    arrays = tensor_record(build_model(str(cfg["model.name"]), data.input_shape, data.num_classes, int(cfg["seed"]), cfg).state_dict())
+    initial = build_model(str(cfg["model.name"]), data.input_shape, data.num_classes, int(cfg["seed"]), cfg)
+    arrays = tensor_record(initial.state_dict())
     if not getattr(strategy, "has_global_model", True):  # personalized only (pFedPG)
         arrays = ArrayRecord()  # nothing global to send or checkpoint
     first_round, elapsed = 1, 0.0
@@ -211,7 +212,8 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
             record.pop("num-examples", None)
             out.append_metrics(record)
             logger.log(rnd, record)
-            checkpoints.submit(rnd, elapsed, arrays, pickle.dumps({k: v for k, v in vars(strategy).items() if k != "client_of_node"}))
+            state = pickle.dumps({k: v for k, v in vars(strategy).items() if k != "client_of_node"})
+            checkpoints.submit(rnd, elapsed, arrays, state)
             if short_rounds >= max_short:
                 raise RunAborted(f"stopped after round {rnd}: {short_rounds} rounds in a row had fewer than "
                                  f"{strategy.min_train_nodes} usable replies (clients.max_failed_rounds={max_short}); "

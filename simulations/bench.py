@@ -83,7 +83,8 @@ ENGINES: dict[str, dict[str, list[str]]] = {
 }
 # cProfile inclusive time of these functions, per round (`--profile`); nested rows are indented
 BUCKETS: list[tuple[str, list[tuple[str, str]]]] = [
-    ("local training compute (sgd_train / train_stacked)", [("clients/core.py", "sgd_train"), ("clients/batched.py", "train_stacked")]),
+    ("local training compute (sgd_train / train_stacked)",
+     [("clients/core.py", "sgd_train"), ("clients/batched.py", "train_stacked")]),
     ("evaluation forward passes (predict)", [("tasks/metrics.py", "predict")]),
     ("ClientApp calls (everything a client does)", [("flwr/clientapp/client_app.py", "__call__")]),
     ("  build_model", [("tasks/models.py", "build_model")]),
@@ -352,9 +353,11 @@ def summarize(runs: list[dict]) -> dict:
 
 COLUMNS = {  # header -> (key, format); a column shows when some row has its key
     "s/round (median)": ("s_round", "{:.4f}"), "client updates/s": ("updates_s", "{:.1f}"),
-    "wall s (command)": ("wall_s", "{:.1f}"), "set-up s": ("setup_s", "{:.1f}"), "of which data + partitions s": ("partition_s", "{:.2f}"),
+    "wall s (command)": ("wall_s", "{:.1f}"), "set-up s": ("setup_s", "{:.1f}"),
+    "of which data + partitions s": ("partition_s", "{:.2f}"),
     "framework ms / client call": ("framework_ms", "{:.2f}"), "compute ms / client call": ("compute_ms", "{:.2f}"),
-    "peak RSS MiB": ("rss_mib", "{:.0f}"), "peak GPU MiB": ("gpu_mib", "{:.0f}"), "final acc": ("acc", "{:.3f}"), "runs": ("runs", "{}"),
+    "peak RSS MiB": ("rss_mib", "{:.0f}"), "peak GPU MiB": ("gpu_mib", "{:.0f}"), "final acc": ("acc", "{:.3f}"),
+    "runs": ("runs", "{}"),
 }
 
 
@@ -398,7 +401,8 @@ def profile_markdown(rows: dict[str, dict]) -> str | None:
         return None
     header = ["ms per round (cProfile, inclusive)", *profiled]
     cells = [[label, *(f"{p[label]:.1f}" for p in profiled.values())] for label, _ in BUCKETS]
-    cells.append(["round under the profiler (median time/round_s, rounds 2+)", *(f"{1000 * rows[e]['s_round_profiled']:.1f}" for e in profiled)])
+    profiled_round = [f"{1000 * rows[e]['s_round_profiled']:.1f}" for e in profiled]
+    cells.append(["round under the profiler (median time/round_s, rounds 2+)", *profiled_round])
     return markdown(header, cells)
 
 

@@ -30,7 +30,6 @@ import torch
 from flwr.app import Array, ArrayRecord
 from flwr.common.constant import SType
 
-
 _NUMPY_DTYPES: dict[torch.dtype, np.dtype] = {}
 
 

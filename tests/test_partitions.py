@@ -118,11 +118,11 @@ def test_partitions_in_one_pass_are_flwr_datasets_partitions(scheme):
     if scheme == "iid":
         part = lambda: fp.IidPartitioner(13)  # noqa: E731
     elif scheme == "dirichlet":
-        part = lambda: fp.DirichletPartitioner(num_partitions=13, partition_by="label", alpha=0.5, min_partition_size=2,  # noqa: E731
-                                               self_balancing=False, shuffle=True, seed=3)
+        part = lambda: fp.DirichletPartitioner(  # noqa: E731
+            num_partitions=13, partition_by="label", alpha=0.5, min_partition_size=2, self_balancing=False, shuffle=True, seed=3)
     else:
-        part = lambda: fp.PathologicalPartitioner(num_partitions=13, partition_by="label", num_classes_per_partition=2,  # noqa: E731
-                                                  class_assignment_mode="random", shuffle=True, seed=3)
+        part = lambda: fp.PathologicalPartitioner(  # noqa: E731
+            num_partitions=13, partition_by="label", num_classes_per_partition=2, class_assignment_mode="random", shuffle=True, seed=3)
     reference = part()
     reference.dataset = Dataset.from_dict({"label": labels, "pos": np.arange(len(labels))})
     expected = [np.asarray(reference.load_partition(k)["pos"]) for k in range(13)]
@@ -152,7 +152,8 @@ def test_synthetic_is_fedprox_synthetic_drawn_as_before_and_natural_users_are_it
         idx = np.flatnonzero(g == k)
         is_test[rng.choice(idx, len(idx) // 5, replace=False)] = True
     data = load_synthetic({"alpha": 1.0, "beta": 1.0, "num_users": users, "seed": 0})
-    assert np.array_equal(data.x_train, x[~is_test].astype(np.float32)) and np.array_equal(data.x_test, x[is_test].astype(np.float32))
+    assert np.array_equal(data.x_train, x[~is_test].astype(np.float32))
+    assert np.array_equal(data.x_test, x[is_test].astype(np.float32))
     assert np.array_equal(data.y_train, y[~is_test]) and np.array_equal(data.groups, g[~is_test])
     fed = federation("dataset=synthetic", "partition=natural", f"clients.num={users}", "model=logreg")
     for k, client in enumerate(fed.clients):

@@ -11,8 +11,8 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import strategy as flwr_strategy
-from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
 from flwr.supercore.task_identity import TaskIdentity
 
 from simulations.config import app_config_defaults
@@ -74,7 +74,8 @@ def test_the_fedavg_family_averages_tensor_replies_on_the_device_to_flowers_last
             strategy = build_strategy({**cfg, "algorithm.name": name})
             strategy.client_of_node = {i + 1: i for i in range(5)}
             strategy.configure_train(1, snapshot(_state(9)), ConfigRecord(), _Nodes(5))
-            mean[kind], _ = strategy.aggregate_train(1, [_reply(i + 1, make(s), n) for i, (s, n) in enumerate(zip(states, sizes))])
+            replies = [_reply(i + 1, make(s), n) for i, (s, n) in enumerate(zip(states, sizes))]
+            mean[kind], _ = strategy.aggregate_train(1, replies)
         if name != "fedavgm":  # FedAvgM's server step runs in NumPy on the mean, as it is
             assert all(isinstance(a, TensorArray) for a in mean["tensors"].values()), name
         assert {k: a.data for k, a in mean["tensors"].items()} == {k: a.data for k, a in mean["bytes"].items()}, name
