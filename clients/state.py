@@ -17,7 +17,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 
 KINDS = {"arrays": ArrayRecord, "metrics": MetricRecord, "config": ConfigRecord}
-CHECKED = "_flowerbed_nothing_saved"  # set on a context found empty with no state files
+CHECKED = "_flowerbed_nothing_saved"  # set on a state found empty with no files behind it
 ROUND_FILE = re.compile(r"round-(\d+)\.pt$")
 
 
@@ -69,13 +69,14 @@ def save(context: Context, client_id: int | str, server_round: int) -> None:
 def restore(context: Context, client_id: int | str, server_round: int) -> None:
     """Fill an empty `context.state` from the newest file of a round before `server_round`.
 
-    Once a context was found empty with nothing on disk, this process does not look again: only
-    `save` writes files, and it writes none for an empty state."""
-    if len(context.state) > 0 or vars(context).get(CHECKED):
+    Once a state was found empty with nothing on disk, it is not looked for again: only `save`
+    writes files, and none for an empty state (a new process, or a state replaced by an empty one,
+    looks again)."""
+    if len(context.state) > 0 or vars(context.state).get(CHECKED):
         return
     folder = state_dir(context, client_id)
     if folder is None or not folder.is_dir():
-        vars(context)[CHECKED] = True
+        vars(context.state)[CHECKED] = True
         return
     saved = [(int(m.group(1)), p) for p in folder.glob("round-*.pt") if (m := ROUND_FILE.search(p.name))]
     saved = [item for item in saved if item[0] < server_round]
