@@ -111,9 +111,10 @@ def reply_checks(replies: list[Message], sent: ArrayRecord | None, with_norm: bo
 
 
 def _tensor_checks(records: list[ArrayRecord], sent: ArrayRecord | None, with_norm: bool) -> list[tuple[bool, float]]:
-    """`reply_checks` on the replies' device: per array one `isfinite` over every reply and, with a
-    bound, one float64 norm of every reply's update (the batched engine's replies: over their
-    stacked tensor; others: array by array, never copied into one); one copy of the results to the host."""
+    """`reply_checks` on the replies' device: per array one finiteness check over every reply and,
+    with a bound, one float64 norm of every reply's update (the batched engine's replies: over
+    their stacked tensor, whose rows are then picked; others: array by array, never copied into
+    one); one copy of the results to the host."""
     base = tensors(sent) if with_norm and sent is not None else {}
     names = [k for k, t in tensors(records[0]).items() if t.is_floating_point()]
     found = stacked(records)
@@ -122,24 +123,30 @@ def _tensor_checks(records: list[ArrayRecord], sent: ArrayRecord | None, with_no
     for name in names:
         if found is not None:
             stack = found[0][name]
-            rows = [stack.reshape(len(stack), -1)[torch.as_tensor(found[1], device=stack.device)]]
+            rows, pick = [stack.reshape(len(stack), -1)], torch.as_tensor(found[1], device=stack.device)
         else:
-            rows = [r[name].tensor.reshape(1, -1) for r in records]  # type: ignore[union-attr]
-        finite.append(torch.cat([_finite_rows(r) for r in rows]))
+            rows, pick = [r[name].tensor.reshape(1, -1) for r in records], None  # type: ignore[union-attr]
+        ok = torch.cat([_finite_rows(r) for r in rows])
+        finite.append(ok if pick is None else ok[pick])
         if with_norm:
             old = base[name].reshape(1, -1).double() if name in base else None
-            updates = [r.double() - old.to(r.device) if old is not None else r.double() for r in rows]
-            squares.append(torch.cat([u.square().sum(1) for u in updates]))
+            sq = torch.cat([(r.double() - old.to(r.device) if old is not None else r.double()).square().sum(1) for r in rows])
+            squares.append(sq if pick is None else sq[pick])
     ok = torch.stack(finite).all(0).cpu().tolist() if finite else [True] * len(records)
     norms = torch.stack(squares).sum(0).sqrt().cpu().tolist() if squares else [0.0] * len(records)
     return list(zip(ok, norms))
 
 
 def _finite_rows(rows: torch.Tensor) -> torch.Tensor:
-    """[rows] booleans: is every value of the row finite (NumPy's vectorised isfinite on a CPU)."""
-    if rows.device.type == "cpu":
-        return torch.from_numpy(np.isfinite(rows.numpy()).all(1))
-    return torch.isfinite(rows).all(1)
+    """[rows] booleans: is every value of the row finite. On a CPU through the row sums (a NaN or
+    Inf anywhere makes the sum NaN or Inf; a sum that overflowed is checked value by value), which
+    is several times faster there than an elementwise isfinite."""
+    if rows.device.type != "cpu":
+        return torch.isfinite(rows).all(1)
+    ok = torch.isfinite(rows.sum(1))
+    for i in (~ok).nonzero().flatten().tolist():
+        ok[i] = bool(torch.isfinite(rows[i]).all())
+    return ok
 
 
 def update_norm(reply: Message, sent: ArrayRecord | None) -> float:

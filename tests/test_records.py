@@ -66,6 +66,7 @@ def test_flowers_own_strategies_aggregate_tensor_replies_unchanged(flower):
 
 
 def test_the_fedavg_family_averages_tensor_replies_on_the_device_to_flowers_last_bit():
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0  # configure_train builds messages
     cfg = {**app_config_defaults(), "clients.num": 5}
     states, sizes = [_state(s) for s in range(5)], [3, 1, 4, 1, 5]
     for name in ("fedavg", "fedprox", "fedavgm"):
