@@ -36,14 +36,17 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from clients.augment import strong_view
 from clients.base import ClientAlgorithm, Template, local_test_metrics, template
 from clients.core import batches_from, generator
 from clients.data import local_data
 from clients.fedavg import FedAvgClient
+from clients.fedlabel import FedLabelClient, combine, fit_metrics, local_plan, pseudo_labels, semi_supervised_loss
 from clients.fedloge import FedLoGeClient, FedLoGeNet, etf_options
 from clients.fedprox import FedProxClient
 from tasks.etf import sse_c
@@ -330,10 +333,97 @@ def evaluate_received(cohort: Cohort) -> list[RecordDict]:
     return replies  # type: ignore[return-value]
 
 
+# -- FedLabel: two stacked SGD runs from the global weights, pseudo-labels in between ----------------
+def _train_from(
+    model: nn.Module, start: Tensors, param_names: list[str], plans: list[list[np.ndarray]], x: torch.Tensor, y: torch.Tensor,
+    cohort: Cohort, loss_fn: StackedLoss,
+) -> tuple[Tensors, torch.Tensor]:
+    """Copies of the stacked `start` weights trained on `plans` (rows of x/y per cohort position);
+    returns the trained weights and mean losses, both in cohort order."""
+    order = sorted(range(len(plans)), key=lambda k: -len(plans[k]))
+    perm = torch.tensor(order, device=cohort.device)
+    with torch.no_grad():
+        params = {n: t[perm] for n, t in start.items() if n in param_names}  # indexing copies
+        buffers = {n: t[perm] for n, t in start.items() if n not in param_names}
+    num_steps = torch.tensor([len(plans[k]) for k in order], dtype=torch.float32).to(cohort.device)
+    groups = schedule([plans[k] for k in order], cohort.device)
+    losses = train_stacked(model, params, buffers, x, y, groups, num_steps, cohort.cfg, loss_fn, None, cohort.compile)
+    back = torch.argsort(perm)
+    return {n: t[back] for n, t in {**params, **buffers}.items()}, losses[back]
+
+
+def _semi_supervised(model: nn.Module, p: Tensors, b: Tensors, x: torch.Tensor, y: torch.Tensor, e: Tensors) -> torch.Tensor:
+    """Eq. 8 for one client: x holds (plain, strong view) pairs, y (label, accepted, weight, teacher...)."""
+    strong = functional_call(model, (p, b), (x[:, 1],))
+    return semi_supervised_loss(strong, functional_call(model, (p, b), (x[:, 0],)), y[:, 0].long(), y[:, 1], y[:, 3:], y[:, 2])
+
+
+def fedlabel(cohort: Cohort) -> list[RecordDict]:
+    """FedLabelClient.fit for a cohort: the labeled local models and the unlabeled models each train
+    as one vmapped SGD run from the stacked global weights; pseudo-labelling predicts client by client
+    (large inference batches, already efficient) with the same kernels as the sequential client.
+
+    The unlabeled run reads a table built before it: each client's planned batches with their strong
+    views drawn from its own `(seed, round, client, "strong")` generator in step order, exactly as the
+    sequential loss draws them, and each sample's pseudo-label, mask, KL weight and teacher output.
+    """
+    cfg, device, rnd = cohort.cfg, cohort.device, cohort.server_round
+    seed = int(cfg["seed"])
+    x, y, labeled = resident_data(cfg, device)
+    clients = build_federation(cfg).clients
+    model = template_model(cfg, device)
+    keys = list(model.state_dict())
+    param_names = [n for n, _ in model.named_parameters()]
+    with torch.no_grad():
+        start = stack([m.content["arrays"] for m in cohort.messages], keys, device)
+
+    # 1. labeled local models, tau_l steps each
+    plans = [[labeled[c][idx.numpy()] for idx in local_plan(cfg, len(labeled[c]), "algorithm.tau_l", generator(seed, rnd, c, "train"))]
+             for c in cohort.client_ids]
+    local, loss_l = _train_from(model, start, param_names, plans, x, y, cohort, cross_entropy)
+
+    # 2-3. pseudo-labels, client by client
+    rows = [torch.as_tensor(clients[c].unlabeled, device=device) for c in cohort.client_ids]
+    pseudo = []
+    for k, r in enumerate(rows):
+        own = lambda state: {n: t[k] for n, t in state.items()}  # noqa: E731
+        p_global = F.softmax(predict(model, x[r], state=own(start)), dim=1)
+        pseudo.append(pseudo_labels(cfg, p_global, F.softmax(predict(model, x[r], state=own(local)), dim=1)))
+
+    # 4. the unlabeled models on a table of (plain, strong) pairs and their targets
+    pairs, targets, plans, at = [], [], [], 0
+    for c, r, pl in zip(cohort.client_ids, rows, pseudo):
+        plans.append([])
+        if not pl.accepted.any():
+            continue
+        gen = generator(seed, rnd, c, "strong")
+        for idx in local_plan(cfg, len(r), "algorithm.tau_u", generator(seed, rnd, c, "unlabeled")):
+            plain = x[r[idx.to(device)]]
+            pairs.append(torch.stack([plain, strong_view(plain, gen)], dim=1))
+            targets.append(torch.cat([pl.labels[idx, None].float(), pl.accepted[idx, None].float(), pl.kl_weight[idx, None], pl.teacher[idx]], dim=1))
+            plans[-1].append(np.arange(at, at + len(idx)))
+            at += len(idx)
+    if pairs:
+        unlabeled, loss_u = _train_from(model, start, param_names, plans, torch.cat(pairs), torch.cat(targets).to(device), cohort, _semi_supervised)
+    else:
+        unlabeled, loss_u = start, torch.zeros(len(rows))
+
+    # replies: w_G + (w_L - w_G) + (w_U - w_G), in the sequential client's key order
+    stacks = {n: t.detach() for n, t in combine(start, local, unlabeled).items()}
+    loss_l, loss_u = loss_l.cpu().tolist(), loss_u.cpu().tolist()
+    replies = []
+    for k, (c, r, pl) in enumerate(zip(cohort.client_ids, rows, pseudo)):
+        state = OrderedDict((n, stacks[n][k]) for n in keys)
+        metrics = fit_metrics(loss_l[k], loss_u[k] if plans[k] else 0.0, pl, y[r], len(labeled[c]))
+        replies.append(RecordDict({"arrays": tensor_record(state, stacks, k), "metrics": MetricRecord(metrics)}))
+    return replies
+
+
 BATCHED: dict[type[ClientAlgorithm], Callable[[Cohort], list[RecordDict]]] = {
     FedAvgClient: local_sgd,
     FedProxClient: fedprox,
     FedLoGeClient: fedloge,
+    FedLabelClient: fedlabel,
 }
 # evaluate forms, used where the algorithm also trains batched (BATCHED)
 BATCHED_EVALUATE: dict[type[ClientAlgorithm], Callable[[Cohort], list[RecordDict]]] = {

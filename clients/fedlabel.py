@@ -103,15 +103,23 @@ def select_pseudo_labels(
     return PseudoLabels(labels, accepted, from_local, discarded, weight)
 
 
+def semi_supervised_loss(
+    logits_strong: torch.Tensor, logits_plain: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """Eq. 8 on one batch: pseudo-label cross-entropy on the strong view where accepted (`mask`),
+    plus the weighted KL of the plain view to the discarded model's output (shared with the
+    batched form in clients/batched.py, so both compute the same numbers)."""
+    ce = F.cross_entropy(logits_strong, labels, reduction="none")
+    kl = F.kl_div(F.log_softmax(logits_plain, dim=1), teacher, reduction="none").sum(dim=1)
+    return (mask * ce + weight * kl).mean()
+
+
 def unlabeled_loss(pseudo: PseudoLabels, gen: torch.Generator):
     """Eq. 8 as an `sgd_train` loss: `y` carries the batch's indices into the unlabeled set."""
 
     def loss(model: nn.Module, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        mask = pseudo.accepted[idx].float()
-        ce = F.cross_entropy(model(strong_view(x, gen)), pseudo.labels[idx], reduction="none")
-        student = F.log_softmax(model(x), dim=1)
-        kl = F.kl_div(student, pseudo.teacher[idx], reduction="none").sum(dim=1)
-        return (mask * ce + pseudo.kl_weight[idx] * kl).mean()
+        strong = model(strong_view(x, gen))
+        return semi_supervised_loss(strong, model(x), pseudo.labels[idx], pseudo.accepted[idx].float(), pseudo.teacher[idx], pseudo.kl_weight[idx])
 
     return loss
 
@@ -133,36 +141,48 @@ def combine(global_state: dict, *trained: dict) -> dict:
     return {k: g + sum(t[k] - g for t in trained) for k, g in global_state.items()}
 
 
+def local_plan(cfg: dict, num_samples: int, steps_key: str, gen: torch.Generator) -> list[torch.Tensor]:
+    """`algorithm.tau_l` (labeled) or `algorithm.tau_u` (unlabeled) mini-batches of `train.batch_size`."""
+    return batch_plan(num_samples, int(cfg["train.batch_size"]), 0, int(cfg[steps_key]), gen)
+
+
+def pseudo_labels(cfg: dict, p_global: torch.Tensor, p_local: torch.Tensor) -> PseudoLabels:
+    """Eq. 3-4 and 7 with the run's beta, lambda0, selection and confidence; empty for no samples."""
+    if len(p_global) == 0:
+        return _none()
+    return select_pseudo_labels(p_global, p_local, float(cfg["algorithm.beta"]), float(cfg["algorithm.lambda0"]),
+                                str(cfg["algorithm.selection"]), str(cfg["algorithm.confidence"]))
+
+
+def fit_metrics(loss_l: float, loss_u: float, pseudo: PseudoLabels, y_unlabeled: torch.Tensor, num_labeled: int) -> dict:
+    """The reply's metrics; num-examples is r_k = labeled + accepted samples (Algorithm 1)."""
+    accepted = int(pseudo.accepted.sum())
+    return {"train/loss": loss_l, "fedlabel/unlabeled_loss": loss_u, **pseudo_label_stats(pseudo, y_unlabeled),
+            "num-examples": num_labeled + accepted}
+
+
 class FedLabelClient(ClientAlgorithm):
     def fit(self, model: nn.Module, msg: Message) -> dict:
         cfg, d, rnd = self.cfg, self.data, self.server_round(msg)
         global_state = copy.deepcopy(model.state_dict())
-        batch_size = int(cfg["train.batch_size"])
 
         # 1. supervised local model from the global weights
         local = copy.deepcopy(model)
-        plan = batch_plan(len(d.y_labeled), batch_size, 0, int(cfg["algorithm.tau_l"]), self.generator(rnd))
+        plan = local_plan(cfg, len(d.y_labeled), "algorithm.tau_l", self.generator(rnd))
         loss_l = sgd_train(local, d.x_labeled, d.y_labeled, plan, sgd(local.parameters(), cfg))
 
         # 2-3. pseudo-labels from the more confident of the two models, above beta
         with torch.no_grad():
-            p_global = F.softmax(predict(model, d.x_unlabeled), dim=1)
-            p_local = F.softmax(predict(local, d.x_unlabeled), dim=1)
-        pseudo = select_pseudo_labels(
-            p_global, p_local, float(cfg["algorithm.beta"]), float(cfg["algorithm.lambda0"]),
-            str(cfg["algorithm.selection"]), str(cfg["algorithm.confidence"]),
-        ) if len(d.y_unlabeled) else None
+            pseudo = pseudo_labels(cfg, F.softmax(predict(model, d.x_unlabeled), dim=1), F.softmax(predict(local, d.x_unlabeled), dim=1))
 
         # 4. w_U from the global weights on the unlabeled data (`model` itself: w_G is saved)
-        loss_u, accepted = 0.0, int(pseudo.accepted.sum()) if pseudo is not None else 0
-        if accepted:
-            plan = batch_plan(len(d.y_unlabeled), batch_size, 0, int(cfg["algorithm.tau_u"]), self.generator(rnd, "unlabeled"))
+        loss_u = 0.0
+        if pseudo.accepted.any():
+            plan = local_plan(cfg, len(d.y_unlabeled), "algorithm.tau_u", self.generator(rnd, "unlabeled"))
             index = torch.arange(len(d.y_unlabeled), device=d.x_unlabeled.device)
             loss_u = sgd_train(model, d.x_unlabeled, index, plan, sgd(model.parameters(), cfg), unlabeled_loss(pseudo, self.generator(rnd, "strong")))
         model.load_state_dict(combine(global_state, local.state_dict(), model.state_dict()))
-
-        stats = pseudo_label_stats(pseudo, d.y_unlabeled) if pseudo is not None else pseudo_label_stats(_none(), d.y_unlabeled)
-        return {"train/loss": loss_l, "fedlabel/unlabeled_loss": loss_u, **stats, "num-examples": len(d.y_labeled) + accepted}
+        return fit_metrics(loss_l, loss_u, pseudo, d.y_unlabeled, len(d.y_labeled))
 
 
 def _none() -> PseudoLabels:

@@ -1,11 +1,14 @@
-"""Regenerate docs/results/fedlabel.md's table and figure: nine methods x seeds on `fedlabel-small`.
+"""Regenerate docs/results/fedlabel.md's tables and figures: methods x seeds on one preset.
 
-    python -m experiments.fedlabel_table --out /tmp/fedlabel --plot docs/results/fedlabel.png
+    python -m experiments.fedlabel_table --experiment fedlabel-cifar10-cpu --out runs/fedlabel-cifar10 \
+        --plot docs/results/fedlabel-cifar10.png dataset.cache_dir=/work/cache
+    python -m experiments.fedlabel_table --out runs/fedlabel --plot docs/results/fedlabel.png
 
-Runs `flowerbed run experiment=fedlabel-small` per method and seed (seeds in the outer loop, so an
-interrupted sweep still has whole seeds; finished runs are reused), then prints a Markdown table of
-the final global accuracy and the mean over the last 5 evaluations (mean ± std over seeds), with
-FedLabel's pseudo-label diagnostics, and writes an accuracy-vs-round plot with a ±1 std band.
+Runs `flowerbed run experiment=<preset>` per method and seed (seeds in the outer loop, so an
+interrupted sweep still has whole seeds; finished runs are reused; `--methods` picks a subset),
+then prints a Markdown table of the final global accuracy and the mean over the last 5 evaluations
+(mean ± std over seeds), with FedLabel's pseudo-label diagnostics, and writes an accuracy-vs-round
+plot with a ±1 std band.
 """
 
 from __future__ import annotations
@@ -16,16 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-METHODS = {
-    "FedLabel": ["algorithm=fedlabel"],
-    "only local": ["algorithm=fedlabel", "algorithm.selection=local"],
-    "only global": ["algorithm=fedlabel", "algorithm.selection=global"],
-    "FedLabel, lambda0 = 0": ["algorithm=fedlabel", "algorithm.lambda0=0"],
-    "FedLabel, beta = 0.3": ["algorithm=fedlabel", "algorithm.beta=0.3"],
-    "FedLabel, beta = 0.7": ["algorithm=fedlabel", "algorithm.beta=0.7"],
-    "FedAvg (labeled only)": ["algorithm=fedavg"],
-    "FedAvg+FixMatch": ["algorithm=fixmatch"],
-    "FedAvg (100% labels)": ["algorithm=fedavg", "partition.labeled_fraction=1.0"],
+METHODS = {  # key: (row label, overrides)
+    "fedlabel": ("FedLabel", ["algorithm=fedlabel"]),
+    "only-local": ("only local", ["algorithm=fedlabel", "algorithm.selection=local"]),
+    "only-global": ("only global", ["algorithm=fedlabel", "algorithm.selection=global"]),
+    "lambda0-0": ("FedLabel, lambda0 = 0", ["algorithm=fedlabel", "algorithm.lambda0=0"]),
+    "beta-0.3": ("FedLabel, beta = 0.3", ["algorithm=fedlabel", "algorithm.beta=0.3"]),
+    "beta-0.7": ("FedLabel, beta = 0.7", ["algorithm=fedlabel", "algorithm.beta=0.7"]),
+    "fedavg": ("FedAvg (labeled only)", ["algorithm=fedavg"]),
+    "fixmatch": ("FedAvg+FixMatch", ["algorithm=fixmatch"]),
+    "fedavg-100": ("FedAvg (100% labels)", ["algorithm=fedavg", "partition.labeled_fraction=1.0"]),
 }
 LAST = 5  # evaluations averaged in the smoothed column
 
@@ -34,26 +37,28 @@ def run_dir(out: Path, overrides: list[str], seed: int) -> Path:
     return out / f"{'-'.join(o.split('=')[1] for o in overrides)}-seed{seed}"
 
 
-def run_all(out: Path, seeds: list[int], extra: list[str]) -> dict[str, list[list[dict]]]:
+def run_all(experiment: str, out: Path, seeds: list[int], methods: list[str], extra: list[str]) -> dict[str, list[list[dict]]]:
     from simulations.cli import main
 
     for seed in seeds:
-        for overrides in METHODS.values():
+        for method in methods:
+            overrides = METHODS[method][1]
             target = run_dir(out, overrides, seed)
             if not (target / "summary.json").exists():
-                code = main(["run", "experiment=fedlabel-small", f"seed={seed}", f"output.dir={target}", "overwrite=true", *overrides, *extra])
+                code = main(["run", f"experiment={experiment}", f"seed={seed}", f"output.dir={target}", "overwrite=true", *overrides, *extra])
                 if code != 0:
                     raise SystemExit(code)
-    return load(out, seeds)
+    return load(out, seeds, methods)
 
 
-def load(out: Path, seeds: list[int]) -> dict[str, list[list[dict]]]:
+def load(out: Path, seeds: list[int], methods: list[str]) -> dict[str, list[list[dict]]]:
     histories: dict[str, list[list[dict]]] = {}
-    for method, overrides in METHODS.items():
+    for method in methods:
+        label, overrides = METHODS[method]
         for seed in seeds:
             path = run_dir(out, overrides, seed) / "metrics.jsonl"
             if path.exists():
-                histories.setdefault(method, []).append([json.loads(line) for line in path.read_text().splitlines()])
+                histories.setdefault(label, []).append([json.loads(line) for line in path.read_text().splitlines()])
     return histories
 
 
@@ -75,7 +80,7 @@ def table(histories: dict[str, list[list[dict]]]) -> str:
     return "\n".join(rows)
 
 
-def plot(histories: dict[str, list[list[dict]]], path: Path) -> Path:
+def plot(histories: dict[str, list[list[dict]]], path: Path, title: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,7 +96,7 @@ def plot(histories: dict[str, list[list[dict]]], path: Path) -> Path:
         ax.fill_between(rounds, mean - std, mean + std, alpha=0.15)
     ax.set_xlabel("round")
     ax.set_ylabel("global model test accuracy (%)")
-    ax.set_title(f"fedlabel-small: digits, 10 clients, Dir(0.1), 10% labels (mean ± std, {len(runs)} seeds)")
+    ax.set_title(f"{title} (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=9)
     fig.tight_layout()
@@ -103,15 +108,19 @@ def plot(histories: dict[str, list[list[dict]]], path: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="fedlabel-small", help="the preset every run starts from")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="a subset, in table order")
+    parser.add_argument("--title", default=None, help="the figure's title (default: the preset's name)")
     parser.add_argument("--out", default="/tmp/fedlabel")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--plot", default="docs/results/fedlabel.png")
     parser.add_argument("--no-run", action="store_true", help="only tabulate the runs already in --out")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
-    histories = load(Path(args.out), args.seeds) if args.no_run else run_all(Path(args.out), args.seeds, args.overrides)
+    out = Path(args.out)
+    histories = load(out, args.seeds, args.methods) if args.no_run else run_all(args.experiment, out, args.seeds, args.methods, args.overrides)
     print(table(histories))
-    print(f"figure: {plot(histories, Path(args.plot))}")
+    print(f"figure: {plot(histories, Path(args.plot), args.title or args.experiment)}")
 
 
 if __name__ == "__main__":

@@ -5,16 +5,36 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from tasks.models import set_training
 
+CPU_CHUNK_NUMEL = 1 << 18  # input values per inference batch on a CPU: activations stay in cache
+
+
+def inference_batch_size(x: torch.Tensor, limit: int = 1024) -> int:
+    """Rows per inference batch: `limit` on an accelerator; on a CPU as many as keep about 2^18 input
+    values (64 CIFAR images, 1024 digits), because the first conv's activations of a 1024-image
+    batch (128 MB for 32x32x3 into 32 channels) overflow the caches and ReLU/max-pool turn
+    memory-bound: 64-image batches infer 2-4x faster per image on one core, with identical logits
+    (eval mode computes each row on its own)."""
+    if x.device.type != "cpu" or len(x) == 0:
+        return limit
+    return max(1, min(limit, CPU_CHUNK_NUMEL // max(1, x[0].numel())))
+
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits for `x`, in evaluation mode, in batches."""
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None, state: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Logits for `x`, in evaluation mode, in batches (`inference_batch_size` unless given).
+
+    `state`: parameters and buffers to run instead of the model's own (`torch.func.functional_call`),
+    e.g. one client's slice of a batched engine's stacked weights.
+    """
     was_training = model.training
     set_training(model, False)
-    logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else torch.zeros(0)
+    batch_size = batch_size or inference_batch_size(x)
+    forward = model if state is None else (lambda chunk: functional_call(model, state, (chunk,)))
+    logits = torch.cat([forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else torch.zeros(0)
     set_training(model, was_training)
     return logits
 

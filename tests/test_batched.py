@@ -34,6 +34,11 @@ CASES = {
     "fedprox": [*FAKE, "algorithm=fedprox", "algorithm.proximal_mu=0.5", "train.local_steps=5", "train.local_epochs=0"],
     # personal heads phi_k in context.state, the frozen SSE-C shared, three losses in one step
     "fedloge": [*FAKE, "algorithm=fedloge", "train.momentum=0.5"],
+    # FedLabel: two stacked runs, pseudo-labels and strong views in between, r_k weights
+    "fedlabel": [*FAKE, "algorithm=fedlabel", "partition.labeled_fraction=0.3", "algorithm.beta=0.2", "algorithm.tau_l=4", "algorithm.tau_u=5",
+                 "train.batch_size=8"],
+    "fedlabel-resnet8": [*FAKE, "algorithm=fedlabel", "model=resnet8", "partition.labeled_fraction=0.3", "algorithm.beta=0.15",
+                         "algorithm.tau_l=3", "algorithm.tau_u=3", "train.batch_size=8", "clients.fraction_train=0.5"],
     # BatchNorm: running statistics per client
     "fedavg-resnet8": [*FAKE, "algorithm=fedavg", "model=resnet8", "train.local_epochs=1", "clients.fraction_train=0.5"],
 }
