@@ -8,9 +8,13 @@ of any size (8x8 digits, 28x28 MNIST, 32x32 CIFAR), with every random draw from 
 `torch.Generator` seeded by (seed, round, client):
 
 - one op per image, drawn uniformly from identity, rotate, shear-x/y, translate-x/y, brightness,
-  contrast and solarize (torchvision's list minus the ops that are near-identity at this size);
+  contrast and solarize; on colour (3-channel) images also autocontrast, equalize, color,
+  posterize and sharpness, i.e. torchvision's full list of 14 (on grey images those five are
+  near-identity at 8x8 with 17 grey levels, so grey images keep the 9);
 - torchvision's magnitudes at bin 10 of 31: rotation 10 degrees, shear 0.1, translation 15% of the
-  side, brightness/contrast factor 1 +- 0.3, solarize above 2/3 of the image's range; a random sign.
+  side, brightness/contrast/color/sharpness factor 1 +- 0.3, solarize above 2/3 of the image's
+  range, posterize to 7 bits; a random sign for the signed ones. The five colour-image ops are
+  torchvision's own functionals (`torchvision.transforms.v2.functional`) on the selected images.
 
 Photometric ops act on each image's own [min, max] range (the data are normalized, so "black" is
 the image minimum) and geometric ops fill with that minimum, i.e. with background.
@@ -27,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 OPS = ("identity", "rotate", "shear_x", "shear_y", "translate_x", "translate_y", "brightness", "contrast", "solarize")
-ROTATE_DEG, SHEAR, TRANSLATE, FACTOR, SOLARIZE = 10.0, 0.1, 0.15, 0.3, 2.0 / 3.0
+COLOUR_OPS = ("autocontrast", "equalize", "color", "posterize", "sharpness")  # 3-channel images only
+ROTATE_DEG, SHEAR, TRANSLATE, FACTOR, SOLARIZE, POSTERIZE_BITS = 10.0, 0.1, 0.15, 0.3, 2.0 / 3.0, 7
 
 
 def _uniform(shape: tuple[int, ...], low: float, high: float, gen: torch.Generator) -> torch.Tensor:
@@ -56,9 +61,10 @@ def weak_view(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def strong_view(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """RandAugment(1, 10) on a batch: one op per image at magnitude 10/30, random sign."""
     n = len(x)
-    op = torch.randint(0, len(OPS), (n,), generator=gen)
+    ops = OPS + COLOUR_OPS if x.shape[1] == 3 else OPS
+    op = torch.randint(0, len(ops), (n,), generator=gen)
     sign = _signs(n, gen)
-    is_op = {name: (op == i) for i, name in enumerate(OPS)}
+    is_op = {name: (op == i) for i, name in enumerate(ops)}
 
     # geometric ops, as one affine map per image (identity for the others)
     theta = torch.eye(2, 3).repeat(n, 1, 1)
@@ -84,4 +90,24 @@ def strong_view(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     u = torch.where(pick("brightness"), bright, u)
     u = torch.where(pick("contrast"), contrast, u)
     u = torch.where(pick("solarize"), solar, u)
+    if len(ops) > len(OPS):
+        u = _colour_ops(u, is_op, sign)
     return low + u * span
+
+
+def _colour_ops(u: torch.Tensor, is_op: dict[str, torch.Tensor], sign: torch.Tensor) -> torch.Tensor:
+    """RandAugment's five other ops on the images that drew them (u in [0, 1])."""
+    from torchvision.transforms.v2 import functional as TF
+
+    u = u.clone()
+    fixed = {"autocontrast": TF.autocontrast, "equalize": TF.equalize, "posterize": lambda v: TF.posterize(v, POSTERIZE_BITS)}
+    for name, fn in fixed.items():
+        sel = is_op[name].nonzero().squeeze(1).to(u.device)
+        if len(sel):
+            u[sel] = fn(u[sel]).clamp(0, 1)
+    for name, fn in (("color", TF.adjust_saturation), ("sharpness", TF.adjust_sharpness)):
+        for s in (-1.0, 1.0):
+            sel = (is_op[name] & (sign == s)).nonzero().squeeze(1).to(u.device)
+            if len(sel):
+                u[sel] = fn(u[sel], 1 + s * FACTOR).clamp(0, 1)
+    return u

@@ -80,12 +80,27 @@ def test_reply_is_the_global_model_plus_both_deltas():
     assert combine(g, w_l, w_u)["w"].tolist() == [2.0, 0.5]
 
 
-def test_views_are_seeded_and_keep_shape():
-    x = torch.randn(16, 1, 8, 8)
+@pytest.mark.parametrize("shape", [(16, 1, 8, 8), (64, 3, 32, 32)])
+def test_views_are_seeded_and_keep_shape(shape):
+    x = torch.randn(*shape)
     for view in (weak_view, strong_view):
         a, b = view(x, torch.Generator().manual_seed(3)), view(x, torch.Generator().manual_seed(3))
         assert a.shape == x.shape and torch.equal(a, b)
         assert not torch.allclose(a, x) and not torch.equal(a, view(x, torch.Generator().manual_seed(4)))
+        assert a.amin() >= x.amin() - 1e-5 and a.amax() <= x.amax() + 1e-5  # no values outside the images' range
+
+
+def test_colour_images_draw_torchvision_s_fourteen_ops_and_grey_images_nine():
+    from clients import augment
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 3, 8, 8)
+    ops = torch.randint(0, len(augment.OPS) + len(augment.COLOUR_OPS), (len(x),), generator=torch.Generator().manual_seed(0))
+    out = strong_view(x, gen)
+    identity = ops == 0  # the first draw is the op; identity leaves the image as it was
+    assert torch.allclose(out[identity], x[identity], atol=1e-5) and not torch.allclose(out[~identity], x[~identity])
+    equalize = ops == len(augment.OPS) + augment.COLOUR_OPS.index("equalize")
+    assert equalize.any() and not torch.allclose(out[equalize], x[equalize], atol=1e-3)
 
 
 def _client(*overrides: str):
