@@ -1,10 +1,14 @@
-"""Regenerate docs/results/pfedpg.md's table and figure: five methods x seeds on `pfedpg-small`.
+"""Regenerate docs/results/pfedpg.md's tables and figures: the prompt methods x seeds per preset.
 
-    python -m experiments.pfedpg_table --out /tmp/5/pfedpg --plot docs/results/pfedpg.png
+    python -m experiments.pfedpg_table --preset pfedpg-cifar10-dir pfedpg-cifar10-disjoint \\
+        --out /tmp/pfedpg --plots docs/results dataset.cache_dir=/work/cache
 
-Runs `flowerbed run experiment=pfedpg-small` per method and seed (the backbone checkpoint must
-exist: `flowerbed pretrain experiment=pfedpg-small`), then prints a Markdown table of the final
-mean per-client accuracy (mean ± std over seeds), bytes per round and prompt similarity.
+Runs `flowerbed run experiment=PRESET algorithm=...` per method and seed into
+OUT/PRESET/<method>-seed<S> (finished runs are kept, so the same command resumes, and several
+commands with disjoint `--methods` can share the work), then prints per preset a Markdown table of
+the final mean per-client accuracy (mean ± std over seeds), the per-seed paired difference of
+pFedPG to each baseline, bytes per round and prompt similarity, and writes OUT-figure
+`pfedpg-PRESET.png`. The backbone checkpoint must exist: `flowerbed pretrain experiment=PRESET ...`.
 """
 
 from __future__ import annotations
@@ -15,31 +19,50 @@ from pathlib import Path
 
 import numpy as np
 
+PRESETS = {
+    "pfedpg-cifar10-dir": "CIFAR-10, Dir(0.1) over 10 clients",
+    "pfedpg-cifar10-disjoint": "CIFAR-10, 2 disjoint classes per client, 5 clients",
+    "pfedpg-small": "digits, 5 domains",
+}
 METHODS = {
     "pFedPG": ["algorithm=pfedpg"],
     "FedVPT": ["algorithm=fedvpt"],
     "SingleSet-VPT": ["algorithm=singleset-vpt"],
     "P_base-only": ["algorithm=pbase-only"],
     "FedAvg fine-tune": ["algorithm=fedavg", "model=tiny-vit"],
-    # a sensitivity row, not the paper's setting: the server's Adam at 10x the paper's lr
-    "pFedPG, generator lr 1e-2": ["algorithm=pfedpg", "algorithm.generator_lr=0.01"],
 }
+EXTRA_ROWS = {  # sensitivity rows, not the paper's setting: the server's Adam at 10x the paper's lr
+    "pfedpg-small": {"pFedPG, generator lr 1e-2": ["algorithm=pfedpg", "algorithm.generator_lr=0.01"]},
+}
+BASELINES = ("FedVPT", "SingleSet-VPT", "P_base-only")
+
+Histories = dict[str, list[list[dict]]]
 
 
-def run_all(out: Path, seeds: list[int], extra: list[str]) -> dict[str, list[list[dict]]]:
+def methods_of(preset: str) -> dict[str, list[str]]:
+    return {**METHODS, **EXTRA_ROWS.get(preset, {})}
+
+
+def run_dir(out: Path, preset: str, overrides: list[str], seed: int) -> Path:
+    return out / preset / f"{'-'.join(o.split('=')[1] for o in overrides)}-seed{seed}"
+
+
+def run_all(out: Path, preset: str, seeds: list[int], extra: list[str], only: list[str] | None = None) -> Histories:
+    """Run (or reuse) every method x seed of a preset; return each finished run's metrics."""
     from simulations.cli import main
 
-    histories: dict[str, list[list[dict]]] = {}
-    for method, overrides in METHODS.items():
+    histories: Histories = {}
+    for method, overrides in methods_of(preset).items():
         for seed in seeds:
-            run_dir = out / f"{'-'.join(o.split('=')[1] for o in overrides)}-seed{seed}"
-            if not (run_dir / "summary.json").exists():
-                args = ["run", "experiment=pfedpg-small", f"seed={seed}", f"output.dir={run_dir}", "overwrite=true"]
+            path = run_dir(out, preset, overrides, seed)
+            if (only is None or method in only) and not (path / "summary.json").exists():
+                args = ["run", f"experiment={preset}", f"seed={seed}", f"output.dir={path}", "overwrite=true"]
                 code = main([*args, *overrides, *extra])
                 if code != 0:
                     raise SystemExit(code)
-            lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-            histories.setdefault(method, []).append([json.loads(line) for line in lines])
+            if (path / "summary.json").exists():
+                lines = (path / "metrics.jsonl").read_text().splitlines()
+                histories.setdefault(method, []).append([json.loads(line) for line in lines])
     return histories
 
 
@@ -49,23 +72,40 @@ def _pm(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     return f"{np.mean(values) * scale:.{digits}f} ± {np.std(values) * scale:.{digits}f}"
 
 
-def table(histories: dict[str, list[list[dict]]]) -> str:
-    rows = ["| method | mean per-client acc (%) | with generated/global prompt (%) | per client (%, clients 0-4) "
+def final(runs: list[list[dict]], key: str) -> list[float]:
+    return [h[-1][key] for h in runs if key in h[-1]]
+
+
+def table(histories: Histories) -> str:
+    rows = ["| method | mean per-client acc (%) | with generated / global prompt (%) | lowest client (%) "
             "| bytes/round (down + up) | mean pairwise cos of sent prompts |", "|---|---|---|---|---|---|"]
     for method, runs in histories.items():
         last = [h[-1] for h in runs]
-        acc = [r["personal/acc"] for r in last]
-        gen = [r["personal_generated/acc"] for r in last if "personal_generated/acc" in r]
-        per_client = [r["personal/acc_by_client"] for r in last if "personal/acc_by_client" in r]
-        clients = " / ".join(f"{v * 100:.0f}" for v in np.mean(per_client, axis=0)) if per_client else "–"
+        acc, gen = final(runs, "personal/acc"), final(runs, "personal_generated/acc")
+        lowest = [min(r["personal/acc_by_client"]) for r in last if "personal/acc_by_client" in r]
         bytes_round = int(np.mean([r["comm/bytes_down"] + r["comm/bytes_up"] for r in last]))
-        cos = [r["prompt/pairwise_cos"] for r in last if "prompt/pairwise_cos" in r]
+        cos = final(runs, "prompt/pairwise_cos")
         cos_text = f"{np.mean(cos):.4f}" if cos else "–"
-        rows.append(f"| {method} | {_pm(acc)} | {_pm(gen)} | {clients} | {bytes_round:,} | {cos_text} |")
+        rows.append(f"| {method} | {_pm(acc)} | {_pm(gen)} | {_pm(lowest)} | {bytes_round:,} | {cos_text} |")
     return "\n".join(rows)
 
 
-def plot(histories: dict[str, list[list[dict]]], path: Path) -> Path:
+def paired(histories: Histories, method: str = "pFedPG") -> str:
+    """pFedPG minus each baseline, seed by seed (same partition and backbone): mean ± std and the signs."""
+    if method not in histories:
+        return ""
+    ours = final(histories[method], "personal/acc")
+    rows = [f"| {method} − baseline (points, paired by seed) | mean ± std | per seed |", "|---|---|---|"]
+    for other in BASELINES:
+        theirs = final(histories.get(other, []), "personal/acc")
+        if len(theirs) == len(ours) and ours:
+            diff = [a - b for a, b in zip(ours, theirs)]
+            per_seed = " / ".join(f"{d * 100:+.1f}" for d in diff)
+            rows.append(f"| − {other} | {_pm(diff)} | {per_seed} |")
+    return "\n".join(rows)
+
+
+def plot(histories: Histories, path: Path, title: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,25 +116,25 @@ def plot(histories: dict[str, list[list[dict]]], path: Path) -> Path:
         rounds = [r["round"] for r in runs[0] if "personal/acc" in r]
         curves = np.array([[r["personal/acc"] for r in h if "personal/acc" in r] for h in runs])
         mean, std = curves.mean(0), curves.std(0)
-        ax.plot(rounds, mean, label=method)
+        ax.plot(rounds, mean, marker="o", markersize=3, label=method)
         ax.fill_between(rounds, mean - std, mean + std, alpha=0.2)
         last = runs[0][-1]
         bx.bar(method, last["comm/bytes_down"] + last["comm/bytes_up"])
         if method.startswith("pFedPG"):
             cos = np.array([[1 - r["prompt/pairwise_cos"] for r in h if "prompt/pairwise_cos" in r] for h in runs])
-            cx.plot(range(1, cos.shape[1] + 1), cos.mean(0), label=method)
+            cx.plot(range(1, cos.shape[1] + 1), np.maximum(cos.mean(0), 1e-9), label=method)
     ax.set_xlabel("round")
     ax.set_ylabel("mean per-client accuracy")
-    ax.set_title("pfedpg-small (digits, 5 domains), mean ± std over seeds")
-    ax.legend()
+    ax.set_title(f"{title}, mean ± std over seeds", fontsize=10)
+    ax.legend(fontsize=8)
     bx.set_yscale("symlog")
     bx.set_ylabel("bytes per round (down + up)")
     bx.tick_params(axis="x", rotation=30, labelsize=8)
     cx.set_yscale("log")
     cx.set_xlabel("round")
     cx.set_ylabel("1 - mean pairwise cosine of generated prompts")
-    cx.set_title("how far the clients' prompts drift apart")
-    cx.legend()
+    cx.set_title("how far the clients' prompts drift apart", fontsize=10)
+    cx.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -104,14 +144,21 @@ def plot(histories: dict[str, list[list[dict]]], path: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="/tmp/5/pfedpg")
+    parser.add_argument("--preset", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser.add_argument("--out", default="/tmp/pfedpg")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--plot", default="docs/results/pfedpg.png")
+    parser.add_argument("--methods", nargs="+", help="run only these rows (the table shows every finished run)")
+    parser.add_argument("--plots", default="docs/results", help="folder for pfedpg-PRESET.png")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
-    histories = run_all(Path(args.out), args.seeds, args.overrides)
-    print(table(histories))
-    print(f"figure: {plot(histories, Path(args.plot))}")
+    for preset in args.preset:
+        histories = run_all(Path(args.out), preset, args.seeds, args.overrides, args.methods)
+        print(f"\n### {preset}: {PRESETS[preset]}\n")
+        print(table(histories))
+        print()
+        print(paired(histories))
+        if histories:
+            print(f"\nfigure: {plot(histories, Path(args.plots) / f'pfedpg-{preset}.png', PRESETS[preset])}")
 
 
 if __name__ == "__main__":

@@ -223,6 +223,7 @@ CHECKS: dict[str, Callable] = {
     "algorithm.server_lr": _num(float, 0, low_open=True),
     "algorithm.server_momentum": _num(float, 0, 1, high_open=True),
     "algorithm.residual": _bool(),
+    "partition.disjoint": _bool(),
     "engine.compile": _bool(),
     "dataset.alpha": _num(float, 0),
     "dataset.beta": _num(float, 0),

@@ -130,6 +130,20 @@ def _positions(part, num_clients: int) -> list[np.ndarray]:
     return [first] + [np.asarray(part.load_partition(k)["pos"], dtype=np.int64) for k in range(1, num_clients)]
 
 
+def _disjoint_partitions(labels: np.ndarray, num_classes: int, num_clients: int, per_client: int, seed: int) -> list[np.ndarray]:
+    """Each client all samples of its own `per_client` classes; no class is shared (ViT-FL's split).
+
+    Flower's PathologicalPartitioner may give two clients the same class and split its samples;
+    the disjoint label space of pFedPG's CIFAR tables (after ViT-FL) needs every class on at most
+    one client. Classes are dealt from a seeded permutation; classes left over stay unused.
+    """
+    if num_clients * per_client > num_classes:
+        raise ConfigError(f"partition.disjoint=true needs clients.num x partition.classes_per_client <= {num_classes} classes "
+                          f"(got {num_clients} x {per_client})")
+    order = np.random.default_rng([seed, 3]).permutation(num_classes)
+    return [np.flatnonzero(np.isin(labels, order[k * per_client:(k + 1) * per_client])) for k in range(num_clients)]
+
+
 def _natural_partitions(data: ArrayDataset, pool: np.ndarray, num_clients: int) -> list[np.ndarray]:
     if data.groups is None:
         raise ConfigError.invalid("partition.name", "natural", "only for datasets with natural clients (synthetic)")
@@ -190,6 +204,8 @@ def _build(keys: tuple) -> Federation:
 
     if part["name"] == "natural":
         positions = _natural_partitions(data, pool, num_clients)
+    elif part["name"] == "pathological" and part.get("disjoint", False):
+        positions = _disjoint_partitions(data.y_train[pool], data.num_classes, num_clients, int(part["classes_per_client"]), seed)
     else:
         positions = _flwr_partitions(data.y_train[pool], part, num_clients, seed)
     empty = [k for k, pos in enumerate(positions) if len(pos) == 0]

@@ -38,6 +38,22 @@ def test_pathological_gives_k_classes_per_client():
     assert ((counts > 0).sum(1) <= 2).all()
 
 
+def test_disjoint_gives_each_client_its_own_classes_and_all_their_samples():
+    shared = federation("partition=pathological", "partition.classes_per_client=2", "clients.num=5").label_counts()
+    assert ((shared > 0).sum(0) > 1).any()  # Flower's pathological split lets clients share a class
+    fed = federation("partition=pathological", "partition.classes_per_client=2", "partition.disjoint=true", "clients.num=5")
+    counts = fed.label_counts()
+    assert ((counts > 0).sum(1) == 2).all() and ((counts > 0).sum(0) == 1).all()  # 2 classes each, each class once
+    assert counts.sum() == len(fed.data.y_train)  # 5 x 2 = 10 classes: every sample is used
+    tests = np.stack([np.bincount(fed.data.y_test[c.test], minlength=10) for c in fed.clients])
+    assert ((tests > 0) == (counts > 0)).all()  # local test sets hold exactly the client's classes
+    other = federation("partition=pathological", "partition.classes_per_client=2", "partition.disjoint=true",
+                       "clients.num=5", "seed=1").label_counts()
+    assert not np.array_equal(other > 0, counts > 0)
+    with pytest.raises(ConfigError, match="clients.num x partition.classes_per_client"):
+        federation("partition=pathological", "partition.classes_per_client=2", "partition.disjoint=true", "clients.num=6")
+
+
 def test_long_tail_profile_is_exponential_with_class_0_as_head():
     y = np.repeat(np.arange(10), 100)
     kept = np.bincount(y[long_tail_pool(y, 10, 20.0, seed=0)], minlength=10)

@@ -168,3 +168,30 @@ def test_clear_errors(tmp_path, capsys, checkpoint):
     assert flowerbed("run", "experiment=pfedpg-small", f"model.weights={checkpoint}", other_split, out) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("flowerbed: error")]
     assert len(lines) == 3 and "flowerbed pretrain" in lines[0] and "model.name" in lines[1] and "pretrain_fraction" in lines[2]
+
+
+def test_pretrain_augmentation_shifts_and_flips_each_image_on_its_own():
+    from simulations.pretrain import crop_flip
+
+    x = torch.arange(64 * 3 * 8 * 8, dtype=torch.float32).reshape(64, 3, 8, 8) + 1  # no zeros: padding shows as 0
+    out = crop_flip(x, torch.Generator().manual_seed(0), pad=2)
+    assert out.shape == x.shape
+    flipped = 0
+    for a, b in zip(x, out):
+        kept = b[b != 0]
+        views = [v for v in (a, a.flip(-1)) if torch.isin(kept, v).all()]
+        assert views and len(kept) >= 3 * 6 * 6  # at most 2 px lost per side
+        flipped += bool(kept[0] > kept[1]) if len(kept) > 1 else 0  # values fall along a row once flipped
+    assert 0 < flipped < 64  # some images flipped, some not
+    assert len({tuple((o == 0).flatten().tolist()) for o in out}) > 1  # not one crop for the whole batch
+
+
+def test_cifar_preset_pretrains_and_runs_on_disjoint_classes(tmp_path):
+    """The CPU preset's pipeline end to end on random 3x32x32 images (tests never need CIFAR-10)."""
+    data = ["experiment=pfedpg-cifar10-disjoint", "dataset=fake-images", "dataset.num_train=500", "dataset.num_test=100",
+            "partition.labeled_fraction=0.2", f"model.weights={tmp_path / 'vit.pt'}"]
+    assert flowerbed("pretrain", *data, "--epochs", "1", "--augment") == 0
+    out = tmp_path / "run"
+    assert flowerbed("run", *data, "rounds=1", "train.local_epochs=1", f"output.dir={out}") == 0
+    last = read_metrics(out)[-1]
+    assert len(last["personal/acc_by_client"]) == 5 and "prompt/pairwise_cos" in last
