@@ -31,16 +31,9 @@ METHODS = {
     "P_base-only": ["algorithm=pbase-only"],
     "FedAvg fine-tune": ["algorithm=fedavg", "model=tiny-vit"],
 }
-EXTRA_ROWS = {  # sensitivity rows, not the paper's setting: the server's Adam at 10x the paper's lr
-    "pfedpg-small": {"pFedPG, generator lr 1e-2": ["algorithm=pfedpg", "algorithm.generator_lr=0.01"]},
-}
 BASELINES = ("FedVPT", "SingleSet-VPT", "P_base-only")
 
 Histories = dict[str, list[list[dict]]]
-
-
-def methods_of(preset: str) -> dict[str, list[str]]:
-    return {**METHODS, **EXTRA_ROWS.get(preset, {})}
 
 
 def run_dir(out: Path, preset: str, overrides: list[str], seed: int) -> Path:
@@ -52,7 +45,7 @@ def run_all(out: Path, preset: str, seeds: list[int], extra: list[str], only: li
     from simulations.cli import main
 
     histories: Histories = {}
-    for method, overrides in methods_of(preset).items():
+    for method, overrides in METHODS.items():
         for seed in seeds:
             path = run_dir(out, preset, overrides, seed)
             if (only is None or method in only) and not (path / "summary.json").exists():
@@ -113,8 +106,9 @@ def plot(histories: Histories, path: Path, title: str) -> Path:
 
     fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(16, 4.2))
     for method, runs in histories.items():
-        rounds = [r["round"] for r in runs[0] if "personal/acc" in r]
-        curves = np.array([[r["personal/acc"] for r in h if "personal/acc" in r] for h in runs])
+        evaluated = [{r["round"]: r["personal/acc"] for r in h if "personal/acc" in r} for h in runs]
+        rounds = sorted(set.intersection(*(set(e) for e in evaluated)))  # runs may evaluate at different rounds
+        curves = np.array([[e[t] for t in rounds] for e in evaluated])
         mean, std = curves.mean(0), curves.std(0)
         ax.plot(rounds, mean, marker="o", markersize=3, label=method)
         ax.fill_between(rounds, mean - std, mean + std, alpha=0.2)

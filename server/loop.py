@@ -218,8 +218,9 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
                 raise RunAborted(f"stopped after round {rnd}: {short_rounds} rounds in a row had fewer than "
                                  f"{strategy.min_train_nodes} usable replies (clients.max_failed_rounds={max_short}); "
                                  f"see clients/failures in {out.metrics_path}")
-            latest = record if "global/acc" in record else latest
-            status = f"acc {latest.get('global/acc', 0):.3f}"
+            latest = record if "global/acc" in record or "personal/acc" in record else latest
+            status = " ".join(f"{name} {latest[key]:.3f}" for name, key in (("acc", "global/acc"), ("personal", "personal/acc"))
+                              if key in latest)
             progress.update(task, advance=1, status=status)
             if not console.is_terminal:
                 console.print(f"round {rnd}/{num_rounds}  {status}  {record['time/round_s']:.2f}s", highlight=False)
