@@ -98,6 +98,38 @@ def paired(histories: Histories, method: str = "pFedPG") -> str:
     return "\n".join(rows)
 
 
+def prompt_headroom(preset: str, seed: int, epochs: int, extra: list[str]) -> str:
+    """How much training the prompt adds over a personal linear head alone, client by client.
+
+    Each client trains, from the same start, (a) its head only, the prompt frozen at its
+    initial value, and (b) prompt and head together, with the preset's local SGD for `epochs`
+    epochs on its own data, no federation. (b) - (a) bounds what any prompt method can gain on
+    this backbone and data; pFedPG's edge over the other prompt methods is a share of it.
+    """
+    import torch
+
+    from clients.core import batch_plan, generator, sgd, sgd_train
+    from clients.data import local_data
+    from simulations import config
+    from tasks.metrics import classification_metrics, predict
+    from tasks.models import build_model
+
+    cfg = config.load([f"experiment={preset}", f"seed={seed}", *extra])
+    torch.set_num_threads(int(cfg["train.num_threads"]))
+    accs: dict[str, list[float]] = {"head only": [], "prompt + head": []}
+    for client in range(int(cfg["clients.num"])):
+        d = local_data(cfg, {"partition-id": client}, torch.device("cpu"))
+        for mode in accs:
+            model = build_model(str(cfg["model.name"]), d.input_shape, d.num_classes, seed, cfg)
+            params = [*model.classifier.parameters(), *([model.features.prompt] if mode != "head only" else [])]
+            batches = batch_plan(len(d.y_labeled), int(cfg["train.batch_size"]), epochs, 0, generator(seed, client, "probe"))
+            sgd_train(model, d.x_labeled, d.y_labeled, batches, sgd(params, cfg))
+            accs[mode].append(classification_metrics(predict(model, d.x_test), d.y_test, d.num_classes)["acc"])
+    gain = np.array(accs["prompt + head"]) - np.array(accs["head only"])
+    return (f"| {preset}, seed {seed}, {epochs} local epochs | {np.mean(accs['head only']) * 100:.1f} "
+            f"| {np.mean(accs['prompt + head']) * 100:.1f} | {gain.mean() * 100:+.1f} ({gain.min() * 100:+.1f} to {gain.max() * 100:+.1f}) |")
+
+
 def plot(histories: Histories, path: Path, title: str) -> Path:
     import matplotlib
 
@@ -143,8 +175,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", help="run only these rows (the table shows every finished run)")
     parser.add_argument("--plots", default="docs/results", help="folder for pfedpg-PRESET.png")
+    parser.add_argument("--headroom", type=int, metavar="EPOCHS", help="instead of runs: prompt_headroom() per preset, seed 0")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
+    if args.headroom:
+        print("| setting | head only (%) | prompt + head (%) | gain, mean (client range) |\n|---|---|---|---|")
+        for preset in args.preset:
+            print(prompt_headroom(preset, 0, args.headroom, args.overrides), flush=True)
+        return
     for preset in args.preset:
         histories = run_all(Path(args.out), preset, args.seeds, args.overrides, args.methods)
         print(f"\n### {preset}: {PRESETS[preset]}\n")
