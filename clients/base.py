@@ -108,11 +108,15 @@ class ClientAlgorithm:
         model = self.model_from(msg)
         metrics = self.fit(model, msg)
         metrics.setdefault("num-examples", len(self.data.y_labeled))
-        # tensors, not bytes: made only where a Flower runtime sends them (tasks/records.py); copies,
-        # since the next call loads other weights into this model
+        return RecordDict({"arrays": self.reply_arrays(model), "metrics": MetricRecord(metrics)})
+
+    def reply_arrays(self, model: nn.Module) -> ArrayRecord:
+        """What goes back to the server: the whole model here; less where parts stay local.
+
+        Tensors, not bytes: made only where a Flower runtime sends them (tasks/records.py); copies,
+        since the next call loads other weights into this model."""
         shared = getattr(self, "_template", None)
-        arrays = shared.snapshot() if shared is not None and shared.model is model else snapshot(model.state_dict())
-        return RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)})
+        return shared.snapshot() if shared is not None and shared.model is model else snapshot(model.state_dict())
 
     def fit(self, model: nn.Module, msg: Message) -> dict:
         """Local training in place; returns the reply's metrics."""

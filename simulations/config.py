@@ -187,6 +187,7 @@ CHECKS: dict[str, Callable] = {
     "partition.imbalance_factor": _num(float, 1),
     "partition.labeled_fraction": _num(float, 0, 1, low_open=True),
     "partition.pretrain_fraction": _num(float, 0, 1, high_open=True),
+    "partition.samples_per_client": _num(int, 0),
     "model.prompts": _num(int, 1),
     "algorithm.generator_lr": _num(float, 0, low_open=True),
     "algorithm.proximal_mu": _num(float, 0),
@@ -224,6 +225,14 @@ CHECKS: dict[str, Callable] = {
     "algorithm.server_momentum": _num(float, 0, 1, high_open=True),
     "algorithm.residual": _bool(),
     "partition.disjoint": _bool(),
+    "algorithm.rtnet_lr": _num(float, 0, low_open=True),
+    "algorithm.lambda_generator": _num(float, 0),
+    "algorithm.lambda_rtnet": _num(float, 0),
+    "algorithm.generator_distance": _one_of("l2", "mmd"),
+    "algorithm.rtnet_distance": _one_of("l2", "mmd"),
+    "algorithm.aug_gamma": _num(float, 0),
+    "algorithm.class_mean_momentum": _num(float, 0, 1),
+    "algorithm.latent_dim": _num(int, 0),
     "engine.compile": _bool(),
     "dataset.alpha": _num(float, 0),
     "dataset.beta": _num(float, 0),
@@ -250,6 +259,7 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
             raise ConfigError.invalid(key, flat.get(key), "true or false")
     if not isinstance(flat.get("partition.domain_shift", False), bool):
         raise ConfigError.invalid("partition.domain_shift", flat["partition.domain_shift"], "true or false")
+    _check_domains(flat)
     shares = sum(float(flat.get(f"faults.{k}_fraction", 0.0)) for k in ("raise", "timeout", "dropout", "poison"))
     if shares > 1:
         raise ConfigError.invalid("faults.*_fraction", round(shares, 6), "shares that add up to at most 1")
@@ -267,16 +277,38 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
         validate_data(flat)
 
 
+def _check_domains(flat: dict) -> None:
+    """`partition.domains`: known transform names; the pixel-space ones only on images of known scale."""
+    from tasks import domains
+    from tasks.local_data import IMAGE_FORMS
+
+    value = flat.get("partition.domains", "")
+    if not isinstance(value, str):
+        raise ConfigError.invalid("partition.domains", value, "transform names joined by + (tasks/domains.py)")
+    names = domains.parse(value)
+    if not names or domains.unknown(names):
+        raise ConfigError.invalid("partition.domains", value, "names joined by + from " + ", ".join(domains.DOMAINS + domains.CORRUPTIONS))
+    pixels = [n for n in names if n in domains.CORRUPTIONS]
+    if pixels and flat.get("partition.domain_shift") and flat.get("dataset.name") not in IMAGE_FORMS:
+        raise ConfigError.invalid("partition.domains", value, f"transforms without {pixels[0]} (pixel-space corruptions need images of "
+                                  f"known scale: dataset {', '.join(IMAGE_FORMS)})")
+
+
 def validate_data(flat: dict[str, Scalar]) -> None:
     """Build the federation and the model once: what only the data can tell (classes, sizes, files)."""
-    from tasks.models import build_model
+    from strategies.registry import LOCAL_BATCHNORM
+    from tasks.models import batchnorm_keys, build_model
     from tasks.partitions import build_federation
 
     fed = build_federation(flat)
     classes = fed.data.num_classes
     if flat.get("partition.name") == "pathological" and flat["partition.classes_per_client"] > classes:
         raise ConfigError.invalid("partition.classes_per_client", flat["partition.classes_per_client"], f"at most the {classes} classes")
-    build_model(str(flat["model.name"]), fed.data.input_shape, classes, 0, flat)
+    model = build_model(str(flat["model.name"]), fed.data.input_shape, classes, 0, flat)
+    name = flat["algorithm.name"]
+    if name in LOCAL_BATCHNORM and not batchnorm_keys(model.state_dict()):
+        raise ConfigError.invalid("model.name", flat["model.name"], f"a model with BatchNorm layers for algorithm.name={name} "
+                                  "(cnn_bn, resnet8, resnet18, resnet34)")
 
 
 def check_here(flat: dict[str, Scalar]) -> None:

@@ -9,7 +9,7 @@ from typing import Callable
 
 from flwr.serverapp.strategy import Strategy
 
-from strategies import fedlabel, fedloge, flower, pfedpg
+from strategies import fedbn, fedlabel, fedloge, flower, fraug, pfedpg
 from strategies import robust
 from strategies.sampling import mean_over_clients
 from tasks.errors import ConfigError
@@ -53,7 +53,13 @@ STRATEGIES: dict[str, Callable[[dict], Strategy]] = {
     "pbase-only": lambda c: pfedpg.PBaseOnly(**pfedpg.options(c), **pfedpg.generator_options(c), **common(c)),
     "fedvpt": lambda c: pfedpg.FedVPT(**pfedpg.options(c), **common(c)),
     "singleset-vpt": lambda c: pfedpg.SingleSetVPT(**pfedpg.options(c), **common(c)),
+    "fedbn": lambda c: fedbn.FedBN(**common(c)),
+    "fraug": lambda c: fraug.FRAug(**fraug.options(c), **common(c)),
+    "fraug-no-rtnet": lambda c: fraug.FRAug(**fraug.options(c), **common(c)),
+    "fraug-no-generator": lambda c: fedbn.FedBN(**common(c)),  # nothing but the model travels
 }
+# Algorithms whose clients keep the BatchNorm layers: a model without any is refused up front.
+LOCAL_BATCHNORM = ("fedbn", "fraug", "fraug-no-rtnet", "fraug-no-generator")
 
 
 def build_strategy(cfg: dict) -> Strategy:

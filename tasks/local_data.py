@@ -69,7 +69,11 @@ def partition_arrays(run_config: dict, index: int) -> ClientArrays:
     fed = build_federation(run_config)
     split, d = fed.clients[index], fed.data
     # partition.domain_shift: this client's own image transform, on its training and test data
-    view = (lambda a: domains.shift(a, index)) if run_config.get("partition.domain_shift") else (lambda a: a)  # noqa: E731
+    view = (lambda a: a)  # noqa: E731
+    if run_config.get("partition.domain_shift"):
+        names, form = domains.parse(run_config.get("partition.domains")), IMAGE_FORMS.get(str(run_config.get("dataset.name")))
+        scale = (form.mean, form.std) if form else None
+        view = lambda a: domains.shift(a, index, names, scale)  # noqa: E731
     return ClientArrays(
         view(d.x_train[split.labeled]), d.y_train[split.labeled],
         view(d.x_train[split.unlabeled]), d.y_train[split.unlabeled],

@@ -46,13 +46,19 @@ class MaxPool2d(nn.MaxPool2d):
         return out
 
 
-def small_cnn(input_shape: tuple[int, ...], num_classes: int) -> Classifier:
-    """Two 3x3 conv blocks and a hidden layer; fits 8x8 digits and 28x28/32x32 images."""
+def small_cnn(input_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False) -> Classifier:
+    """Two 3x3 conv blocks and a hidden layer; fits 8x8 digits and 28x28/32x32 images.
+
+    `batchnorm=True` (`cnn_bn`) puts a BatchNorm2d after each convolution, for the algorithms that
+    keep BatchNorm on the client (FedBN, FRAug); the hidden layer has none, so that a last batch of
+    one sample still trains.
+    """
     channels, height = input_shape[0], input_shape[1]
     pool = 2 if height >= 8 else 1
+    norm = (lambda c: [nn.BatchNorm2d(c)]) if batchnorm else (lambda c: [])  # noqa: E731
     features = nn.Sequential(
-        nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), MaxPool2d(pool),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), MaxPool2d(pool),
+        nn.Conv2d(channels, 32, 3, padding=1), *norm(32), nn.ReLU(), MaxPool2d(pool),
+        nn.Conv2d(32, 64, 3, padding=1), *norm(64), nn.ReLU(), MaxPool2d(pool),
         nn.AdaptiveAvgPool2d(4 if height >= 16 else 2), nn.Flatten(),
         nn.Linear(64 * (16 if height >= 16 else 4), 128), nn.ReLU(),
     )
@@ -122,6 +128,7 @@ def pfl_cnn(input_shape: tuple[int, ...], num_classes: int) -> Classifier:
 
 MODELS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
     "cnn": small_cnn,
+    "cnn_bn": lambda shape, classes: small_cnn(shape, classes, batchnorm=True),
     "mlp": mlp,
     "logreg": logistic_regression,
     "resnet8": cifar_resnet([1, 1, 1], [16, 32, 64]),
@@ -153,6 +160,15 @@ def set_training(model: nn.Module, mode: bool = True) -> nn.Module:
     return model
 
 
+def batchnorm_keys(state_keys) -> list[str]:
+    """The state-dict keys of every BatchNorm layer: its affine weight and bias and its running
+    statistics. A layer is recognised by its `running_mean` buffer, so the server finds the same
+    keys in an ArrayRecord as a client finds in its model, without building either."""
+    keys = list(state_keys)
+    layers = {k[: -len("running_mean")] for k in keys if k.endswith("running_mean")}
+    return [k for k in keys if k[: k.rfind(".") + 1] in layers]
+
+
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int, cfg: dict | None = None) -> nn.Module:
     """The named model, its initial weights a function of the seed alone (and of pretrained weights
     for models that read the run config `cfg`, e.g. `model.weights`).
@@ -161,7 +177,7 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed:
     forked and reseeded RNG, maybe reading pretrained weights) costs more than copying."""
     if name not in MODELS:
         raise ConfigError.invalid("model.name", name, "one of " + ", ".join(MODELS))
-    if name in ("cnn",) and len(input_shape) != 3 or name.startswith("resnet") and len(input_shape) != 3:
+    if name in ("cnn", "cnn_bn") and len(input_shape) != 3 or name.startswith("resnet") and len(input_shape) != 3:
         raise ConfigError.invalid("model.name", name, f"needs image inputs; this dataset's samples have shape {input_shape}")
     given = tuple(sorted(cfg.items())) if cfg is not None and getattr(MODELS[name], "reads_config", False) else None
     return copy.deepcopy(_prototype(name, tuple(input_shape), num_classes, seed, given))

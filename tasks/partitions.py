@@ -213,15 +213,18 @@ def _build(keys: tuple) -> Federation:
         raise ConfigError(f"partition.name={part['name']!r} left client {empty[0]} with no data; use fewer clients or another partition")
 
     labeled_fraction = float(part.get("labeled_fraction", 1.0))
+    cap = int(part.get("samples_per_client", 0))
     class_counts = np.bincount(data.y_train[pool], minlength=data.num_classes)
     clients = []
     pools = [np.flatnonzero(data.y_test == c) for c in range(data.num_classes)]
     for k, pos in enumerate(positions):
         rng = np.random.default_rng([seed, 2, k])
         idx = rng.permutation(pool[pos])
-        n_labeled = max(1, round(labeled_fraction * len(idx)))
         counts = np.bincount(data.y_train[idx], minlength=data.num_classes)
         test = local_test_set(counts, data.y_test, len(pool), rng, pools)
+        if cap:  # a training budget: the first `cap` of the client's shuffled samples; its test set keeps its share
+            idx = idx[:cap]
+        n_labeled = max(1, round(labeled_fraction * len(idx)))
         clients.append(ClientData(np.sort(idx[:n_labeled]), np.sort(idx[n_labeled:]), test))
     groups = shot_groups(class_counts) if imbalance > 1.0 else {}
     return Federation(data, clients, class_counts, groups)

@@ -1,0 +1,155 @@
+"""FedBN and FRAug: BatchNorm and the RTNet never leave a client, the generator is shared, local
+state survives a resume and restarted SuperNodes, and feature-shift federations are what they say."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+
+from clients.fedbn import FedBNClient
+from clients.fraug import MEANS_KEY, RTNET_KEY, FRAugClient, augmentation_weight, mmd
+from strategies.registry import STRATEGIES
+from tasks import domains
+from tasks.models import batchnorm_keys
+from tests.conftest import flowerbed, run
+from tests.test_deploy import RestartingNodes, _device_run, close
+
+BN = ("model=cnn_bn", "partition=iid", "partition.domain_shift=true", "train.local_epochs=0", "train.local_steps=4")
+
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    """Messages built outside a running app need Flower's task identity (as in test_fedloge)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
+
+
+def _client(algorithm: str):
+    from simulations import config
+
+    cfg = config.load(["experiment=fraug-digits", f"algorithm={algorithm}", "train.device=cpu", "train.local_steps=3"])
+    context = Context(run_id=1, node_id=5, node_config={"partition-id": 2, "num-partitions": 6}, state=RecordDict(), run_config=cfg)
+    client = (FRAugClient if algorithm.startswith("fraug") else FedBNClient)(context)
+    return client, STRATEGIES[algorithm](cfg)
+
+
+def _message(strategy, arrays: ArrayRecord, server_round: int, kind: str = MessageType.TRAIN) -> Message:
+    sent = strategy.with_generator(arrays) if hasattr(strategy, "with_generator") else arrays
+    sent = strategy.shared(sent) if kind == MessageType.TRAIN else strategy.evaluated(sent)
+    return Message(RecordDict({"config": ConfigRecord({"server-round": server_round}), "arrays": sent}), dst_node_id=5, message_type=kind)
+
+
+@pytest.mark.parametrize("algorithm", ["fedbn", "fraug"])
+def test_batchnorm_and_rtnet_stay_on_the_client_and_the_generator_travels(algorithm):
+    client, strategy = _client(algorithm)
+    model = client.new_model()
+    local = set(batchnorm_keys(model.state_dict()))
+    assert local and all(k not in strategy.shared(ArrayRecord(model.state_dict())) for k in local)
+    reply = client.train(_message(strategy, ArrayRecord(model.state_dict()), 1))["arrays"]
+    assert not local & set(reply.keys())  # BatchNorm never in a reply
+    kept = client.context.state["fedbn/bn"].to_torch_state_dict()
+    assert set(kept) == local and not torch.equal(kept["features.1.running_mean"], model.state_dict()["features.1.running_mean"])
+    generator = {k for k in reply.keys() if k.startswith("generator.")}
+    if algorithm == "fraug":
+        assert any(k.endswith("running_mean") for k in generator)  # G travels whole, its BatchNorm included
+        assert RTNET_KEY in client.context.state and MEANS_KEY in client.context.state
+        rtnet = set(client.context.state[RTNET_KEY].keys())
+        assert rtnet and not {"rtnet." + k for k in rtnet} & set(reply.keys())
+    else:
+        assert not generator
+    # the next round starts from this client's own BatchNorm, whatever the server holds
+    again = client.model_from(_message(strategy, ArrayRecord(model.state_dict()), 2, MessageType.EVALUATE))
+    assert torch.equal(again.state_dict()["features.1.running_mean"], kept["features.1.running_mean"])
+
+
+def test_fraug_schedule_and_mmd():
+    assert augmentation_weight(0.002, 1, 100) == 0.5  # exp(-0.2) > 0.5: capped
+    assert augmentation_weight(0.1, 1, 100) == pytest.approx(np.exp(-10.0))
+    a = torch.randn(32, 8, generator=torch.Generator().manual_seed(0))
+    assert abs(float(mmd(a, a))) < 1e-6 and float(mmd(a, a + 3.0)) > 0.1
+
+
+def test_a_model_without_batchnorm_is_refused_before_any_work(tmp_path, capsys):
+    for algorithm in ("fedbn", "fraug"):
+        assert flowerbed("run", f"algorithm={algorithm}", "model=cnn", f"output.dir={tmp_path / algorithm}") == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all("model.name='cnn' is not valid: a model with BatchNorm layers" in line for line in lines)
+    assert not (tmp_path / "fedbn").exists() and not (tmp_path / "fraug").exists()
+
+
+def test_fraug_without_generator_trains_exactly_as_fedbn(tmp_path):
+    strip = lambda ms: [{k: v for k, v in m.items() if not k.startswith("time/")} for m in ms]  # noqa: E731
+    fedbn = run(tmp_path / "fedbn", "algorithm=fedbn", *BN)
+    ablation = run(tmp_path / "ablation", "algorithm=fraug-no-generator", *BN)
+    fraug = run(tmp_path / "fraug", "algorithm=fraug", *BN)
+    assert strip(fedbn) == strip(ablation)
+    assert fraug[-1]["personal/acc"] != fedbn[-1]["personal/acc"]
+    assert "global/acc" not in fedbn[-1]  # no global model: BatchNorm is nobody's
+    # FedBN sends the model without BatchNorm; FRAug sends G next to it, both ways
+    assert fedbn[-1]["comm/bytes_up"] == fedbn[-1]["comm/bytes_down"] < fraug[-1]["comm/bytes_up"] == fraug[-1]["comm/bytes_down"]
+
+
+@pytest.mark.parametrize("algorithm", ["fedbn", "fraug"])
+def test_local_state_survives_a_resume(tmp_path, algorithm):
+    strip = lambda ms: [{k: v for k, v in m.items() if not k.startswith("time/")} for m in ms]  # noqa: E731
+    straight = run(tmp_path / "straight", f"algorithm={algorithm}", *BN, "rounds=3")
+    run(tmp_path / "cut", f"algorithm={algorithm}", *BN, "rounds=2")
+    resumed = run(tmp_path / "cut", f"algorithm={algorithm}", *BN, "rounds=3", "resume=true")
+    assert strip(resumed) == strip(straight)
+
+
+@pytest.mark.parametrize("algorithm", ["fedbn", "fraug"])
+def test_local_state_survives_supernode_restarts(tmp_path, algorithm):
+    """Exported data files and node-local state-dirs, every node restarted before every round:
+    the sequential engine's numbers (BatchNorm, and FRAug's RTNet and class means, come back from disk)."""
+    overrides = [f"algorithm={algorithm}", *BN, "clients.num=3", "rounds=3", "seed=0", "clients.timeout=120"]
+    sequential, restarted, grid = _device_run(tmp_path, RestartingNodes, overrides)
+    assert grid.restarts == 2 * 3
+    for a, b in zip(sequential, restarted):
+        assert close(a, b) == [], a["round"]
+    saved = torch.load(next((tmp_path / "state" / "node-1" / "1").glob("round-*.pt")), weights_only=False)
+    assert "fedbn/bn" in saved and (algorithm != "fraug" or {RTNET_KEY, MEANS_KEY} <= set(saved))
+
+
+def test_restarted_fraug_nodes_without_their_state_dir_lose_their_state(tmp_path, monkeypatch):
+    """The control for the test above: without the restore from state-dir the same restarts give
+    other personalized numbers, so the state there is really needed."""
+    from clients import state
+
+    monkeypatch.setattr(state, "restore", lambda *args: None)
+    overrides = ["algorithm=fraug", *BN, "clients.num=3", "rounds=3", "seed=0", "clients.timeout=120"]
+    sequential, restarted, _ = _device_run(tmp_path, RestartingNodes, overrides)
+    assert close(sequential[1], restarted[1]) == []  # round 1: no restart yet
+    assert any(k.startswith("personal/") for k in close(sequential[-1], restarted[-1]))
+
+
+def test_corruption_domains_are_per_client_and_deterministic(tmp_path):
+    from clients.data import local_data
+    from simulations import config
+    from tasks.partitions import build_federation
+
+    names = "gaussian_noise+gaussian_blur+contrast+jpeg+fog+pixelate"
+    cfg = config.load(["experiment=fraug-digits", "partition.domains=" + names, "partition.samples_per_client=50", "train.device=cpu"])
+    assert domains.parse(names) == domains.CORRUPTIONS[:6] and domains.domain_of(9, domains.parse(names)) == "jpeg"
+    fed = build_federation(cfg)
+    assert all(len(c.labeled) == 50 for c in fed.clients) and all(len(c.test) > 50 for c in fed.clients)
+    clean = [local_data({**cfg, "partition.domain_shift": False}, {"partition-id": k}, torch.device("cpu")) for k in range(6)]
+    seen = [local_data(cfg, {"partition-id": k}, torch.device("cpu")) for k in range(6)]
+    for k, (a, b) in enumerate(zip(clean, seen)):
+        assert torch.equal(a.y_labeled, b.y_labeled) and a.x_test.shape == b.x_test.shape, k
+        assert not torch.equal(a.x_labeled, b.x_labeled), k  # every family changes the images
+        assert float(b.x_labeled.min()) >= -1.0 - 1e-5 and float(b.x_labeled.max()) <= 1.0 + 1e-5  # still pixels in [0, 1]
+    noise = domains.shift(clean[0].x_test.numpy(), 0, domains.parse(names), ((0.5,), (0.5,)))
+    assert np.array_equal(noise, seen[0].x_test.numpy())  # deterministic per client
+
+
+def test_bad_domain_settings_are_one_line(tmp_path, capsys):
+    out = f"output.dir={tmp_path / 'r'}"
+    assert flowerbed("run", "partition.domains=snow", out) == 2
+    assert flowerbed("run", "dataset=synthetic", "model=mlp", "partition.domain_shift=true", "partition.domains=jpeg", out) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "partition.domains='snow' is not valid" in lines[0] and "pixel-space" in lines[1]
+
