@@ -77,7 +77,8 @@ class RTNet(nn.Module):
 def mmd(a: torch.Tensor, b: torch.Tensor, kernels: int = 5, factor: float = 2.0) -> torch.Tensor:
     """Maximum mean discrepancy of two equal-sized batches under a sum of Gaussian kernels."""
     both = torch.cat([a, b])
-    d2 = (both.unsqueeze(0) - both.unsqueeze(1)).pow(2).sum(2)
+    sq = both.pow(2).sum(1)
+    d2 = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * both @ both.T).clamp_min(0)  # squared distances, no (n, n, d) tensor
     n = len(both)
     bandwidth = d2.detach().sum() / (n * n - n) / factor ** (kernels // 2)
     k = sum(torch.exp(-d2 / (bandwidth * factor**i)) for i in range(kernels))

@@ -254,7 +254,7 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     for key, check in CHECKS.items():
         if key in flat and not check(flat[key]):
             raise ConfigError.invalid(key, flat[key], check.allowed, getattr(check, "options", ()))
-    for key in ("resume", "overwrite", "logging.tensorboard", "logging.mlflow"):
+    for key in ("resume", "overwrite", "logging.tensorboard", "logging.mlflow", "evaluate.central"):
         if not isinstance(flat.get(key), bool):
             raise ConfigError.invalid(key, flat.get(key), "true or false")
     if not isinstance(flat.get("partition.domain_shift", False), bool):

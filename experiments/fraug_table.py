@@ -1,0 +1,157 @@
+"""Regenerate docs/results/fraug.md's tables and figure: FRAug, its two ablations, FedBN, FedAvg,
+FedProx and FedRep on digits with domain shift and on CIFAR-10 with corruption domains, 3 seeds.
+
+    python -m experiments.fraug_table --out runs/fraug-table --datasets digits cifar10-c \\
+        --plot docs/results/fraug-accuracy.png dataset.cache_dir=/work/cache
+
+Runs `flowerbed run experiment=<preset> algorithm=... seed=...` per dataset, method and seed
+(finished runs are skipped, interrupted ones resumed), then prints per dataset a Markdown table of
+the final round: each domain's personalized accuracy (its client's own test split) and their mean,
+mean ± std over seeds; the bytes a round sends and receives and the seconds a round takes; and what
+travels per client (the model without BatchNorm, and FRAug's generator next to it). `extra`
+overrides go to every run; `dataset.cache_dir=...` only reaches the CIFAR-10 runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+PRESETS = {"digits": "experiment=fraug-digits", "cifar10-c": "experiment=fraug-cifar10-c"}
+METHODS = ["fraug", "fraug-no-rtnet", "fraug-no-generator", "fedbn", "fedavg", "fedprox", "fedrep"]
+LABELS = {
+    "fraug": "FRAug", "fraug-no-rtnet": "FRAug without RTNet", "fraug-no-generator": "FRAug without generator",
+    "fedbn": "FedBN", "fedavg": "FedAvg", "fedprox": "FedProx", "fedrep": "FedRep",
+}
+
+
+def run_dir(out: Path, dataset: str, method: str, seed: int) -> Path:
+    return out / dataset / f"{method}-seed{seed}"
+
+
+def overrides_for(dataset: str, extra: list[str]) -> list[str]:
+    return [o for o in extra if dataset.startswith("cifar") or not o.startswith("dataset.cache_dir")]
+
+
+def run_all(out: Path, datasets: list[str], methods: list[str], seeds: list[int], extra: list[str]) -> None:
+    from simulations.cli import main
+
+    for dataset in datasets:
+        for seed in seeds:  # every method once before the next seed: early comparisons are complete
+            for method in methods:
+                target = run_dir(out, dataset, method, seed)
+                if (target / "summary.json").exists():
+                    continue
+                code = main(["run", PRESETS[dataset], f"algorithm={method}", f"seed={seed}", f"output.dir={target}",
+                             "resume=true", *overrides_for(dataset, extra)])
+                if code != 0:
+                    raise SystemExit(code)
+
+
+def history(out: Path, dataset: str, method: str, seed: int) -> list[dict]:
+    return [json.loads(line) for line in (run_dir(out, dataset, method, seed) / "metrics.jsonl").read_text().splitlines()]
+
+
+def domain_names(out: Path, dataset: str, method: str, seed: int) -> list[str]:
+    import yaml
+
+    from tasks import domains
+
+    cfg = yaml.safe_load((run_dir(out, dataset, method, seed) / "config.yaml").read_text())
+    names = domains.parse(cfg.get("partition.domains"))
+    return [domains.domain_of(k, names) for k in range(int(cfg["clients.num"]))]
+
+
+def _pm(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    return f"{np.mean(values) * scale:.{digits}f} ± {np.std(values) * scale:.{digits}f}" if values else "–"
+
+
+def table(out: Path, dataset: str, methods: list[str], seeds: list[int]) -> str:
+    """Final-round personalized accuracy per domain and its mean over domains; bytes and time per round."""
+    clients = domain_names(out, dataset, methods[0], seeds[0])
+    names = list(dict.fromkeys(clients))
+    head = ["method", *names, "mean over domains", "MB up / round", "MB down / round", "s / round"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method in methods:
+        runs = [history(out, dataset, method, s) for s in seeds]
+        finals = [r[-1]["personal/acc_per_client"] for r in runs]
+        per_domain = [[float(np.mean([acc for acc, d in zip(f, clients) if d == name])) for f in finals] for name in names]
+        means = [float(np.mean([domain[i] for domain in per_domain])) for i in range(len(seeds))]
+        up = [np.mean([m["comm/bytes_up"] for m in r[1:]]) / 1e6 for r in runs]
+        down = [np.mean([m["comm/bytes_down"] for m in r[1:]]) / 1e6 for r in runs]
+        train_rounds = [np.median([m["time/round_s"] for m in r[1:] if "personal/acc" not in m] or [m["time/round_s"] for m in r[1:]]) for r in runs]
+        cells = [_pm(d) for d in per_domain] + [f"**{_pm(means)}**", f"{np.mean(up):.3f}", f"{np.mean(down):.3f}", _pm(train_rounds, 1, 2)]
+        lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def sizes(out: Path, dataset: str, seed: int) -> str:
+    """What one client sends per round: the model (without BatchNorm where it stays local) and G."""
+    import yaml
+
+    from simulations import config
+    from tasks.fraug import build_generator
+    from tasks.models import batchnorm_keys, build_model
+    from tasks.partitions import build_federation
+
+    cfg = yaml.safe_load((run_dir(out, dataset, "fraug", seed) / "config.yaml").read_text())
+    flat = config.load([PRESETS[dataset], f"dataset.cache_dir={cfg.get('dataset.cache_dir', '')}"] if dataset.startswith("cifar")
+                       else [PRESETS[dataset]])
+    data = build_federation(flat).data
+    state = build_model(str(flat["model.name"]), data.input_shape, data.num_classes, 0).state_dict()
+    local = set(batchnorm_keys(state))
+    nbytes = lambda tensors: sum(t.numel() * t.element_size() for t in tensors)  # noqa: E731
+    generator = build_generator(state["classifier.weight"].shape[1], data.num_classes, 0, int(flat.get("algorithm.latent_dim", 0)))
+    rows = [("model (FedAvg, FedProx, FedRep)", nbytes(state.values())),
+            ("model without BatchNorm (FedBN, FRAug)", nbytes(v for k, v in state.items() if k not in local)),
+            ("BatchNorm layers (kept by FedBN/FRAug clients)", nbytes(state[k] for k in local)),
+            ("FRAug's generator G (sent next to the model)", nbytes(generator.state_dict().values()))]
+    return "\n".join(["| what | KB |", "|---|---|"] + [f"| {name} | {b / 1e3:.1f} |" for name, b in rows])
+
+
+def plot(out: Path, datasets: list[str], methods: list[str], seeds: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for i, method in enumerate(methods):
+            runs = [[m for m in history(out, dataset, method, s) if "personal/acc" in m] for s in seeds]
+            rounds = [m["round"] for m in runs[0]]
+            acc = np.array([[m["personal/acc"] for m in r] for r in runs]) * 100
+            style = "-" if method.startswith(("fraug", "fedbn")) else "--"
+            ax.plot(rounds, acc.mean(0), style, color=f"C{i}", label=LABELS.get(method, method))
+            ax.fill_between(rounds, acc.min(0), acc.max(0), color=f"C{i}", alpha=0.15)
+        ax.set(xlabel="round", ylabel="personalized accuracy, mean over domains (%)", title=f"{dataset} ({len(seeds)} seeds: mean, min-max)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/fraug-table"))
+    parser.add_argument("--datasets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--plot", type=Path, default=Path("docs/results/fraug-accuracy.png"))
+    parser.add_argument("--no-run", action="store_true", help="only read finished runs")
+    parser.add_argument("extra", nargs="*", help="more overrides for every run, e.g. dataset.cache_dir=/work/cache")
+    args = parser.parse_args()
+    if not args.no_run:
+        run_all(args.out, args.datasets, args.methods, args.seeds, args.extra)
+    for dataset in args.datasets:
+        print(f"\n### {dataset}\n\n{table(args.out, dataset, args.methods, args.seeds)}\n\n{sizes(args.out, dataset, args.seeds[0])}")
+    plot(args.out, args.datasets, args.methods, args.seeds, args.plot)
+    print(f"\nwrote {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
