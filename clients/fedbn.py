@@ -14,7 +14,7 @@ from flwr.app import ArrayRecord, Message
 from torch import nn
 
 from clients.fedavg import FedAvgClient
-from tasks.models import batchnorm_keys
+from tasks.models import batchnorm_keys, build_model
 from tasks.records import snapshot
 
 STATE_KEY = "fedbn/bn"
@@ -24,6 +24,15 @@ class LocalBatchNorm:
     """Mixed into a client half: the model arrives without BatchNorm and leaves without it."""
 
     context: object
+
+    @staticmethod
+    def applies_to(setting: dict) -> bool:
+        """For the leaderboard (experiments/leaderboard.py): only models that have BatchNorm layers."""
+        try:
+            model = build_model(str(setting.get("model", "cnn")), (3, 32, 32), 10, 0)
+        except Exception:  # a model that needs other inputs or pretrained weights: not one for FedBN here
+            return False
+        return bool(batchnorm_keys(model.state_dict()))
 
     def model_from(self, msg: Message) -> nn.Module:
         model = self.new_model()

@@ -7,7 +7,7 @@ from flwr.app import ArrayRecord
 from tasks.models import MODELS, build_model
 
 
-@pytest.mark.parametrize("name", ["cnn", "resnet8", "resnet18"])
+@pytest.mark.parametrize("name", ["cnn", "cnn_bn", "resnet8", "resnet18"])
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
 def test_image_models_map_inputs_to_class_logits(name, shape):
     model = build_model(name, shape, 10, seed=0)
