@@ -234,6 +234,7 @@ CHECKS: dict[str, Callable] = {
     "algorithm.class_mean_momentum": _num(float, 0, 1),
     "algorithm.latent_dim": _num(int, 0),
     "engine.compile": _bool(),
+    "dataset.domains": _bool(),
     "dataset.alpha": _num(float, 0),
     "dataset.beta": _num(float, 0),
     "dataset.num_classes": _num(int, 2),

@@ -34,6 +34,8 @@ class ArrayDataset:
     num_classes: int
     groups: np.ndarray | None = None
     class_names: tuple[str, ...] = ()  # label -> name, where the dataset has names (folder names for image folders)
+    test_groups: np.ndarray | None = None  # each test sample's natural client, where the clients have their own test splits
+    group_names: tuple[str, ...] = ()  # group -> name (the domain folders of `dataset.domains=true`)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -205,11 +207,38 @@ def load_image_folder(cfg: dict) -> ArrayDataset:
     if not str(cfg.get("path") or ""):
         raise ConfigError.invalid("dataset.path", "", f"a folder or .tar/.tar.gz in {imagefolder.LAYOUT}")
     shape = imagefolder.image_shape(cfg["image_shape"], "dataset.image_shape") if cfg.get("image_shape") else None
+    if cfg.get("domains"):
+        return _domain_folders(cfg, shape)
     classes, (x_tr, y_tr, x_te, y_te) = _image_folder(cfg, shape)
     if len(classes) < 2:
         raise ConfigError.invalid("dataset.path", str(cfg["path"]), f"at least two class folders (found {', '.join(classes)})")
     mean, std = channel_stats(x_tr)
     return ArrayDataset(scale(x_tr, mean, std), y_tr, scale(x_te, mean, std), y_te, len(classes), class_names=classes)
+
+
+def _domain_folders(cfg: dict, shape: tuple[int, int, int] | None) -> ArrayDataset:
+    """`dataset.domains=true`: `path/<domain>/` holds one domain in the ImageFolder layout (its own
+    train/ and test/, or class folders split by `test_fraction`). Every training and test image keeps
+    its domain (sorted folder names) as its group, so `partition=natural` gives client k the k-th
+    domain with that domain's own test split. All domains need the same class folders, and one image
+    size (set `dataset.image_shape` when they differ); standardised with the pooled training statistics."""
+    root = Path(str(cfg["path"])).expanduser()
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    if len(names) < 2:
+        raise ConfigError.invalid("dataset.path", str(root), "a folder of at least two domain folders, each in " + imagefolder.LAYOUT)
+    parts = [_image_folder({**cfg, "path": str(root / name)}, shape) for name in names]
+    for name, (classes, arrays) in zip(names, parts):
+        if classes != parts[0][0]:
+            raise ConfigError.invalid("dataset.path", str(root / name), f"the class folders of {names[0]} ({', '.join(parts[0][0])})")
+        if arrays[0].shape[1:] != parts[0][1][0].shape[1:]:
+            raise ConfigError.invalid("dataset.image_shape", cfg.get("image_shape", ""),
+                                      f"a CxHxW size for domains of different image sizes ({names[0]} {parts[0][1][0].shape[1:]}, "
+                                      f"{name} {arrays[0].shape[1:]})")
+    x_tr, y_tr, x_te, y_te = (np.concatenate([arrays[i] for _, arrays in parts]) for i in range(4))
+    groups, test_groups = (np.concatenate([np.full(len(arrays[i]), k) for k, (_, arrays) in enumerate(parts)]) for i in (1, 3))
+    mean, std = channel_stats(x_tr)
+    return ArrayDataset(scale(x_tr, mean, std), y_tr, scale(x_te, mean, std), y_te, len(parts[0][0]), groups=groups,
+                        class_names=parts[0][0], test_groups=test_groups, group_names=tuple(names))
 
 
 def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -222,6 +222,8 @@ def _build(keys: tuple) -> Federation:
         idx = rng.permutation(pool[pos])
         counts = np.bincount(data.y_train[idx], minlength=data.num_classes)
         test = local_test_set(counts, data.y_test, len(pool), rng, pools)
+        if part["name"] == "natural" and data.test_groups is not None:  # e.g. a domain's own test split
+            test = np.flatnonzero(data.test_groups == k)
         if cap:  # a training budget: the first `cap` of the client's shuffled samples; its test set keeps its share
             idx = idx[:cap]
         n_labeled = max(1, round(labeled_fraction * len(idx)))

@@ -153,3 +153,20 @@ def test_bad_domain_settings_are_one_line(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and "partition.domains='snow' is not valid" in lines[0] and "pixel-space" in lines[1]
 
+
+
+def test_natural_domains_one_image_folder_per_client(tmp_path):
+    """`dataset=imagefolder dataset.domains=true partition=natural`: client k trains on the k-th domain
+    folder and is scored on that domain's own test split."""
+    from clients.data import local_data
+    from simulations import config
+    from tests.test_imagefolder import write_folder
+
+    write_folder(tmp_path / "domains" / "photo", {"train": 3, "test": 2}, size=(8, 8))
+    write_folder(tmp_path / "domains" / "sketch", {"train": 5, "test": 1}, size=(8, 8))
+    common = ["dataset=imagefolder", f"dataset.path={tmp_path / 'domains'}", "dataset.domains=true", f"dataset.cache_dir={tmp_path / 'cache'}",
+              "partition=natural", "clients.num=2", "model=cnn_bn", "algorithm=fedbn", "train.local_steps=2", "train.local_epochs=0"]
+    cfg = config.load([*common, "train.device=cpu"])
+    sizes = [(len(d.y_labeled), len(d.y_test)) for d in (local_data(cfg, {"partition-id": k}, torch.device("cpu")) for k in range(2))]
+    assert sizes == [(9, 6), (15, 3)]  # 3 classes: photo 3 train / 2 test each, sketch 5 / 1
+    assert run(tmp_path / "run", *common, "rounds=1")[-1]["personal/acc"] >= 0
