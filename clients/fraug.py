@@ -159,15 +159,10 @@ class FRAugClient(LocalBatchNorm, ClientAlgorithm):
     def fit(self, model: nn.Module, msg: Message) -> dict:
         cfg, d, rnd = self.cfg, self.data, self.server_round(msg)
         a = augmentation_weight(float(cfg["algorithm.aug_gamma"]), rnd, int(cfg["rounds"]))
-        momentum, lam_g, lam_rt = float(cfg["algorithm.class_mean_momentum"]), float(cfg["algorithm.lambda_generator"]), float(cfg["algorithm.lambda_rtnet"])
-        dist_g, dist_rt = str(cfg["algorithm.generator_distance"]), str(cfg["algorithm.rtnet_distance"])
-        head, means = model.classifier, self.class_means(model)
         g_net = self.generator_from(msg, model) if self.use_generator else None
-        rt = self.rtnet(model) if self.use_rtnet else None
+        aug = Augmentation(cfg, model.classifier, self.class_means(model), g_net, self.rtnet(model) if self.use_rtnet else None,
+                           generator(int(cfg["seed"]), rnd, self.client_id, "fraug"))
         opt = sgd(model.parameters(), cfg)
-        opt_g = sgd(g_net.parameters(), cfg, lr=float(cfg["algorithm.generator_lr"])) if g_net else None
-        opt_rt = sgd(rt.parameters(), cfg, lr=float(cfg["algorithm.rtnet_lr"])) if rt else None
-        noise = generator(int(cfg["seed"]), rnd, self.client_id, "fraug")
         batches = batches_from(cfg, len(d.y_labeled), self.generator(rnd))
         totals = torch.zeros(5)
         for step, idx in enumerate(batches):
@@ -176,67 +171,80 @@ class FRAugClient(LocalBatchNorm, ClientAlgorithm):
             idx = idx.to(self.device)
             x, y = d.x_labeled[idx], d.y_labeled[idx]
             u = (torch.arange(len(y), device=self.device) + ((rnd - 1) * len(batches) + step) * len(y)) % d.num_classes
-
             # 1. the model: real embeddings, and (head only) augmented ones
             model.train()
             h = model.features(x)
-            loss = real = F.cross_entropy(head(h), y)
-            means = self.update_means(means, h.detach(), y, momentum)
-            if g_net is not None:
-                with torch.no_grad():
-                    fake_real, fake_uni = self.augment(g_net, rt, h.detach(), y, means[u], u, noise)
-                augmented = (F.cross_entropy(head(fake_real), y) + F.cross_entropy(head(fake_uni), u)) / 2
-                loss = (1 - a) * real + a * augmented
-            sgd_step(opt, loss)
-            totals[0] += real.detach().cpu()
-
-            # 2. the generator: classifiable by the head, away from this client's class means
-            if g_net is not None:
-                g_net.train()
-                g = g_net.sample(u, noise)
-                ce_g, dist = F.cross_entropy(frozen(head, g), u), distance(dist_g, g, means[u])
-                sgd_step(opt_g, ce_g - lam_g * dist)
-                totals[1:3] += torch.stack([ce_g.detach(), dist.detach()]).cpu()
-
-            # 3. the RTNet: embeddings the head is unsure of, near this client's own
-            if rt is not None:
-                g_net.eval()
-                rt.train()
-                with torch.no_grad():
-                    g_real, g_uni = g_net.sample(y, noise), g_net.sample(u, noise)
-                pairs = ((rt(g_real, h.detach(), y), h.detach()), (rt(g_uni, means[u], u), means[u]))
-                neg_entropy = sum(-entropy(frozen(head, t)) for t, _ in pairs) / 2
-                closeness = sum(distance(dist_rt, t, ref) for t, ref in pairs) / 2
-                sgd_step(opt_rt, neg_entropy + lam_rt * closeness)
-                totals[3:5] += torch.stack([-neg_entropy.detach(), closeness.detach()]).cpu()
+            real = F.cross_entropy(model.classifier(h), y)
+            aug.update_means(h.detach(), y)
+            sgd_step(opt, real if g_net is None else (1 - a) * real + a * aug.augmented_ce(h.detach(), y, u))
+            # 2. the generator, 3. the RTNet
+            totals += torch.stack([real.detach().cpu(), *aug.generator_step(u), *aug.rtnet_step(h.detach(), y, u)])
 
         self.keep_batchnorm(model)
-        self.context.state[MEANS_KEY] = ArrayRecord({"means": means.cpu()})
-        if rt is not None:
-            self.context.state[RTNET_KEY] = ArrayRecord(rt.cpu().state_dict())
+        self.context.state[MEANS_KEY] = ArrayRecord({"means": aug.means.cpu()})
+        if aug.rt is not None:
+            self.context.state[RTNET_KEY] = ArrayRecord(aug.rt.cpu().state_dict())
         self.trained_generator = g_net.cpu() if g_net is not None else None
         n = max(len(batches), 1)
         metrics = {"train/loss": float(totals[0]) / n, "num-examples": len(d.y_labeled)}
         if g_net is not None:
             metrics.update({"fraug/generator_ce": float(totals[1]) / n, "fraug/generator_distance": float(totals[2]) / n})
-        if rt is not None:
+        if aug.rt is not None:
             metrics.update({"fraug/rtnet_entropy": float(totals[3]) / n, "fraug/rtnet_distance": float(totals[4]) / n})
         return metrics
 
-    def augment(self, g_net, rt, h, y, mu_u, u, noise) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augmented embeddings for the batch's labels y and the balanced labels u."""
-        g_net.eval()
-        g_real, g_uni = g_net.sample(y, noise), g_net.sample(u, noise)
-        if rt is None:  # fraug-no-rtnet: G's embeddings as they are
-            return g_real, g_uni
-        rt.eval()
-        return rt(g_real, h, y), rt(g_uni, mu_u, u)
 
-    @staticmethod
-    def update_means(means: torch.Tensor, h: torch.Tensor, y: torch.Tensor, momentum: float) -> torch.Tensor:
+class Augmentation:
+    """What a round trains next to the model: G (shared), the RTNet and the class means (this client's)."""
+
+    def __init__(self, cfg: dict, head: nn.Linear, means: torch.Tensor, g_net: EmbeddingGenerator | None,
+                 rt: RTNet | None, noise: torch.Generator) -> None:
+        self.head, self.means, self.g_net, self.rt, self.noise = head, means, g_net, rt, noise
+        self.momentum = float(cfg["algorithm.class_mean_momentum"])
+        self.lambda_g, self.lambda_rt = float(cfg["algorithm.lambda_generator"]), float(cfg["algorithm.lambda_rtnet"])
+        self.dist_g, self.dist_rt = str(cfg["algorithm.generator_distance"]), str(cfg["algorithm.rtnet_distance"])
+        self.opt_g = sgd(g_net.parameters(), cfg, lr=float(cfg["algorithm.generator_lr"])) if g_net else None
+        self.opt_rt = sgd(rt.parameters(), cfg, lr=float(cfg["algorithm.rtnet_lr"])) if rt else None
+        self.zero = torch.zeros(2)
+
+    def update_means(self, h: torch.Tensor, y: torch.Tensor) -> None:
         """mu_c <- (1 - m) mu_c + m mean(h | y = c) for the classes in the batch."""
-        onehot = F.one_hot(y, len(means)).to(h.dtype)
+        onehot = F.one_hot(y, len(self.means)).to(h.dtype)
         count = onehot.sum(0).unsqueeze(1)
-        batch_mean = onehot.T @ h / count.clamp_min(1)
-        rate = (count > 0).to(h.dtype) * momentum
-        return means * (1 - rate) + batch_mean * rate
+        rate = (count > 0).to(h.dtype) * self.momentum
+        self.means = self.means * (1 - rate) + (onehot.T @ h / count.clamp_min(1)) * rate
+
+    def augmented_ce(self, h: torch.Tensor, y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Step 1's augmented term: the head on fixed augmented embeddings of labels y (reference h)
+        and of the balanced labels u (reference the class means)."""
+        with torch.no_grad():
+            self.g_net.eval()
+            g_real, g_uni = self.g_net.sample(y, self.noise), self.g_net.sample(u, self.noise)
+            if self.rt is not None:  # (fraug-no-rtnet: G's embeddings as they are)
+                self.rt.eval()
+                g_real, g_uni = self.rt(g_real, h, y), self.rt(g_uni, self.means[u], u)
+        return (F.cross_entropy(self.head(g_real), y) + F.cross_entropy(self.head(g_uni), u)) / 2
+
+    def generator_step(self, u: torch.Tensor) -> torch.Tensor:
+        """Step 2: G's embeddings classifiable by the head, away from this client's class means."""
+        if self.g_net is None:
+            return self.zero
+        self.g_net.train()
+        g = self.g_net.sample(u, self.noise)
+        ce, dist = F.cross_entropy(frozen(self.head, g), u), distance(self.dist_g, g, self.means[u])
+        sgd_step(self.opt_g, ce - self.lambda_g * dist)
+        return torch.stack([ce.detach(), dist.detach()]).cpu()
+
+    def rtnet_step(self, h: torch.Tensor, y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Step 3: the RTNet makes embeddings the head is unsure of, near this client's own."""
+        if self.rt is None:
+            return self.zero
+        self.g_net.eval()
+        self.rt.train()
+        with torch.no_grad():
+            g_real, g_uni = self.g_net.sample(y, self.noise), self.g_net.sample(u, self.noise)
+        pairs = ((self.rt(g_real, h, y), h), (self.rt(g_uni, self.means[u], u), self.means[u]))
+        neg_entropy = sum(-entropy(frozen(self.head, t)) for t, _ in pairs) / 2
+        closeness = sum(distance(self.dist_rt, t, ref) for t, ref in pairs) / 2
+        sgd_step(self.opt_rt, neg_entropy + self.lambda_rt * closeness)
+        return torch.stack([-neg_entropy.detach(), closeness.detach()]).cpu()
