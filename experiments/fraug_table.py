@@ -135,6 +135,37 @@ def plot(out: Path, datasets: list[str], methods: list[str], seeds: list[int], p
     fig.savefig(path, dpi=120)
 
 
+def domains_figure(datasets: list[str], extra: list[str], path: Path, images: int = 8) -> None:
+    """The same test images as each preset's clients see them: one row per domain."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from simulations import config
+    from tasks import domains
+    from tasks.local_data import IMAGE_FORMS
+    from tasks.partitions import build_federation
+
+    fig, axes = plt.subplots(6, len(datasets) * images, figsize=(1.1 * len(datasets) * images, 7), squeeze=False)
+    for col, dataset in enumerate(datasets):
+        flat = config.load([PRESETS[dataset], *overrides_for(dataset, extra)])
+        data, form = build_federation(flat).data, IMAGE_FORMS[str(flat["dataset.name"])]
+        x = data.x_test[[int(np.flatnonzero(data.y_test == c)[0]) for c in range(images)]]
+        names = domains.parse(flat["partition.domains"])
+        mean, std = np.asarray(form.mean)[:, None, None], np.asarray(form.std)[:, None, None]
+        for row, name in enumerate(names[:6]):
+            seen = domains.shift(x, row, names, (form.mean, form.std)) * std + mean
+            for i in range(images):
+                ax = axes[row][col * images + i]
+                ax.imshow(seen[i].transpose(1, 2, 0).clip(0, 1).squeeze(), cmap="gray", vmin=0, vmax=1)
+                ax.set_xticks([]), ax.set_yticks([])
+            axes[row][col * images].set_ylabel(name, fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/fraug-table"))
@@ -143,8 +174,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--plot", type=Path, default=Path("docs/results/fraug-accuracy.png"))
     parser.add_argument("--no-run", action="store_true", help="only read finished runs")
+    parser.add_argument("--domains-plot", type=Path, help="also draw what each client sees (one row per domain)")
     parser.add_argument("extra", nargs="*", help="more overrides for every run, e.g. dataset.cache_dir=/work/cache")
     args = parser.parse_args()
+    if args.domains_plot:
+        domains_figure(args.datasets, args.extra, args.domains_plot)
     if not args.no_run:
         run_all(args.out, args.datasets, args.methods, args.seeds, args.extra)
     for dataset in args.datasets:
