@@ -57,7 +57,6 @@ from clients.fedbn import LocalBatchNorm
 from tasks.fraug import EmbeddingGenerator, build_generator, with_prefix, without_prefix
 
 RTNET_KEY, MEANS_KEY = "fraug/rtnet", "fraug/class_means"
-DISTANCES = ("l2", "mmd")
 
 
 class RTNet(nn.Module):
@@ -111,9 +110,6 @@ def sgd_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
 
 
 class FRAugClient(LocalBatchNorm, ClientAlgorithm):
-    use_generator = True
-    use_rtnet = True
-
     def __init__(self, context) -> None:
         super().__init__(context)
         name = str(self.cfg["algorithm.name"])
