@@ -11,6 +11,7 @@ from flwr.common.logger import log
 
 from clients import faults, state
 from clients.data import client_index
+from clients.privacy import privacy_mod
 from clients.registry import CLIENTS
 from tasks.errors import ConfigError
 
@@ -43,7 +44,7 @@ def _run(msg: Message, context: Context, handler: str) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-@app.train()
+@app.train(mods=[privacy_mod])  # Flower's DP mods when the run's privacy mode asks for them
 def train(msg: Message, context: Context) -> Message:
     return _handle(msg, context, "train")
 

@@ -30,6 +30,7 @@ from server.evaluation import CentralEvaluator
 from server.loggers import build_logger
 from server.results import CheckpointWriter, RunDirectory
 from strategies.registry import build_strategy
+from strategies.secagg import secure_round
 from tasks.errors import ConfigError, RunAborted
 from tasks.models import build_model
 from tasks.partitions import build_federation
@@ -171,12 +172,18 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
     checkpoint = out.load_checkpoint() if cfg.get("resume") else None
     if checkpoint is not None:
         arrays = ArrayRecord({k: Array(v) for k, v in checkpoint["arrays"].items()})
+        settings = getattr(strategy.privacy, "settings", None)
         vars(strategy).update(pickle.loads(checkpoint["strategy"]))
+        if settings is not None:  # the budget spent comes from the checkpoint, the target from this run
+            strategy.privacy.settings = settings
         first_round, elapsed = checkpoint["round"] + 1, checkpoint["elapsed"]
         out.keep_metrics_until(checkpoint["round"])
-    else:
+    privacy = strategy.privacy  # None, or differential privacy / secure aggregation (strategies/privacy.py)
+    if privacy is not None:
+        privacy.bind([len(client.train) for client in federation.clients])
+    if checkpoint is None:
         out.keep_metrics_until(-1)
-        out.append_metrics({"round": 0, **evaluate(arrays)})
+        out.append_metrics({"round": 0, **evaluate(arrays), **(privacy.metrics() if privacy else {})})
 
     strategy.client_of_node = identify_clients(grid, int(cfg["clients.num"]), float(cfg["clients.timeout"]))
     timeout = float(cfg["clients.timeout"])
@@ -190,10 +197,19 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
         task = progress.add_task(str(cfg["algorithm.name"]), total=num_rounds, completed=first_round - 1, status="")
         short_rounds = 0  # consecutive rounds with fewer usable replies than the strategy's minimum
         for rnd in range(first_round, num_rounds + 1):
+            if privacy is not None and privacy.would_exceed():
+                console.print(f"privacy budget: stopped before round {rnd}: epsilon would pass privacy.target_epsilon="
+                              f"{privacy.settings.target_epsilon:g} (spent {privacy.spent():.3f} at delta "
+                              f"{privacy.accountant.delta:.2g}); the checkpoint of round {rnd - 1} is kept", highlight=False)
+                break
             start = time.perf_counter()
             strategy.client_of_node = rejoin_clients(grid, strategy.client_of_node, timeout)
             sent = list(strategy.configure_train(rnd, arrays, ConfigRecord(), grid))
-            replies = list(grid.send_and_receive(sent, timeout=timeout))
+            if privacy is not None and privacy.settings.secagg:  # Flower's SecAgg+: replies carry the secure mean
+                replies, bytes_down, bytes_up = secure_round(grid, sent, rnd, timeout, privacy.max_weight)
+            else:
+                replies = list(grid.send_and_receive(sent, timeout=timeout))
+                bytes_down, bytes_up = _bytes(sent), _bytes(replies)
             new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
             arrays = as_tensor_record(new_arrays) if new_arrays is not None else arrays
             record = {"round": rnd, **_scalars(train_metrics)}
@@ -202,7 +218,8 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
             record["clients/failures"] = record.get("clients/failures", 0) + len(sent) - len(replies)  # timed out: no reply
             short_rounds = short_rounds + 1 if record.pop("clients/short", 0) else 0
             record["clients/short_rounds"] = short_rounds
-            record["comm/bytes_down"], record["comm/bytes_up"] = _bytes(sent), _bytes(replies)
+            record["comm/bytes_down"], record["comm/bytes_up"] = bytes_down, bytes_up
+            record.update(privacy.metrics() if privacy else {})
             if rnd % every == 0 or rnd == num_rounds:
                 eval_sent = list(strategy.configure_evaluate(rnd, arrays, ConfigRecord(), grid))
                 eval_replies = list(grid.send_and_receive(eval_sent, timeout=timeout))
@@ -223,11 +240,14 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
             latest = record if "global/acc" in record or "personal/acc" in record else latest
             status = " ".join(f"{name} {latest[key]:.3f}" for name, key in (("acc", "global/acc"), ("personal", "personal/acc"))
                               if key in latest)
+            if "privacy/epsilon" in record:
+                status += f"  ε {record['privacy/epsilon']:.2f}"
             progress.update(task, advance=1, status=status)
             if not console.is_terminal:
                 console.print(f"round {rnd}/{num_rounds}  {status}  {record['time/round_s']:.2f}s", highlight=False)
     logger.close()
     summary = summarize(out.read_metrics(), elapsed)
+    summary.update(privacy.summary() if privacy else {})
     out.write_summary(summary)
     return summary
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from tasks.errors import ConfigError, did_you_mean
 
 CONF_DIR = Path(__file__).parent / "conf"
-GROUPS = ("dataset", "partition", "model", "algorithm", "engine", "experiment")
+GROUPS = ("dataset", "partition", "model", "algorithm", "engine", "privacy", "experiment")
 Scalar = bool | int | float | str
 
 
@@ -157,6 +157,16 @@ def _one_of(*options: str) -> Callable:
     return check
 
 
+def _or_word(word: str, check: Callable) -> Callable:
+    """`word` (a setting's automatic or absent value) or what `check` allows."""
+
+    def either(value) -> bool:
+        return value == word or check(value)
+
+    either.allowed = f"{word} or {check.allowed}"  # type: ignore[attr-defined]
+    return either
+
+
 def _bool() -> Callable:
     def check(value) -> bool:
         return isinstance(value, bool)
@@ -244,6 +254,15 @@ CHECKS: dict[str, Callable] = {
     "dataset.seed": _num(int, 0),
     "dataset.test_fraction": _num(float, 0, 1, low_open=True, high_open=True),
     "engine.num_gpus": _num(float, 0),
+    "privacy.clipping": _one_of("server", "client"),
+    "privacy.clipping_norm": _num(float, 0, low_open=True),
+    "privacy.noise_multiplier": _num(float, 0),
+    "privacy.delta": _or_word("auto", _num(float, 0, 1, low_open=True, high_open=True)),
+    "privacy.target_epsilon": _or_word("none", _num(float, 0, low_open=True)),
+    "privacy.target_quantile": _num(float, 0, 1),
+    "privacy.clip_lr": _num(float, 0, low_open=True),
+    "privacy.clipped_count_stddev": _or_word("auto", _num(float, 0)),
+    "privacy.secagg": _bool(),
 }
 
 
@@ -274,6 +293,10 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     device = str(flat["train.device"])
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ConfigError.invalid("train.device", device, "auto, cpu, cuda or cuda:N", ("auto", "cpu", "cuda"))
+    if flat.get("privacy.name", "none") != "none" or flat.get("privacy.secagg"):
+        from strategies.registry import build_strategy
+
+        build_strategy(flat)  # the privacy mode must fit the algorithm (strategies/privacy.py)
     if load_data:
         validate_data(flat)
 
@@ -310,6 +333,9 @@ def validate_data(flat: dict[str, Scalar]) -> None:
     if name in LOCAL_BATCHNORM and not batchnorm_keys(model.state_dict()):
         raise ConfigError.invalid("model.name", flat["model.name"], f"a model with BatchNorm layers for algorithm.name={name} "
                                   "(cnn_bn, resnet8, resnet18, resnet34)")
+    from strategies import privacy
+
+    privacy.check_model(flat, model.state_dict())
 
 
 def check_here(flat: dict[str, Scalar]) -> None:

@@ -118,6 +118,28 @@ def accuracy_vs_bytes(panels: dict[str, dict[str, tuple]], path: Path) -> Path |
     return _finish(fig, axes, names, colors, path)
 
 
+def accuracy_vs_epsilon(panels: dict[str, dict[str, tuple]], path: Path) -> Path | None:
+    """Accuracy (%) vs epsilon (log x): one line per privacy setting, runs without DP as dashed levels."""
+    if not any(panels.values()):
+        return None
+    names = sorted({n for lines in panels.values() for n in lines})
+    colors = _colors(names)
+    fig, axes = _grid(len(panels), width=5.6, height=4.0)
+    for ax, (panel, lines) in zip(axes, panels.items()):
+        for name, (eps, mean, std) in sorted(lines.items()):
+            if eps is None:
+                ax.axhline(100 * mean, color=colors[name], ls="--", lw=1.4)
+                continue
+            finite = np.isfinite(eps) & (eps > 0)
+            eps, mean, std = eps[finite], mean[finite], std[finite]
+            ax.plot(eps, 100 * mean, color=colors[name], lw=1.6, marker=".", ms=4)
+            ax.fill_between(eps, 100 * (mean - std), 100 * (mean + std), color=colors[name], alpha=0.15, lw=0)
+        ax.set_xscale("log")
+        ax.set(title=panel, xlabel="ε spent (accountant, log scale)", ylabel="test accuracy (%)")
+        ax.grid(alpha=0.3, which="both")
+    return _finish(fig, axes, names, colors, path)
+
+
 def personal_boxes(panels: dict[str, dict[str, list[float]]], path: Path) -> Path | None:
     """Per-client personalized accuracy (%): one panel per setting, one box per algorithm, clients as dots."""
     if not panels:

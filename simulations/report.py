@@ -105,10 +105,11 @@ def _pm(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
 
 def table(runs: list[Run], keys: list[str]) -> str:
     """Markdown: one row per group of finished runs, accuracies in % as mean ± std over seeds."""
-    head = [*keys, "seeds", "final global acc (%)", "best global acc (%)", "final personal acc (%)",
-            "best personal acc (%)", "MB sent (up+down)", "train time (s)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     finished = [r for r in runs if r.summary is not None]
+    private = any(r.summary.get("privacy/epsilon") is not None for r in finished)
+    head = [*keys, "seeds", "final global acc (%)", "best global acc (%)", "final personal acc (%)",
+            "best personal acc (%)", "MB sent (up+down)", "train time (s)", *(["ε (at δ)"] if private else [])]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for values, members in sorted(group(finished, keys).items(), key=lambda item: tuple(map(str, item[0]))):
         s = [m.summary for m in members]
         mb = [m.bytes_by_round()[max(m.bytes_by_round())] / 1e6 for m in members]
@@ -116,8 +117,19 @@ def table(runs: list[Run], keys: list[str]) -> str:
                  _pm([x.get("final/global/acc") for x in s]), _pm([x.get("best/global/acc") for x in s]),
                  _pm([x.get("final/personal/acc") for x in s]), _pm([x.get("best/personal/acc") for x in s]),
                  _pm(mb, 1.0, 2), _pm([x.get("train_time_s") for x in s], 1.0, 1)]
+        if private:
+            cells.append(_epsilon_cell(s))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _epsilon_cell(summaries: list[dict]) -> str:
+    """`2.31 ± 0.00 (δ 7e-04)`; `–` without differential privacy."""
+    eps = [x.get("privacy/epsilon") for x in summaries]
+    if all(e is None for e in eps):
+        return "–"
+    delta = summaries[0].get("privacy/delta")
+    return _pm(eps, 1.0, 2) + (f" (δ {delta:.0e})" if delta else "")
 
 
 # -- figure data --------------------------------------------------------------------------------
@@ -221,6 +233,38 @@ def class_frequency(run: Run) -> tuple[np.ndarray, tuple[str, ...]]:
     return fed.label_counts().sum(0), fed.data.class_names
 
 
+def accuracy_vs_epsilon(runs: list[Run], keys: list[str], panel_of: PanelOf = None) -> dict:
+    """panel -> line -> (epsilon, mean accuracy, std) after each evaluated round, over seeds; runs
+    without differential privacy -> (None, final accuracy, std), a reference line. Privacy settings
+    are lines, not panels (one panel compares the noise levels); empty without a private run."""
+    if not any(r.curve("privacy/epsilon") for r in runs):
+        return {}
+    data: dict[str, dict] = {}
+    panel_keys = [k for k in keys if not k.startswith("privacy.") and k != "algorithm.name"]
+    for run in runs:
+        panel = panel_of(run) if panel_of else (label(panel_keys, tuple(run.config.get(k) for k in panel_keys))
+                                                if panel_keys else _setting(run))
+        private = str(run.config.get("privacy.name", "none")) != "none"
+        line_keys = [k for k in keys if k not in panel_keys and (private or not k.startswith("privacy."))]
+        line = label(line_keys, tuple(run.config.get(k) for k in line_keys)) if private else f"{run.config.get('algorithm.name')}, no DP"
+        data.setdefault(panel, {}).setdefault(line, []).append(run)
+    out: dict[str, dict] = {}
+    for panel, lines in data.items():
+        out[panel] = {}
+        for line, members in lines.items():
+            key = _acc_key(members)
+            accs, eps = [m.curve(key) for m in members], [m.curve("privacy/epsilon") for m in members]
+            if not all(eps):  # no differential privacy: the final accuracy as a reference
+                finals = [c[max(c)] for c in accs if c]
+                out[panel][line] = (None, float(np.mean(finals)), float(np.std(finals)))
+                continue
+            rounds = sorted(set.intersection(*(set(c) for c in accs), *(set(e) for e in eps)) - {0})
+            if rounds:
+                acc = np.array([[c[r] for r in rounds] for c in accs])
+                out[panel][line] = (np.mean([[e[r] for r in rounds] for e in eps], axis=0), acc.mean(0), acc.std(0))
+    return out
+
+
 def per_class(runs: list[Run], keys: list[str], panel_of: PanelOf = None) -> dict:
     """For long-tailed runs (partition.imbalance_factor > 1):
     panel -> (class counts, line -> final per-class acc, class names)."""
@@ -266,6 +310,10 @@ def write_report(paths: list[str | Path], out: Path, title: str = "flowerbed rep
         ("Per-client personalized accuracy", "personal_accuracy.png",
          plots.personal_boxes(personal_distribution(runs, keys, panel_of), out / "personal_accuracy.png"),
          "Each client's accuracy on its own test split at the last evaluation, all seeds pooled."),
+        ("Accuracy vs privacy budget", "accuracy_vs_epsilon.png",
+         plots.accuracy_vs_epsilon(accuracy_vs_epsilon(runs, keys, panel_of), out / "accuracy_vs_epsilon.png"),
+         "Central test accuracy against the epsilon the accountant reports after each evaluated round (mean over "
+         "seeds, band = ± 1 std; log scale); dashed: runs without differential privacy, final accuracy."),
         ("Per-class accuracy vs class frequency (long-tailed runs)", "per_class.png",
          plots.per_class(per_class(runs, keys, panel_of), out / "per_class.png"),
          "Final per-class central test accuracy against the class's training samples in the federation (mean over seeds)."),

@@ -21,7 +21,8 @@ from rich.table import Table  # noqa: E402
 from tasks.errors import ConfigError  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole in logs
-IGNORED_ON_RESUME = ("resume", "overwrite", "rounds", "clients.timeout", "engine.", "train.device", "train.num_threads")
+IGNORED_ON_RESUME = ("resume", "overwrite", "rounds", "clients.timeout", "engine.", "train.device", "train.num_threads",
+                     "privacy.target_epsilon")  # a run stopped at its privacy budget may go on with a larger one
 
 
 def _prepare_output(flat: dict) -> Path:

@@ -10,7 +10,7 @@ from typing import Callable
 from flwr.serverapp.strategy import Strategy
 
 from strategies import fedbn, fedlabel, fedloge, flower, fraug, pfedpg
-from strategies import robust
+from strategies import privacy, robust
 from strategies.sampling import mean_over_clients
 from tasks.errors import ConfigError
 
@@ -71,4 +71,5 @@ def build_strategy(cfg: dict) -> Strategy:
     strategy.aggregation = robust.aggregator(cfg)
     if strategy.aggregation is not None and not getattr(strategy, "has_global_model", True):
         raise ConfigError.invalid("algorithm.aggregation", cfg["algorithm.aggregation"], f"mean for {cfg['algorithm.name']} (no global weights)")
+    strategy.privacy = privacy.build(cfg, strategy)
     return strategy

@@ -42,19 +42,23 @@ def robust_replies(helper: flwr_strategy.FedAvg, server_round: int, replies: lis
     for msg in replies:
         content = RecordDict({k: shallow_copy(v) for k, v in msg.content.array_records.items()})
         content["metrics"] = msg.content["metrics"]
-        copies.append(_with_content(msg, content))
+        copies.append(with_content(msg, content))
     arrays, _ = helper.aggregate_train(server_round, copies)
-    if arrays is None:
-        return replies
+    return replies if arrays is None else carrying(replies, arrays)
+
+
+def carrying(replies: list[Message], arrays: ArrayRecord) -> list[Message]:
+    """The replies, each holding `arrays` in place of its own (metrics untouched): the algorithm's
+    mean of them is `arrays`, and its server optimizer steps toward it."""
     key = next(iter(replies[0].content.array_records))
     out = []
     for msg in replies:
         content = RecordDict({key: arrays, **{k: v for k, v in msg.content.items() if k != key}})
-        out.append(_with_content(msg, content))
+        out.append(with_content(msg, content))
     return out
 
 
-def _with_content(msg: Message, content: RecordDict) -> Message:
+def with_content(msg: Message, content: RecordDict) -> Message:
     """The same reply (sender, ids) with other content."""
     copy = Message.__new__(Message)
     copy.__dict__.update(msg.__dict__)

@@ -36,13 +36,14 @@ class StableClients:
     round_stats: dict[str, int]
     max_update_norm: float = 0.0  # 0: no bound
     aggregation = None  # a Flower strategy computing a robust model (strategies/robust.py), or None
+    privacy = None  # differential privacy / secure aggregation (strategies/privacy.py), or None
     _global: ArrayRecord | None = None  # the arrays sent this round, to measure updates against
 
     def sample_clients(self, server_round: int, fraction: float, minimum: int, purpose: str) -> list[int]:
         """Node ids of the clients chosen for this round and purpose, in client-id order."""
         by_client = {c: n for n, c in self.client_of_node.items()}
         ids = sorted(by_client)
-        size = min(len(ids), max(int(len(ids) * fraction), minimum))
+        size = sample_size(len(ids), fraction, minimum)
         chosen = random.Random(f"{self.seed}/{server_round}/{purpose}").sample(ids, size)
         return [by_client[c] for c in sorted(chosen)]
 
@@ -57,6 +58,8 @@ class StableClients:
     def configure_train(self, server_round, arrays, config, grid):
         chosen = self.sample_clients(server_round, self.fraction_train, self.min_train_nodes, "train")
         self._global = arrays
+        if self.privacy is not None:  # may add to `config` (the clipping norm for client-side clipping)
+            self.privacy.configure(server_round, arrays, config, grid, [self.client_of_node[n] for n in chosen])
         return self._retarget(super().configure_train(server_round, arrays, config, grid), chosen)
 
     def configure_evaluate(self, server_round, arrays, config, grid):
@@ -89,6 +92,11 @@ class StableClients:
             from strategies.robust import robust_replies
 
             kept = robust_replies(self.aggregation, server_round, kept)
+        if self.privacy is not None:
+            kept = self.privacy.privatize(server_round, kept)
+            self.round_stats["privacy_skipped"] = int(kept is None)
+            if kept is None:
+                return None, None  # not the m sampled replies the noise is calibrated for: no release
         return super().aggregate_train(server_round, kept)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
@@ -147,6 +155,11 @@ def _finite_rows(rows: torch.Tensor) -> torch.Tensor:
     for i in (~ok).nonzero().flatten().tolist():
         ok[i] = bool(torch.isfinite(rows[i]).all())
     return ok
+
+
+def sample_size(num_clients: int, fraction: float, minimum: int) -> int:
+    """How many clients a round samples: a fraction, at least `minimum`, at most all."""
+    return min(num_clients, max(int(num_clients * fraction), minimum))
 
 
 def update_norm(reply: Message, sent: ArrayRecord | None) -> float:

@@ -2,6 +2,8 @@
 
 import subprocess
 
+import pytest
+
 from tests.conftest import run
 
 
@@ -95,3 +97,16 @@ def test_a_deployment_says_how_many_nodes_it_is_waiting_for(tmp_path, caplog, mo
     flat = config.load(["experiment=smoke", "clients.timeout=2", f"output.dir={tmp_path / 'run2'}"])
     with pytest.raises(RunAborted, match=r"^only 3 of clients.num=4 nodes connected within clients.timeout=2s$"):
         run_in_process(server_app, client_app, flat, 4, LateNodes)
+
+
+def test_flower_engine_draws_the_same_privacy_noise(tmp_path):
+    """Central DP with adaptive client-side clipping: the server's noise (on the model and on the
+    clipped count) and the clients' mods run in other processes on Ray, seeded by the run."""
+    overrides = ("clients.num=5", "rounds=2", "clients.fraction_train=0.6", "privacy=central-adaptive",
+                 "privacy.clipping=client", "privacy.noise_multiplier=0.2", "privacy.clipped_count_stddev=1")
+    sequential = run(tmp_path / "seq", *overrides)
+    flower = run(tmp_path / "ray", *overrides, "engine=flower")
+    assert sequential[-1]["privacy/epsilon"] > 0
+    for a, b in zip(sequential, flower):
+        for key in ("global/loss", "global/acc", "privacy/epsilon", "privacy/clipping_norm", "train/loss"):
+            assert a.get(key) == pytest.approx(b.get(key), abs=1e-6), (a["round"], key)

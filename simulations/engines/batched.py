@@ -23,6 +23,7 @@ from clients import state
 from clients.batched import BATCHED_EVALUATE, Cohort, batched_form
 from clients.core import resolve_device
 from clients.data import client_index
+from clients.privacy import apply_to_reply
 from simulations.engines.inprocess import CLIENT_EXCEPTION, InProcessGrid
 from tasks.errors import ConfigError
 
@@ -88,4 +89,5 @@ class BatchedGrid(InProcessGrid):
         except Exception as err:  # noqa: BLE001 - reported per client, the round goes on
             error = Error(code=CLIENT_EXCEPTION, reason=f"{type(err).__name__}: {err}")
             return [Message(error, reply_to=m) for m in messages]
-        return [Message(content=c, reply_to=m) for c, m in zip(contents, messages)]
+        # the ClientApp's privacy mods (clipping, local noise) act on each reply as they would there
+        return [apply_to_reply(m, x, Message(content=c, reply_to=m)) for c, m, x in zip(contents, messages, contexts)]

@@ -8,6 +8,7 @@ subprocesses, one CUDA context.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import random
 import time
@@ -94,6 +95,9 @@ class InProcessGrid(Grid):
         """Run the ClientApp on one message; an exception becomes an error reply, as in Flower."""
         context = self.contexts[message.metadata.dst_node_id]
         TaskIdentity.node_id = context.node_id
+        # each node gets its own copy, as over the network: Flower's mods may edit what they receive
+        # (SecAgg+'s pops its stage), and the strategy may send one content object to every node
+        message = copy.deepcopy(message)  # the arrays' bytes are immutable and stay shared
         try:
             reply = self.client_app(message, context)
         except Exception as err:  # a failing client must not stop the round
