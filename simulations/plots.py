@@ -69,9 +69,9 @@ def _grid(n: int, width: float = 4.6, height: float = 3.6):
     return fig, list(axes.flat[:n])
 
 
-def _finish(fig, axes, names: list[str], colors: dict, path: Path) -> Path:
+def _finish(fig, axes, names: list[str], colors: dict, path: Path, dashed: tuple[str, ...] = ()) -> Path:
     """One shared legend under the panels (readable with many algorithms), then save."""
-    dashes = _dashes(names)
+    dashes = {**_dashes(names), **{n: "--" for n in dashed}}
     handles = [_plt().Line2D([], [], color=colors[n], ls=dashes[n], lw=2, label=n) for n in sorted(names)]
     label_in = 0.6 + 0.075 * max(len(n) for n in names)  # a handle and its text at fontsize 9
     fits = max(1, int(fig.get_figwidth() // label_in))
@@ -124,7 +124,7 @@ def accuracy_vs_epsilon(panels: dict[str, dict[str, tuple]], path: Path) -> Path
         return None
     names = sorted({n for lines in panels.values() for n in lines})
     colors = _colors(names)
-    fig, axes = _grid(len(panels), width=5.6, height=4.0)
+    fig, axes = _grid(len(panels), width=8.0 if len(panels) == 1 else 5.6, height=4.2)
     for ax, (panel, lines) in zip(axes, panels.items()):
         for name, (eps, mean, std) in sorted(lines.items()):
             if eps is None:
@@ -135,9 +135,12 @@ def accuracy_vs_epsilon(panels: dict[str, dict[str, tuple]], path: Path) -> Path
             ax.plot(eps, 100 * mean, color=colors[name], lw=1.6, marker=".", ms=4)
             ax.fill_between(eps, 100 * (mean - std), 100 * (mean + std), color=colors[name], alpha=0.15, lw=0)
         ax.set_xscale("log")
+        for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+            axis(_plt().FuncFormatter(lambda x, _: f"{x:g}"))
         ax.set(title=panel, xlabel="ε spent (accountant, log scale)", ylabel="test accuracy (%)")
         ax.grid(alpha=0.3, which="both")
-    return _finish(fig, axes, names, colors, path)
+    reference = tuple(n for lines in panels.values() for n, v in lines.items() if v[0] is None)
+    return _finish(fig, axes, names, colors, path, dashed=reference)
 
 
 def personal_boxes(panels: dict[str, dict[str, list[float]]], path: Path) -> Path | None:

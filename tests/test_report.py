@@ -80,3 +80,30 @@ def test_report_command_writes_markdown_and_figures(tmp_path):
 
 def test_report_of_a_missing_directory_exits_2(tmp_path):
     assert flowerbed("report", str(tmp_path / "nothing")) == 2
+
+
+def test_private_runs_get_an_epsilon_column_and_an_accuracy_vs_epsilon_figure(tmp_path):
+    for z, accs in ((1.0, [0.1, 0.6, 0.8]), (4.0, [0.1, 0.3, 0.5])):
+        for seed in (0, 1):
+            path = tmp_path / "sweep" / f"z{z}-{seed}"
+            fake_run(path, "fedavg", seed, accs, {"privacy.name": "central", "privacy.noise_multiplier": z})
+            lines = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
+            for line in lines:
+                line["privacy/epsilon"] = line["round"] * 10 / z  # what the accountant would write
+            (path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+            summary = json.loads((path / "summary.json").read_text())
+            (path / "summary.json").write_text(json.dumps({**summary, "privacy/epsilon": 20 / z, "privacy/delta": 1e-3}))
+    fake_run(tmp_path / "sweep" / "plain", "fedavg", 0, [0.1, 0.7, 0.9], {"privacy.name": "none", "privacy.noise_multiplier": 1.0})
+    assert flowerbed("report", str(tmp_path / "sweep"), "--out", str(tmp_path / "out")) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "ε (at δ)" in text and "| 5.00 ± 0.00 (δ 1e-03) |" in text and "| 20.00 ± 0.00 (δ 1e-03) |" in text
+    assert "](accuracy_vs_epsilon.png)" in text and (tmp_path / "out" / "accuracy_vs_epsilon.png").stat().st_size > 1000
+
+    from simulations.report import accuracy_vs_epsilon
+
+    runs = find_runs([tmp_path / "sweep"])
+    panel = next(iter(accuracy_vs_epsilon(runs, swept_keys(runs)).values()))
+    assert sorted(panel) == ["central, noise_multiplier=1.0", "central, noise_multiplier=4.0", "fedavg, no DP"]
+    eps, mean, _ = panel["central, noise_multiplier=4.0"]
+    assert list(eps) == [2.5, 5.0] and list(mean) == pytest.approx([0.3, 0.5])
+    assert panel["fedavg, no DP"][0] is None and panel["fedavg, no DP"][1] == pytest.approx(0.9)
