@@ -44,6 +44,9 @@ class BatchedGrid(InProcessGrid):
         elif faults:  # faults are injected by the ClientApp (clients/faults.py), so it must run every client
             self.form = None
             console.print(f"[yellow]engine batched[/]: {faults[0]} is set; clients train one after another through the ClientApp")
+        elif run_config.get("privacy.secagg"):  # SecAgg+'s four exchanges go through its mod on the ClientApp
+            self.form = None
+            console.print("[yellow]engine batched[/]: privacy.secagg=true; clients train one after another through the ClientApp")
         # evaluation together only where training is: otherwise the engine is `sequential` to the last bit
         self.evaluate_form = batched_form(algorithm, BATCHED_EVALUATE) if self.form is not None else None
 
