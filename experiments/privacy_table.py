@@ -57,8 +57,9 @@ def accuracy_table(out: Path) -> str:
         eps = [s.get("privacy/epsilon") for s in summaries]
         eps_cell = "∞ (no DP)" if mode == "none" else (f"{np.mean(eps):.2f}" if None not in eps else "∞")
         delta = summaries[0].get("privacy/delta")
-        lines.append(f"| {mode} | {'–' if z is None else z} | {len(summaries)} | {np.mean(acc):.1f} ± {np.std(acc, ddof=1):.1f} | "
-                     f"{eps_cell} | {'–' if delta is None else f'{delta:.1e}'} |")
+        acc_cell = f"{np.mean(acc):.1f} ± {np.std(acc, ddof=1):.1f}"
+        lines.append(f"| {mode} | {'–' if z is None else z} | {len(summaries)} | {acc_cell} | {eps_cell} | "
+                     f"{'–' if delta is None else f'{delta:.1e}'} |")
     return "\n".join(lines)
 
 
@@ -83,7 +84,7 @@ def cross_check(noise_multipliers: list[float], releases: int, delta: float) -> 
 
     from strategies.privacy import Accountant
 
-    lines = [f"| z | rounds | Flower RdpAccountant (what runs report) | dp-accounting PLD | Opacus RDP | exact (analytic Gaussian) |",
+    lines = ["| z | rounds | Flower RdpAccountant (what runs report) | dp-accounting PLD | Opacus RDP | exact (analytic Gaussian) |",
              "|---|---|---|---|---|---|"]
     for z in noise_multipliers:
         accountant = Accountant(z, 100, 100, amplified=False)
@@ -94,7 +95,8 @@ def cross_check(noise_multipliers: list[float], releases: int, delta: float) -> 
             from opacus.accountants.analysis import rdp
 
             orders = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
-            opacus = f"{rdp.get_privacy_spent(orders=orders, rdp=rdp.compute_rdp(q=1.0, noise_multiplier=z, steps=releases, orders=orders), delta=delta)[0]:.3f}"
+            curve = rdp.compute_rdp(q=1.0, noise_multiplier=z, steps=releases, orders=orders)
+            opacus = f"{rdp.get_privacy_spent(orders=orders, rdp=curve, delta=delta)[0]:.3f}"
         except ImportError:
             opacus = "–"
         lines.append(f"| {z} | {releases} | {accountant.epsilon(releases):.3f} | {pld.get_epsilon(delta):.3f} | {opacus} | "

@@ -293,7 +293,8 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     device = str(flat["train.device"])
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ConfigError.invalid("train.device", device, "auto, cpu, cuda or cuda:N", ("auto", "cpu", "cuda"))
-    if flat.get("privacy.name", "none") != "none" or flat.get("privacy.secagg"):
+    if any(flat.get(key, off) != off for key, off in (("privacy.name", "none"), ("privacy.secagg", False),
+                                                    ("privacy.target_epsilon", "none"))):
         from strategies.registry import build_strategy
 
         build_strategy(flat)  # the privacy mode must fit the algorithm (strategies/privacy.py)

@@ -246,7 +246,10 @@ def accuracy_vs_epsilon(runs: list[Run], keys: list[str], panel_of: PanelOf = No
                                                 if panel_keys else _setting(run))
         private = str(run.config.get("privacy.name", "none")) != "none"
         line_keys = [k for k in keys if k not in panel_keys and (private or not k.startswith("privacy."))]
-        line = label(line_keys, tuple(run.config.get(k) for k in line_keys)) if private else f"{run.config.get('algorithm.name')}, no DP"
+        if private:
+            line = label(line_keys, tuple(run.config.get(k) for k in line_keys))
+        else:
+            line = f"{run.config.get('algorithm.name')}, no DP"
         data.setdefault(panel, {}).setdefault(line, []).append(run)
     out: dict[str, dict] = {}
     for panel, lines in data.items():

@@ -68,7 +68,8 @@ class Settings:
 
         return cls(
             mode=str(cfg.get("privacy.name", "none")), clipping=str(cfg.get("privacy.clipping", "server")),
-            clipping_norm=float(cfg.get("privacy.clipping_norm", 1.0)), noise_multiplier=float(cfg.get("privacy.noise_multiplier", 1.0)),
+            clipping_norm=float(cfg.get("privacy.clipping_norm", 1.0)),
+            noise_multiplier=float(cfg.get("privacy.noise_multiplier", 1.0)),
             delta=auto("privacy.delta", "auto"), target_epsilon=auto("privacy.target_epsilon", "none"),
             target_quantile=float(cfg.get("privacy.target_quantile", 0.5)), clip_lr=float(cfg.get("privacy.clip_lr", 0.2)),
             clipped_count_stddev=auto("privacy.clipped_count_stddev", "auto"), secagg=bool(cfg.get("privacy.secagg", False)),
@@ -173,7 +174,8 @@ class Privacy:
 
     def summary(self) -> dict:
         return {"privacy/mode": self.settings.mode, "privacy/epsilon": self.spent(), "privacy/delta": self.accountant.delta,
-                "privacy/noise_multiplier": self.settings.noise_multiplier, "privacy/releases": self.releases}
+                "privacy/noise_multiplier": self.settings.noise_multiplier, "privacy/releases": self.releases,
+                "privacy/secagg": self.settings.secagg}
 
 
 class CentralPrivacy(Privacy):
@@ -239,17 +241,23 @@ class LocalPrivacy(Privacy):
 class SecureAggregationOnly(Privacy):
     """`privacy=none privacy.secagg=true`: no noise, nothing to account."""
 
-    def spent(self) -> float:
-        return math.inf
+    def would_exceed(self) -> bool:
+        return False
 
     def metrics(self) -> dict:
         return {}
+
+    def summary(self) -> dict:
+        return {"privacy/mode": "none", "privacy/secagg": True}
 
 
 # -- which algorithms it can serve ---------------------------------------------------------------
 def build(cfg: dict, strategy) -> Privacy | None:
     """The server's privacy component for this run config, or None; ConfigError if it cannot serve it."""
     settings = Settings.from_config(cfg)
+    if settings.mode == "none" and settings.target_epsilon is not None:
+        raise ConfigError.invalid("privacy.target_epsilon", settings.target_epsilon,
+                                  "none with privacy=none (no budget is spent)")
     if settings.mode == "none" and not settings.secagg:
         return None
     check_algorithm(cfg, strategy, settings)
@@ -258,7 +266,8 @@ def build(cfg: dict, strategy) -> Privacy | None:
                                   "aggregation the server never sees an update to clip)")
     n = int(cfg["clients.num"])
     m = sample_size(n, strategy.fraction_train, strategy.min_train_nodes)
-    kind = {"central": CentralPrivacy, "central-adaptive": CentralPrivacy, "local": LocalPrivacy}.get(settings.mode, SecureAggregationOnly)
+    kinds = {"central": CentralPrivacy, "central-adaptive": CentralPrivacy, "local": LocalPrivacy}
+    kind = kinds.get(settings.mode, SecureAggregationOnly)
     return kind(settings, int(cfg["seed"]), m, n)
 
 

@@ -26,6 +26,7 @@ BAD_INPUTS = [
     (["privacy=central", "algorithm.aggregation=median"], "algorithm.aggregation='median' is not valid: mean with privacy.name=central"),
     (["privacy=central", "model=resnet8"], "model.name='resnet8' is not valid: a model without integer buffers"),
     (["privacy=central", "privacy.secagg=true"], "privacy.clipping='server' is not valid: client with privacy.secagg=true"),
+    (["privacy.target_epsilon=3"], "privacy.target_epsilon=3.0 is not valid: none with privacy=none (no budget is spent)"),
     (["privacy=central-adaptive", "clients.num=4"], "privacy.noise_multiplier=1.0 is not valid: below 2 * privacy.clipped_count_stddev"),
 ]
 
