@@ -12,8 +12,10 @@ private model into the algorithm's own `aggregate_train`. Two reasons:
 - a server optimizer (FedAdam, FedYogi, FedAvgM's momentum) then steps toward the private model:
   post-processing, so the guarantee holds. Wrapped around FedAdam itself, the noise would land
   after the optimizer, whose state has seen the clean mean.
-A round whose replies are not exactly the m sampled clients releases nothing (the model stays;
-Flower's own rule when it accounts), since the noise was calibrated for m.
+A sampled client whose update does not arrive, or is rejected (non-finite, too large), counts as
+a zero update: the fixed-denominator estimator of McMahan et al. (2018). The noise stays
+calibrated for m, and every round releases, whatever the clients' data did (Flower's wrapper
+would skip the round, a decision that itself depends on the data).
 
 `privacy=local`: the clients' `LocalDpMod` does everything (clients/privacy.py); the server only
 accounts.
@@ -32,7 +34,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+import numpy as np
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import strategy as flwr_strategy
 from flwr.serverapp.grid import Grid
 
@@ -121,13 +125,18 @@ class _Mean(flwr_strategy.FedAvg):
         return []
 
 
-def _uniform_copies(replies: list[Message]) -> list[Message]:
-    """Each reply's arrays with weight 1 (and the client mod's norm bit, for adaptive clipping)."""
+def _uniform_copies(replies: list[Message], sent: ArrayRecord, sample_size: int) -> list[Message]:
+    """Each reply's arrays with weight 1 (and the client mod's norm bit, for adaptive clipping), and a
+    zero update (the model sent, not clipped) for each sampled client without a usable reply."""
     from flwr.supercore.differential_privacy import KEY_NORM_BIT
 
-    copies = []
+    key = next(iter(replies[0].content.array_records))
+    bit = any(KEY_NORM_BIT in r for msg in replies for r in msg.content.metric_records.values())
+    zero = RecordDict({key: _nudged(sent), "metrics": MetricRecord({"num-examples": 1, **({KEY_NORM_BIT: 0} if bit else {})})})
+    copies = [with_content(replies[0], zero) for _ in range(sample_size - len(replies))]
     for msg in replies:
-        content = RecordDict({k: ArrayRecord(dict(v.items())) for k, v in msg.content.array_records.items()})
+        content = RecordDict({k: ArrayRecord(dict(v.items())) if not _same(v, sent) else _nudged(sent)
+                              for k, v in msg.content.array_records.items()})
         metrics = MetricRecord({"num-examples": 1})
         for record in msg.content.metric_records.values():
             if KEY_NORM_BIT in record:
@@ -135,6 +144,25 @@ def _uniform_copies(replies: list[Message]) -> list[Message]:
         content["metrics"] = metrics
         copies.append(with_content(msg, content))
     return copies
+
+
+def _same(arrays: ArrayRecord, sent: ArrayRecord) -> bool:
+    return list(arrays.keys()) == list(sent.keys()) and all(arrays[k].data == sent[k].data for k in sent.keys())
+
+
+def _nudged(sent: ArrayRecord) -> ArrayRecord:
+    """The model sent, one weight moved to the next float: an update of norm ~1e-8 rather than 0,
+    because Flower's clipping divides by the update's norm and an exactly-zero update raises
+    ZeroDivisionError (flwr 1.42)."""
+    out = ArrayRecord(dict(sent.items()))
+    for k, array in sent.items():
+        values = array.numpy()
+        if values.dtype.kind == "f" and values.size:
+            values = values.copy()
+            values.flat[0] = np.nextafter(values.flat[0], values.dtype.type(np.inf))
+            out[k] = Array(values)
+            break
+    return out
 
 
 class Privacy:
@@ -158,7 +186,7 @@ class Privacy:
         """Before the round's train messages are built (`config` goes into them)."""
 
     def privatize(self, server_round: int, replies: list[Message]) -> list[Message] | None:
-        """The replies the algorithm aggregates; None releases nothing this round."""
+        """The replies the algorithm aggregates (at least one); None releases nothing this round."""
         return replies
 
     def spent(self) -> float:
@@ -183,6 +211,7 @@ class CentralPrivacy(Privacy):
 
     def __init__(self, settings: Settings, seed: int, sample_size: int, population: int) -> None:
         super().__init__(settings, seed, sample_size, population)
+        self.sent, self.zero_updates = ArrayRecord(), 0
         s, server = settings, settings.clipping == "server"
         try:
             if s.mode == "central":
@@ -204,21 +233,23 @@ class CentralPrivacy(Privacy):
     def configure(self, server_round, arrays, config, grid, clients) -> None:
         # server-side: remembers the global model to clip against; client-side: puts the norm into `config`
         self.wrapper.configure_train(server_round, arrays, config, grid)
+        self.sent = arrays  # a missing client's zero update
 
     def privatize(self, server_round: int, replies: list[Message]) -> list[Message] | None:
-        if len(replies) != self.sample_size:
-            return None
+        self.zero_updates = self.sample_size - len(replies)
+        copies = _uniform_copies(replies, self.sent, self.sample_size)
         with numpy_seeded(self.seed, server_round, NOISE_STREAM):
-            arrays, _ = self.wrapper.aggregate_train(server_round, _uniform_copies(replies))
+            arrays, _ = self.wrapper.aggregate_train(server_round, copies)
+        self.sent = ArrayRecord()  # not worth a place in the checkpoint
         if hasattr(self.wrapper, "current_arrays"):
-            self.wrapper.current_arrays = ArrayRecord()  # not worth a place in the checkpoint
+            self.wrapper.current_arrays = ArrayRecord()
         if arrays is None:
             return None
         self.releases += 1
         return carrying(replies, arrays)
 
     def metrics(self) -> dict:
-        out = super().metrics()
+        out = {**super().metrics(), "privacy/zero_updates": self.zero_updates}
         if self.settings.mode == "central-adaptive":
             out["privacy/clipping_norm"] = float(self.wrapper.clipping_norm)
         return out

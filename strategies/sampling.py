@@ -94,9 +94,8 @@ class StableClients:
             kept = robust_replies(self.aggregation, server_round, kept)
         if self.privacy is not None:
             kept = self.privacy.privatize(server_round, kept)
-            self.round_stats["privacy_skipped"] = int(kept is None)
             if kept is None:
-                return None, None  # not the m sampled replies the noise is calibrated for: no release
+                return None, None  # nothing released this round
         return super().aggregate_train(server_round, kept)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:

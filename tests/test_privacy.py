@@ -140,7 +140,7 @@ def test_secure_aggregation_under_central_dp_with_client_clipping(tmp_path):
     plain, secure = run(tmp_path / "p", *overrides), run(tmp_path / "s", *overrides, "privacy.secagg=true")
     assert [r["global/loss"] for r in secure] == pytest.approx([r["global/loss"] for r in plain], abs=1e-4)
     assert [r["privacy/epsilon"] for r in secure] == [r["privacy/epsilon"] for r in plain]
-    assert read_metrics(tmp_path / "s")[-1]["clients/privacy_skipped"] == 0
+    assert read_metrics(tmp_path / "s")[-1]["privacy/zero_updates"] == 0
 
 
 def test_secure_aggregation_with_central_dp_deployed_on_loopback(tmp_path, processes):
@@ -166,3 +166,14 @@ def test_secure_aggregation_with_central_dp_deployed_on_loopback(tmp_path, proce
     # the stochastic quantization is seeded per (run, round, client), so even that agrees
     for a, b in zip(sequential, deployed):
         assert close(a, b) == [], a["round"]
+
+
+def test_a_client_without_a_usable_update_counts_as_a_zero_update(tmp_path):
+    """The fixed-denominator estimator: the noise stays calibrated for the m sampled clients and
+    every round releases (and spends), whichever client failed."""
+    metrics = run(tmp_path / "r", "privacy=central", "privacy.noise_multiplier=0.5", "faults.raise_fraction=0.25", "rounds=3")
+    assert [r["clients/failures"] for r in metrics[1:]] == [r["privacy/zero_updates"] for r in metrics[1:]]
+    assert sum(r["privacy/zero_updates"] for r in metrics[1:]) > 0
+    accountant = Accountant(0.5, 4, 4, amplified=False)
+    accountant.delta = 1 / 1437
+    assert [r["privacy/epsilon"] for r in metrics] == [accountant.epsilon(k) for k in range(4)]
