@@ -47,9 +47,10 @@ from clients.core import batches_from, generator
 from clients.data import local_data
 from clients.fedavg import FedAvgClient
 from clients.fedlabel import FedLabelClient, combine, fit_metrics, local_plan, pseudo_labels, semi_supervised_loss
-from clients.fedloge import FedLoGeClient, FedLoGeNet, etf_options
+from clients.fedloge import FedLoGeClient, FedLoGeNet
 from clients.fedprox import FedProxClient
-from tasks.etf import sse_c
+from tasks.etf import options as etf_options
+from tasks.etf import sse_c_for
 from tasks.metrics import predict
 from tasks.models import build_model
 from tasks.partitions import build_federation
@@ -295,7 +296,7 @@ def fedloge(cohort: Cohort) -> list[RecordDict]:
     cfg, device = cohort.cfg, cohort.device
     model = template_model(cfg, device)
     out_dim, dim = model.classifier.weight.shape
-    etf = sse_c(dim, out_dim, int(cfg["seed"]), **etf_options(cfg)).to(device)
+    etf = sse_c_for(model.state_dict(), int(cfg["seed"]), **etf_options(cfg)).to(device)
     net = _FedLoGeObjective(model, etf, nn.Linear(dim, out_dim).to(device))
     d = build_federation(cfg).data
     first = build_model(str(cfg["model.name"]), d.input_shape, d.num_classes, int(cfg["seed"])).classifier.state_dict()

@@ -10,12 +10,12 @@ CE(psi(h.detach())), phi_k by CE(phi_k(h.detach())), all from the same features 
 psi and phi see detached features, the sum of the three losses gives each part exactly its own
 gradient, so one `sgd_train` over (theta, psi, phi_k) is the three SGD optimizers of the paper.
 
-Evaluation (GLA-FR, b.2 step 2) on the local test set:
-- personalized: argmax phi_k(h) + psi~(h), with psi~_c = psi^_c * |phi_k,c|, psi^ the row-normalised
-  psi (norm 1.7): psi's class directions take the personal head's class norms. `personal/acc` is
+Evaluation (GLA-FR, b.2 step 2) on the local test set, as the official `realignment.py` does it:
+- personalized: argmax phi_k(h) + psi~(h), with psi~_c = psi_c * |phi_k,c|: the global head psi as
+  trained, each class row rescaled by the personal head's norm of that class. `personal/acc` is
   without the absent-class mask, `personal/acc_masked` with it (the official `localtest`).
 - diagnostics: phi_k alone, phi_k + psi without norm transfer (what the official logs report as
-  "local"), and the literal psi_c * |phi_k,c| on raw psi.
+  "local"), the norm transfer onto the row-normalised psi, and the generic and universal models.
 """
 
 from __future__ import annotations
@@ -26,18 +26,13 @@ from torch import nn
 
 from clients.base import ClientAlgorithm, mask_absent
 from clients.core import batches_from, sgd, sgd_train
-from tasks.etf import row_normalized, sse_c
+from tasks.etf import options as etf_options
+from tasks.etf import row_normalized, sse_c_for
 from tasks.metrics import classification_metrics
 
 
-def etf_options(cfg: dict) -> dict:
-    keys = {"sparsity": "algorithm.etf_sparsity", "norm": "algorithm.etf_norm", "steps": "algorithm.etf_steps", "lr": "algorithm.etf_lr"}
-    cast = {"steps": int}
-    return {k: cast.get(k, float)(cfg[key]) for k, key in keys.items()}
-
-
 def norm_transfer(psi: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
-    """GLA-FR's local realignment: row c of the (normalised) psi times |phi_k,c|."""
+    """GLA-FR's local realignment: row c of psi times |phi_k,c|."""
     return psi * phi.norm(dim=1, keepdim=True)
 
 
@@ -57,8 +52,7 @@ class FedLoGeNet(nn.Module):
 
 class FedLoGeClient(ClientAlgorithm):
     def etf(self, model: nn.Module) -> torch.Tensor:
-        out_dim, dim = model.classifier.weight.shape
-        return sse_c(dim, out_dim, int(self.cfg["seed"]), **etf_options(self.cfg)).to(self.device)
+        return sse_c_for(model.state_dict(), int(self.cfg["seed"]), **etf_options(self.cfg)).to(self.device)
 
     def personal_head(self) -> nn.Linear:
         """phi_k from client state, or the model's initial head before this client first trains."""
@@ -79,12 +73,15 @@ class FedLoGeClient(ClientAlgorithm):
     def evaluate(self, msg: Message) -> RecordDict:
         model, phi = self.model_from(msg).eval(), self.personal_head().eval()
         h = model.features(self.data.x_test)
-        psi = model.classifier
-        generic = nn.functional.linear(h, row_normalized(psi.weight), psi.bias)
-        personal = phi(h) + nn.functional.linear(h, norm_transfer(row_normalized(psi.weight), phi.weight), psi.bias)
-        literal = phi(h) + nn.functional.linear(h, norm_transfer(psi.weight, phi.weight), psi.bias)
-        heads = {"personal": personal, "personal_phi": phi(h), "personal_sum": phi(h) + psi(h), "personal_literal": literal,
-                 "personal_generic": generic, "personal_universal": h @ self.etf(model).T}
+        psi, normalised = model.classifier, row_normalized(model.classifier.weight)
+        heads = {
+            "personal": phi(h) + nn.functional.linear(h, norm_transfer(psi.weight, phi.weight), psi.bias),
+            "personal_phi": phi(h),
+            "personal_sum": phi(h) + psi(h),
+            "personal_normalised": phi(h) + nn.functional.linear(h, norm_transfer(normalised, phi.weight), psi.bias),
+            "personal_generic": nn.functional.linear(h, normalised, psi.bias),
+            "personal_universal": h @ self.etf(model).T,
+        }
         metrics = {"num-examples": len(self.data.y_test)}
         for name, logits in heads.items():
             metrics.update(self.scores(logits, name))

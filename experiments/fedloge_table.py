@@ -1,11 +1,13 @@
-"""Regenerate docs/results/fedloge.md's table and figure: FedLoGe and its baselines x seeds on `fedloge-small`.
+"""Regenerate docs/results/fedloge.md's tables and figures: FedLoGe and its baselines x seeds on `fedloge-small`.
 
     python -m experiments.fedloge_table --out /tmp/fedloge --plot docs/results/fedloge-norms.png
+    python -m experiments.fedloge_table --out /tmp/fedloge-c10 --plot docs/results/fedloge-norms-cifar10-lt.png \
+        dataset=cifar10 partition.imbalance_factor=100 evaluate.every=10
 
-Runs `flowerbed run experiment=fedloge-small algorithm=...` per method and seed (skipping runs
-that already finished), prints a Markdown table of the final round (mean ± std over seeds), and
-plots FedLoGe's class norms against class frequency: |psi_c| (server checkpoint) against the
-global class count, |phi_k,c| (every client's saved state) against the client's own count.
+Runs `flowerbed run experiment=fedloge-small algorithm=... <overrides>` per method and seed
+(skipping runs that already finished), prints a Markdown table of the final round (mean ± std over
+seeds), and plots FedLoGe's class norms against class frequency: |psi_c| (server checkpoint)
+against the global class count, |phi_k,c| (every client's saved state) against the client's own count.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ PRESET = "experiment=fedloge-small"
 # (row label, method, metric prefix for generic acc, metric prefix for personalized acc)
 ROWS = [
     ("FedLoGe (GLA-FR: row-normalised psi / phi_k + norm-transferred psi)", "fedloge", "global", "personal"),
+    ("FedLoGe, norm transfer onto row-normalised psi (personalized only)", "fedloge", None, "personal_normalised"),
     ("FedLoGe, raw psi / phi_k + psi (no realignment)", "fedloge", "global_raw", "personal_sum"),
     ("FedLoGe, universal SSE-C / phi_k alone", "fedloge", "global_universal", "personal_phi"),
     ("FedAvg (global model)", "fedavg", "global", "personal"),
@@ -34,10 +37,10 @@ def run_dir(out: Path, method: str, seed: int) -> Path:
     return out / f"{method}-seed{seed}"
 
 
-def run_all(out: Path, seeds: list[int], extra: list[str]) -> None:
+def run_all(out: Path, seeds: list[int], extra: list[str], methods: list[str] = METHODS) -> None:
     from simulations.cli import main
 
-    for method in METHODS:
+    for method in methods:
         for seed in seeds:
             target = run_dir(out, method, seed)
             if not (target / "summary.json").exists():
@@ -54,18 +57,20 @@ def _pm(values: list[float]) -> str:
     return f"{np.mean(values) * 100:.1f} ± {np.std(values) * 100:.1f}" if values else "–"
 
 
-def table(out: Path, seeds: list[int]) -> str:
+def table(out: Path, seeds: list[int], methods: list[str] = METHODS) -> str:
     lines = ["| method (generic / personalized model) | generic acc | many | medium | few | personalized acc | personalized acc, masked |",
              "|---|---|---|---|---|---|---|"]
     for label, method, g, p in ROWS:
+        if method not in methods:
+            continue
         last = final(out, method, seeds)
-        cells = [_pm([r[f"{g}/{k}"] for r in last]) for k in ("acc", "acc_many", "acc_medium", "acc_few")]
+        cells = [_pm([r[f"{g}/{k}"] for r in last] if g else []) for k in ("acc", "acc_many", "acc_medium", "acc_few")]
         cells += [_pm([r[f"{p}/acc"] for r in last]), _pm([r[f"{p}/acc_masked"] for r in last])]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def class_norms(out: Path, seed: int) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+def class_norms(out: Path, seed: int, extra: list[str]) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
     """(global class counts, |psi_c|, [(client counts, |phi_k,c|) for each client that trained])."""
     import torch
 
@@ -73,7 +78,7 @@ def class_norms(out: Path, seed: int) -> tuple[np.ndarray, np.ndarray, list[tupl
     from tasks.partitions import build_federation
 
     folder = run_dir(out, "fedloge", seed)
-    cfg = config.load([PRESET, "algorithm=fedloge", f"seed={seed}"], load_data=False)
+    cfg = config.load([PRESET, "algorithm=fedloge", f"seed={seed}", *extra], load_data=False)
     fed = build_federation(cfg)
     arrays = torch.load(folder / "checkpoints" / "server.pt", weights_only=False)["arrays"]
     psi = np.linalg.norm(arrays["classifier.weight"], axis=1)
@@ -87,7 +92,7 @@ def class_norms(out: Path, seed: int) -> tuple[np.ndarray, np.ndarray, list[tupl
     return fed.class_counts, psi, phis
 
 
-def plot(out: Path, seeds: list[int], path: Path) -> None:
+def plot(out: Path, seeds: list[int], path: Path, extra: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,7 +100,7 @@ def plot(out: Path, seeds: list[int], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for seed in seeds:
-        counts, psi, phis = class_norms(out, seed)
+        counts, psi, phis = class_norms(out, seed, extra)
         left.plot(counts, psi, "o-", label=f"seed {seed}")
         for i, (n, norms) in enumerate(phis):
             right.scatter(n + 0.5, norms, s=10, alpha=0.6, color=f"C{seeds.index(seed)}", label=f"seed {seed}" if i == 0 else None)
@@ -112,11 +117,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/fedloge-table"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--plot", type=Path, default=Path("docs/results/fedloge-norms.png"))
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("extra", nargs="*", help="more overrides for every run, e.g. rounds=60")
     args = parser.parse_args()
-    run_all(args.out, args.seeds, args.extra)
-    print(table(args.out, args.seeds))
-    plot(args.out, args.seeds, args.plot)
+    run_all(args.out, args.seeds, args.extra, args.methods)
+    print(table(args.out, args.seeds, args.methods))
+    plot(args.out, args.seeds, args.plot, args.extra)
     print(f"wrote {args.plot}")
 
 

@@ -10,6 +10,8 @@ from tasks.models import build_model
 from tasks.partitions import Federation
 from tasks.records import tensors
 
+Head = tuple[torch.Tensor, torch.Tensor]  # (weight [C, d], bias [C]) of a linear classifier
+
 
 class CentralEvaluator:
     """Accuracy, per-class accuracy and (long-tailed data) many/medium/few-shot accuracy."""
@@ -30,9 +32,21 @@ class CentralEvaluator:
         self._model.load_state_dict(tensors(arrays))
         return self._model
 
-    def __call__(self, arrays: ArrayRecord) -> dict:
-        result = classification_metrics(predict(self.model(arrays), self.x), self.y, self.fed.data.num_classes)
-        metrics = {"global/acc": result["acc"], "global/loss": result["loss"], "global/acc_per_class": result["per_class"]}
+    def __call__(self, arrays: ArrayRecord, heads: dict[str, Head] | None = None) -> dict:
+        """`global/*` of the model in `arrays`; with `heads`, also `<prefix>/*` of the same backbone under
+        each other linear head (FedLoGe's three global models), from one pass over the test set."""
+        model = self.model(arrays)
+        if not heads:
+            return self.scores(predict(model, self.x), "global")
+        h = predict(model.features, self.x)
+        metrics = self.scores(model.classifier(h), "global")
+        for prefix, (weight, bias) in heads.items():
+            metrics.update(self.scores(torch.nn.functional.linear(h, weight.to(h), bias.to(h)), prefix))
+        return metrics
+
+    def scores(self, logits: torch.Tensor, prefix: str) -> dict:
+        result = classification_metrics(logits, self.y, self.fed.data.num_classes)
+        metrics = {f"{prefix}/acc": result["acc"], f"{prefix}/loss": result["loss"], f"{prefix}/acc_per_class": result["per_class"]}
         for name, acc in group_accuracy(result["per_class"], self.fed.shot_groups).items():
-            metrics[f"global/acc_{name}"] = acc
+            metrics[f"{prefix}/acc_{name}"] = acc
         return metrics

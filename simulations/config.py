@@ -204,7 +204,7 @@ CHECKS: dict[str, Callable] = {
     "algorithm.trim_beta": _num(float, 0, 0.5, high_open=True),
     "algorithm.num_malicious": _num(int, 0),
     "algorithm.etf_sparsity": _num(float, 0, 1, high_open=True),
-    "algorithm.etf_norm": _num(float, 0, low_open=True),
+    "algorithm.etf_norm": _or_word("auto", _num(float, 0, low_open=True)),
     "algorithm.etf_steps": _num(int, 0),
     "algorithm.etf_lr": _num(float, 0, low_open=True),
     "algorithm.head_epochs": _num(int, 0),

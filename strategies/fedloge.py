@@ -7,6 +7,7 @@ heads never arrive here. What differs is central evaluation, through the loop's
 - `global/*`: the generic model, psi with class rows normalised (GLA-FR's global realignment);
 - `global_raw/*`: psi as trained (to show what the realignment changes, tail classes first);
 - `global_universal/*`: the frozen SSE-C, rebuilt here from the seed exactly as on the clients.
+All three share the backbone, so the test set's features are computed once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from flwr.app import Array, ArrayRecord
 
 from strategies.flower import FedAvg
-from tasks.etf import row_normalized, sse_c
+from tasks import etf
 from tasks.records import shallow_copy
 
 
@@ -26,33 +27,24 @@ class FedLoGe(FedAvg):
         super().__init__(**common)
         self.etf = etf
 
-    def central_evaluation(self, evaluate: Callable[[ArrayRecord], dict]) -> Callable[[ArrayRecord], dict]:
+    def central_evaluation(self, evaluate: Callable[..., dict]) -> Callable[[ArrayRecord], dict]:
         def evaluate_all(arrays: ArrayRecord) -> dict:
-            psi = arrays["classifier.weight"].numpy()
-            out_dim, dim = psi.shape
-            universal = sse_c(dim, out_dim, self.seed, **self.etf).numpy()
-            metrics = evaluate(with_head(arrays, row_normalized(torch.from_numpy(psi.copy())).numpy()))
-            metrics.update(renamed(evaluate(arrays), "global_raw"))
-            metrics.update(renamed(evaluate(with_head(arrays, universal, bias=0.0)), "global_universal"))
-            return metrics
+            psi = torch.from_numpy(arrays["classifier.weight"].numpy().copy())
+            bias = torch.from_numpy(arrays["classifier.bias"].numpy().copy())
+            universal = etf.sse_c_for(arrays, self.seed, **self.etf)
+            generic = with_head(arrays, etf.row_normalized(psi))
+            return evaluate(generic, heads={"global_raw": (psi, bias), "global_universal": (universal, torch.zeros_like(bias))})
 
         return evaluate_all
 
 
-def with_head(arrays: ArrayRecord, weight, bias: float | None = None) -> ArrayRecord:
-    """A copy of `arrays` whose linear head is `weight` (and, if given, a constant bias)."""
+def with_head(arrays: ArrayRecord, weight: torch.Tensor) -> ArrayRecord:
+    """A copy of `arrays` whose linear head's weight is `weight`."""
     out = shallow_copy(arrays)
-    out["classifier.weight"] = Array(weight.astype("float32"))
-    if bias is not None:
-        out["classifier.bias"] = Array((arrays["classifier.bias"].numpy() * 0 + bias).astype("float32"))
+    out["classifier.weight"] = Array(weight.float().numpy())
     return out
-
-
-def renamed(metrics: dict, prefix: str) -> dict:
-    return {prefix + key[len("global"):]: value for key, value in metrics.items()}
 
 
 def options(cfg: dict) -> dict:
     """SSE-C construction knobs, the same keys the clients read."""
-    return {"etf": {"sparsity": float(cfg["algorithm.etf_sparsity"]), "norm": float(cfg["algorithm.etf_norm"]),
-                    "steps": int(cfg["algorithm.etf_steps"]), "lr": float(cfg["algorithm.etf_lr"])}}
+    return {"etf": etf.options(cfg)}

@@ -13,6 +13,17 @@ classifier never travels. Construction (algorithms.md b.2, step 0, from the offi
 
 The official code leaves the SSE-C bias at PyTorch's random init; here it is zero (no bias).
 
+The target norm (`algorithm.etf_norm`, default `auto`) depends on the backbone. The paper's 0.1
+was chosen on BatchNorm ResNets, whose features keep a moderate norm (|h| ~ 10) because BN's
+scale parameters grow slowly. A BatchNorm-free backbone has nothing holding |h|: a frozen
+classifier of norm r only lowers the loss if the features grow until r |h| separates the classes,
+so the equilibrium |h| scales like 1/r (the default `cnn` on digits: |h| ~ 56, 22, 9 for r = 1, 3,
+10). With r = 0.1 its backbone barely moves (10 rounds of the default run: SSE-C accuracy at chance),
+and psi, trained by SGD on those detached features, is only stable while lr * E|h|^2 stays small:
+at r = 1 it is ~150 and psi's accuracy swings 10-75% between epochs. `auto` therefore keeps 0.1 for
+a backbone with BatchNorm and uses 3.0 without (the lowest training loss among 0.1, 0.3, 1, 3, 10
+on the default cnn; docs/results/fedloge.md has the sweep).
+
 `row_normalized` is GLA-FR's global realignment, shared for the same reason: the server builds
 the generic model with it and the clients build the personalized one on top of it.
 """
@@ -25,6 +36,20 @@ import math
 import torch
 
 GENERIC_NORM = 1.7  # the official realignment's row norm; only a common scale of the logits
+PAPER_NORM = 0.1  # the official SSE-C target norm, for BatchNorm backbones
+NO_BATCHNORM_NORM = 3.0  # `auto` for a backbone without BatchNorm (see the module docstring)
+
+
+def has_batchnorm(state_keys) -> bool:
+    """Whether a model's state dict (keys) holds BatchNorm statistics; server and clients both have one."""
+    return any(str(k).endswith("running_var") for k in state_keys)
+
+
+def target_norm(setting, batchnorm: bool) -> float:
+    """`algorithm.etf_norm` resolved: a number as given, `auto` by whether the backbone has BatchNorm."""
+    if str(setting) == "auto":
+        return PAPER_NORM if batchnorm else NO_BATCHNORM_NORM
+    return float(setting)
 
 
 def simplex_etf(dim: int, num_classes: int, gen: torch.Generator) -> torch.Tensor:
@@ -66,6 +91,19 @@ def sse_c(dim: int, num_classes: int, seed: int, sparsity: float = 0.6, norm: fl
             w.grad *= mask  # pruned entries stay exactly zero
             opt.step()
     return w.detach().T.float().contiguous()
+
+
+def sse_c_for(state, seed: int, sparsity: float = 0.6, norm="auto", steps: int = 10_000, lr: float = 1e-4) -> torch.Tensor:
+    """The SSE-C of the model whose state dict (a module's, or the server's ArrayRecord) is `state`:
+    its shape from the model's linear head, its norm resolved from `algorithm.etf_norm`."""
+    out_dim, dim = tuple(state["classifier.weight"].shape)
+    return sse_c(dim, out_dim, seed, sparsity, target_norm(norm, has_batchnorm(state.keys())), steps, lr)
+
+
+def options(cfg: dict) -> dict:
+    """The SSE-C construction keys of a flat run config (the same on the server and the clients)."""
+    return {"sparsity": float(cfg["algorithm.etf_sparsity"]), "norm": cfg["algorithm.etf_norm"],
+            "steps": int(cfg["algorithm.etf_steps"]), "lr": float(cfg["algorithm.etf_lr"])}
 
 
 def row_normalized(weight: torch.Tensor, norm: float = GENERIC_NORM) -> torch.Tensor:

@@ -27,7 +27,9 @@ def inference_batch_size(x: torch.Tensor, limit: int = 1024) -> int:
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None, state: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """Logits for `x`, in evaluation mode, in batches (`inference_batch_size` unless given).
+    """Logits for `x`, in evaluation mode, in batches (`inference_batch_size` unless given);
+    (0, classes) for no samples (a client with every label has no unlabeled set), so that softmax
+    and argmax over classes still apply.
 
     `state`: parameters and buffers to run instead of the model's own (`torch.func.functional_call`),
     e.g. one client's slice of a batched engine's stacked weights.
@@ -36,7 +38,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None, st
     set_training(model, False)
     batch_size = batch_size or inference_batch_size(x)
     forward = model if state is None else (lambda chunk: functional_call(model, state, (chunk,)))
-    logits = torch.cat([forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else torch.zeros(0)
+    logits = torch.cat([forward(x[i : i + batch_size]) for i in range(0, max(len(x), 1), batch_size)])
     set_training(model, was_training)
     return logits
 
