@@ -10,7 +10,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, R
 from clients.base import mask_absent
 from clients.core import sgd, sgd_train
 from clients.fedloge import FedLoGeClient, FedLoGeNet, norm_transfer, parameters
-from tasks.etf import GENERIC_NORM, row_normalized, simplex_etf, sparsity_mask, sse_c
+from tasks.etf import (GENERIC_NORM, NO_BATCHNORM_NORM, PAPER_NORM, has_batchnorm, row_normalized, simplex_etf, sparsity_mask,
+                       sse_c, sse_c_for, target_norm)
 from tests.conftest import read_metrics, run
 
 SMALL_ETF = ("algorithm.etf_steps=100", "algorithm.etf_lr=0.001")
@@ -102,10 +103,50 @@ def test_gla_fr_arithmetic():
     phi = torch.tensor([[1.0, 0.0], [0.0, 3.0], [0.5, 0.5]])
     generic = row_normalized(psi)
     assert torch.allclose(generic, torch.tensor([[0.6, 0.8], [0.0, 1.0], [1.0, 0.0]]) * GENERIC_NORM)
-    personal = norm_transfer(generic, phi)  # psi's directions, phi_k's norms (times 1.7)
-    expected = torch.tensor([[0.6, 0.8], [0.0, 3.0], [np.sqrt(0.5), 0.0]], dtype=torch.float32) * GENERIC_NORM
+    personal = norm_transfer(psi, phi)  # the official local realignment: raw psi rows times |phi_k,c|
+    expected = torch.tensor([[3.0, 4.0], [0.0, 6.0], [np.sqrt(0.5), 0.0]], dtype=torch.float32)
     assert torch.allclose(personal, expected)
-    assert torch.allclose(personal.norm(dim=1), GENERIC_NORM * phi.norm(dim=1))
+    assert torch.allclose(personal.norm(dim=1), psi.norm(dim=1) * phi.norm(dim=1))
+    onto_generic = norm_transfer(generic, phi)  # the `personal_normalised` diagnostic: psi's directions, phi_k's norms
+    assert torch.allclose(onto_generic.norm(dim=1), GENERIC_NORM * phi.norm(dim=1))
+
+
+def test_sse_c_norm_follows_batchnorm_unless_given():
+    from tasks.models import build_model
+
+    cnn, resnet = (build_model(name, (1, 8, 8), 10, 0).state_dict() for name in ("cnn", "resnet8"))
+    assert not has_batchnorm(cnn) and has_batchnorm(resnet)
+    assert target_norm("auto", has_batchnorm(resnet)) == PAPER_NORM == 0.1  # the paper's, for its BatchNorm ResNets
+    assert target_norm("auto", has_batchnorm(cnn)) == NO_BATCHNORM_NORM
+    assert target_norm(0.5, True) == target_norm("0.5", False) == 0.5  # a number is taken as given
+    small = {"steps": 1000, "lr": 1e-3}  # as experiment=fedloge-small
+    assert sse_c_for(resnet, 0, **small).norm(dim=1).mean() == pytest.approx(0.1, rel=0.05)
+    assert sse_c_for(cnn, 0, **small).norm(dim=1).mean() == pytest.approx(NO_BATCHNORM_NORM, rel=0.05)
+
+
+def test_three_global_heads_score_as_three_separate_models():
+    """One pass over the test set for FedLoGe's three global models gives what three full passes give."""
+    from server.evaluation import CentralEvaluator
+    from strategies.fedloge import FedLoGe, options, with_head
+    from tasks.partitions import build_federation
+
+    client = _client()
+    model = client.new_model()
+    x, y = client.data.x_labeled, client.data.y_labeled
+    sgd_train(model, x, y, [torch.arange(len(y))] * 5, sgd(model.parameters(), client.cfg))  # psi away from its init
+    arrays = ArrayRecord(model.state_dict())
+    evaluator = CentralEvaluator(client.cfg, build_federation(client.cfg), torch.device("cpu"))
+    strategy = FedLoGe(**options(client.cfg))
+    strategy.seed = int(client.cfg["seed"])
+    together = strategy.central_evaluation(evaluator)(arrays)
+    psi = model.classifier.weight.detach()
+    universal = with_head(arrays, sse_c_for(arrays, strategy.seed, **strategy.etf))
+    universal["classifier.bias"] = ArrayRecord({"b": torch.zeros(psi.shape[0])})["b"]
+    apart = {"global": evaluator(with_head(arrays, row_normalized(psi))), "global_raw": evaluator(arrays),
+             "global_universal": evaluator(universal)}
+    for prefix, metrics in apart.items():
+        for key, value in metrics.items():
+            assert together[prefix + key[len("global"):]] == pytest.approx(value, abs=1e-6), prefix + key
 
 
 def test_absent_class_mask_never_predicts_an_absent_class():
