@@ -36,12 +36,12 @@ def prompt_method(name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def vit_checkpoint(tmp_path_factory) -> str:
-    """A tiny ViT pretrained for 5 epochs on the held-out half of digits' training set (~60% test)."""
+    """A tiny ViT pretrained for 10 epochs on the held-out half of digits' training set (64% test accuracy)."""
     from simulations import config
     from simulations.pretrain import pretrain
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny-vit-digits.pt"
-    pretrain(config.load(["partition.pretrain_fraction=0.5"], load_data=False), epochs=5, out=str(path))
+    pretrain(config.load(["partition.pretrain_fraction=0.5"], load_data=False), epochs=10, out=str(path))
     return str(path)
 
 
