@@ -2,7 +2,7 @@
 
     python -m experiments.fedloge_table --out /tmp/fedloge --plot docs/results/fedloge-norms.png
     python -m experiments.fedloge_table --out /tmp/fedloge-c10 --plot docs/results/fedloge-norms-cifar10-lt.png \
-        dataset=cifar10 partition.imbalance_factor=100 evaluate.every=10
+        --preset fedloge-cifar10-lt-cpu --methods fedloge fedavg dataset.path=../shared/data/cifar10-jpeg.tar.gz
 
 Runs `flowerbed run experiment=fedloge-small algorithm=... <overrides>` per method and seed
 (skipping runs that already finished), prints a Markdown table of the final round (mean ± std over
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 METHODS = ["fedloge", "fedavg", "fedprox", "fedrep", "fedbabu"]
-PRESET = "experiment=fedloge-small"
+PRESET = "experiment=fedloge-small"  # --preset picks another, e.g. fedloge-cifar10-lt-cpu
 # (row label, method, metric prefix for generic acc, metric prefix for personalized acc)
 ROWS = [
     ("FedLoGe (GLA-FR: row-normalised psi / phi_k + norm-transferred psi)", "fedloge", "global", "personal"),
@@ -118,8 +118,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--plot", type=Path, default=Path("docs/results/fedloge-norms.png"))
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--preset", default="fedloge-small", help="experiment preset of every run")
     parser.add_argument("extra", nargs="*", help="more overrides for every run, e.g. rounds=60")
     args = parser.parse_args()
+    global PRESET
+    PRESET = f"experiment={args.preset}"
     run_all(args.out, args.seeds, args.extra, args.methods)
     print(table(args.out, args.seeds, args.methods))
     plot(args.out, args.seeds, args.plot, args.extra)
