@@ -2,7 +2,7 @@
 
     python -m experiments.fedloge_table --out /tmp/fedloge --plot docs/results/fedloge-norms.png
     python -m experiments.fedloge_table --out /tmp/fedloge-c10 --plot docs/results/fedloge-norms-cifar10-lt.png \
-        --preset fedloge-cifar10-lt-cpu --methods fedloge fedavg dataset.path=../shared/data/cifar10-jpeg.tar.gz
+        --preset fedloge-cifar10-lt-cpu dataset.path=../shared/data/cifar10-jpeg.tar.gz --methods fedloge fedavg
 
 Runs `flowerbed run experiment=fedloge-small algorithm=... <overrides>` per method and seed
 (skipping runs that already finished), prints a Markdown table of the final round (mean ± std over
