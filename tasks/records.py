@@ -90,8 +90,13 @@ class TensorArray(Array):
         """len(self.data), without making it."""
         return _npy_size(vars(self)["_np_dtype"], self.shape)
 
-    def __reduce__(self):  # pickles (checkpoints, deep copies) as the plain Array it stands for
+    def __reduce__(self):  # pickles (checkpoints) as the plain Array it stands for
         return Array, (self.dtype, self.shape, self.stype, self.data)
+
+    def __deepcopy__(self, memo: dict) -> TensorArray:
+        """Shared, not copied: like an Array's bytes, the tensor is never written in place (a client
+        loads it into its own model by copy), and copying a message per node must not serialise."""
+        return self
 
 
 TensorArray.__qualname__ = "Array"  # Flower's object store names types by qualname: deflates as an Array
