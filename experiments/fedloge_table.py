@@ -4,7 +4,7 @@
     python -m experiments.fedloge_table --out /tmp/fedloge-c10 --plot docs/results/fedloge-norms-cifar10-lt.png \
         --preset fedloge-cifar10-lt-cpu dataset.path=../shared/data/cifar10-jpeg.tar.gz --methods fedloge fedavg
 
-Runs `flowerbed run experiment=fedloge-small algorithm=... <overrides>` per method and seed
+Runs `flowerbed run experiment=<--preset> <overrides> algorithm=... seed=...` per method and seed
 (skipping runs that already finished), prints a Markdown table of the final round (mean ± std over
 seeds), and plots FedLoGe's class norms against class frequency: |psi_c| (server checkpoint)
 against the global class count, |phi_k,c| (every client's saved state) against the client's own count.
@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 METHODS = ["fedloge", "fedavg", "fedprox", "fedrep", "fedbabu"]
-PRESET = "experiment=fedloge-small"  # --preset picks another, e.g. fedloge-cifar10-lt-cpu
 # (row label, method, metric prefix for generic acc, metric prefix for personalized acc)
 ROWS = [
     ("FedLoGe (GLA-FR: row-normalised psi / phi_k + norm-transferred psi)", "fedloge", "global", "personal"),
@@ -44,7 +43,7 @@ def run_all(out: Path, seeds: list[int], extra: list[str], methods: list[str] = 
         for seed in seeds:
             target = run_dir(out, method, seed)
             if not (target / "summary.json").exists():
-                code = main(["run", PRESET, f"algorithm={method}", f"seed={seed}", f"output.dir={target}", "overwrite=true", *extra])
+                code = main(["run", *extra, f"algorithm={method}", f"seed={seed}", f"output.dir={target}", "overwrite=true"])
                 if code != 0:
                     raise SystemExit(code)
 
@@ -78,7 +77,7 @@ def class_norms(out: Path, seed: int, extra: list[str]) -> tuple[np.ndarray, np.
     from tasks.partitions import build_federation
 
     folder = run_dir(out, "fedloge", seed)
-    cfg = config.load([PRESET, "algorithm=fedloge", f"seed={seed}", *extra], load_data=False)
+    cfg = config.load([*extra, "algorithm=fedloge", f"seed={seed}"], load_data=False)
     fed = build_federation(cfg)
     arrays = torch.load(folder / "checkpoints" / "server.pt", weights_only=False)["arrays"]
     psi = np.linalg.norm(arrays["classifier.weight"], axis=1)
@@ -121,8 +120,7 @@ def main() -> None:
     parser.add_argument("--preset", default="fedloge-small", help="experiment preset of every run")
     parser.add_argument("extra", nargs="*", help="more overrides for every run, e.g. rounds=60")
     args = parser.parse_args()
-    global PRESET
-    PRESET = f"experiment={args.preset}"
+    args.extra = [f"experiment={args.preset}", *args.extra]  # the preset first, then the user's overrides
     run_all(args.out, args.seeds, args.extra, args.methods)
     print(table(args.out, args.seeds, args.methods))
     plot(args.out, args.seeds, args.plot, args.extra)
