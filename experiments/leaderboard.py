@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -215,12 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Wall time: **{total / 60:.1f} min** for the {len(todo)} runs, one at a time "
         f"({sum(float(r.summary.get('train_time_s', 0)) for r in runs if r.summary) / 60:.1f} min of it in the round loops, "
-        "the rest data, model and process setup), on a 2-core CPU shared with other jobs"
+        f"the rest data, model and process setup), on a {os.cpu_count()}-core CPU, load average {os.getloadavg()[0]:.1f} "
+        "at the end (other jobs count in it)"
         + (f"; this invocation took {wall / 60:.1f} min (earlier ones ran the rest)."
            if abs(wall - total) > 30 and not args.report_only else "."),
         "",
         f"Algorithms: {', '.join(algos)}. Not applicable here: {', '.join(skipped) or 'none'} "
-        f"(prompt-based methods need a prompted ViT on a pretrained backbone, see `experiment=pfedpg-small`). "
+        f"(prompt-based methods need a prompted ViT on a pretrained backbone, see `experiment=pfedpg-small`; FedBN and "
+        f"FRAug need a model with BatchNorm, see `experiment=fraug-digits`). "
         f"Semi-supervised methods ({', '.join(sorted(SEMI_SUPERVISED))}) run only with 20% labels, where the "
         "others train on the labeled 20% alone.",
         "",
