@@ -1,7 +1,7 @@
 """Regenerate docs/results/fedlabel.md's tables and figures: methods x seeds on one preset.
 
     python -m experiments.fedlabel_table --experiment fedlabel-cifar10-cpu --out runs/fedlabel-cifar10 \
-        --plot docs/results/fedlabel-cifar10.png dataset.cache_dir=/work/cache
+        --plot docs/results/fedlabel-cifar10.png dataset.path=../shared/data/cifar10-jpeg.tar.gz
     python -m experiments.fedlabel_table --out runs/fedlabel --plot docs/results/fedlabel.png
 
 Runs `flowerbed run experiment=<preset>` per method and seed (seeds in the outer loop, so an

@@ -2,7 +2,7 @@
 FedProx and FedRep on digits with domain shift and on CIFAR-10 with corruption domains, 3 seeds.
 
     python -m experiments.fraug_table --out runs/fraug-table --datasets digits cifar10-c \\
-        --plot docs/results/fraug-accuracy.png dataset.cache_dir=/work/cache
+        --plot docs/results/fraug-accuracy.png dataset.path=../shared/data/cifar10-jpeg.tar.gz
 
 Runs `flowerbed run experiment=<preset> algorithm=... seed=...` per dataset, method and seed
 (finished runs are skipped, interrupted ones resumed), then prints per dataset a Markdown table of
@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=Path("docs/results/fraug-accuracy.png"))
     parser.add_argument("--no-run", action="store_true", help="only read finished runs")
     parser.add_argument("--domains-plot", type=Path, help="also draw what each client sees (one row per domain)")
-    parser.add_argument("extra", nargs="*", help="more overrides for every run, e.g. dataset.cache_dir=/work/cache")
+    parser.add_argument("extra", nargs="*", help="more overrides for every run, e.g. dataset.path=../shared/data/cifar10-jpeg.tar.gz")
     args = parser.parse_args()
     if args.domains_plot:
         domains_figure(args.datasets, args.extra, args.domains_plot)

@@ -1,7 +1,7 @@
 """Regenerate docs/results/pfedpg.md's tables and figures: the prompt methods x seeds per preset.
 
     python -m experiments.pfedpg_table --preset pfedpg-cifar10-dir pfedpg-cifar10-disjoint \\
-        --out /tmp/pfedpg --plots docs/results dataset.cache_dir=/work/cache
+        --out /tmp/pfedpg --plots docs/results dataset.cache_dir=~/.cache/flowerbed
 
 Runs `flowerbed run experiment=PRESET algorithm=...` per method and seed into
 OUT/PRESET/<method>-seed<S> (finished runs are kept, so the same command resumes, and several

@@ -2,7 +2,7 @@
 epsilon cross-checked against other accountants.
 
     python -m experiments.privacy_table --out runs/privacy            # digits: 18 runs + 3 adaptive
-    python -m experiments.privacy_table --out runs/privacy --cifar10  # + CIFAR-10 (needs /work/cache/cifar10.npz)
+    python -m experiments.privacy_table --out runs/privacy --cifar10 dataset.path=../shared/data/cifar10-jpeg.tar.gz  # + CIFAR-10
 
 Each setting is a `flowerbed sweep` over seeds 0, 1, 2 into OUT/<dataset>/<setting> (a rerun skips
 finished runs); the tables go to stdout as markdown, `flowerbed report` figures to OUT/<dataset>/report.
@@ -24,7 +24,7 @@ import numpy as np
 
 SEEDS = "seed=0,1,2"
 DIGITS = ["clients.num=100", "model=mlp", "rounds=30", "evaluate.every=2", "privacy.clipping_norm=0.2"]
-CIFAR10 = ["dataset=cifar10", "dataset.cache_dir=/work/cache", "model=cnn", "clients.num=100", "train.local_epochs=0",
+CIFAR10 = ["dataset=cifar10", "model=cnn", "clients.num=100", "train.local_epochs=0",
            "train.local_steps=5", "rounds=20", "evaluate.every=2", "privacy.clipping_norm=0.3"]
 SETTINGS = {
     "digits": [("none", ["privacy=none"]), ("central", ["privacy=central", "privacy.noise_multiplier=1,2,4,8"]),
@@ -108,9 +108,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/privacy")
     parser.add_argument("--cifar10", action="store_true")
+    parser.add_argument("cifar10_data", nargs="*", help="where CIFAR-10 is, e.g. dataset.path=... or dataset.cache_dir=...")
     args = parser.parse_args()
     out = Path(args.out)
-    datasets = [("digits", DIGITS)] + ([("cifar10", CIFAR10)] if args.cifar10 else [])
+    datasets = [("digits", DIGITS)] + ([("cifar10", CIFAR10 + args.cifar10_data)] if args.cifar10 else [])
     for name, base in datasets:
         sweep(base, SETTINGS[name], out / name)
         subprocess.run([sys.executable, "-m", "simulations.cli", "report", str(out / name), "--out", str(out / name / "report")],
