@@ -16,41 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from clients.registry import CLIENTS
-from simulations.config import group_options
-from strategies.pfedpg import PromptStrategy
-from strategies.registry import LOCAL_BATCHNORM, STRATEGIES
+from experiments.defaults_table import ALGORITHMS, ROUNDS, model_overrides
 from tests.conftest import flowerbed, read_metrics
 
-ROUNDS = 6  # the slowest starters (Krum, FedMedian, FedAdam on Dir(0.5)) need about this many
-ALGORITHMS = sorted(set(CLIENTS) & set(STRATEGIES) & set(group_options("algorithm")))
 CHANCE = 0.1  # ten balanced classes
 GLOBAL_MIN = 2.5 * CHANCE  # round 0 scores ~10%; a model that does not learn stays there
 PERSONAL_MARGIN = 0.2  # above the mean majority-class share of the local test sets
-
-
-def prompt_method(name: str) -> bool:
-    from simulations import config
-
-    cfg = config.load([f"algorithm={name}"], load_data=False)
-    return isinstance(STRATEGIES[name](cfg), PromptStrategy)
-
-
-def model_overrides(name: str, checkpoint: Path) -> list[str]:
-    """What an algorithm needs besides its name: FedBN/FRAug a model with BatchNorm (the one their
-    refusal of `cnn` names); the prompt methods the prompted tiny ViT on a backbone pretrained for 10
-    epochs on the held-out half of digits' training set (64% test accuracy), into `checkpoint` on
-    first use."""
-    if name in LOCAL_BATCHNORM:
-        return ["model=cnn_bn"]
-    if not prompt_method(name):
-        return []
-    if not checkpoint.exists():
-        from simulations import config
-        from simulations.pretrain import pretrain
-
-        pretrain(config.load(["partition.pretrain_fraction=0.5"], load_data=False), epochs=10, out=str(checkpoint))
-    return ["model=prompted-tiny-vit", "partition.pretrain_fraction=0.5", f"model.weights={checkpoint}"]
 
 
 @pytest.fixture(scope="module")
