@@ -15,7 +15,7 @@ from torch import nn
 
 from clients.fedavg import FedAvgClient
 from tasks.models import batchnorm_keys, build_model
-from tasks.records import snapshot
+from tasks.records import snapshot, tensors
 
 STATE_KEY = "fedbn/bn"
 
@@ -37,7 +37,7 @@ class LocalBatchNorm:
     def model_from(self, msg: Message) -> nn.Module:
         model = self.new_model()
         own = model.state_dict()
-        received = {k: v for k, v in msg.content["arrays"].to_torch_state_dict().items() if k in own}
+        received = {k: v for k, v in tensors(msg.content["arrays"]).items() if k in own}
         missing = set(own) - set(received)
         if missing - set(batchnorm_keys(own)):
             raise ValueError(f"the server sent no {sorted(missing)[0]}: only BatchNorm may be missing")

@@ -55,6 +55,7 @@ from clients.base import ClientAlgorithm
 from clients.core import batches_from, generator, sgd
 from clients.fedbn import LocalBatchNorm
 from tasks.fraug import EmbeddingGenerator, build_generator, with_prefix, without_prefix
+from tasks.records import snapshot, tensors
 
 RTNET_KEY, MEANS_KEY = "fraug/rtnet", "fraug/class_means"
 
@@ -125,7 +126,7 @@ class FRAugClient(LocalBatchNorm, ClientAlgorithm):
     def generator_from(self, msg: Message, model: nn.Module) -> EmbeddingGenerator:
         feature_dim, num_classes, latent = self.dims(model)
         net = build_generator(feature_dim, num_classes, int(self.cfg["seed"]), latent)
-        net.load_state_dict(without_prefix(msg.content["arrays"].to_torch_state_dict()))
+        net.load_state_dict(without_prefix(tensors(msg.content["arrays"])))
         return net.to(self.device)
 
     def rtnet(self, model: nn.Module) -> RTNet:
@@ -148,8 +149,9 @@ class FRAugClient(LocalBatchNorm, ClientAlgorithm):
         """The reply: the model without BatchNorm (clients/fedbn.py) and, under `generator.`, G."""
         content = super().train(msg)
         if self.use_generator:
-            content["arrays"] = ArrayRecord({**dict(content["arrays"].items()),
-                                             **dict(ArrayRecord(with_prefix(self.trained_generator.state_dict())).items())})
+            # added to the reply's tensor record: rebuilding it with ArrayRecord(...) would serialise the model
+            for name, array in snapshot(with_prefix(self.trained_generator.state_dict())).items():
+                content["arrays"][name] = array
         return content
 
     def fit(self, model: nn.Module, msg: Message) -> dict:
