@@ -241,6 +241,7 @@ CHECKS: dict[str, Callable] = {
     "algorithm.generator_distance": _one_of("l2", "mmd"),
     "algorithm.rtnet_distance": _one_of("l2", "mmd"),
     "algorithm.aug_gamma": _num(float, 0),
+    "algorithm.feature_interpolation": _bool(),
     "algorithm.class_mean_momentum": _num(float, 0, 1),
     "algorithm.latent_dim": _num(int, 0),
     "engine.compile": _bool(),

@@ -9,9 +9,10 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
 from clients.fedbn import FedBNClient
-from clients.fraug import MEANS_KEY, RTNET_KEY, FRAugClient, augmentation_weight, mmd
+from clients.fraug import MEANS_KEY, RTNET_KEY, Augmentation, FRAugClient, RTNet, mmd, ramp
 from strategies.registry import STRATEGIES
 from tasks import domains
+from tasks.fraug import build_generator
 from tasks.models import batchnorm_keys
 from tests.conftest import flowerbed, run
 from tests.test_deploy import RestartingNodes, _device_run, close
@@ -66,10 +67,28 @@ def test_batchnorm_and_rtnet_stay_on_the_client_and_the_generator_travels(algori
 
 
 def test_fraug_schedule_and_mmd():
-    assert augmentation_weight(0.002, 1, 100) == 0.5  # exp(-0.2) > 0.5: capped
-    assert augmentation_weight(0.1, 1, 100) == pytest.approx(np.exp(-10.0))
+    assert ramp(0.002, 1, 100) == pytest.approx(np.exp(-0.2))  # weight min(0.5, .) = 0.5 from round 1
+    assert ramp(0.075, 1, 40) == pytest.approx(np.exp(-3.0)) and ramp(0.075, 40, 40) == pytest.approx(np.exp(-0.075))
     a = torch.randn(32, 8, generator=torch.Generator().manual_seed(0))
     assert abs(float(mmd(a, a))) < 1e-6 and float(mmd(a, a + 3.0)) > 0.1
+
+
+def test_feature_interpolation_moves_augmented_embeddings_to_their_references():
+    """mix 0: the head sees the references themselves (the real embedding, the class mean); mix 1: G's."""
+    torch.manual_seed(0)
+    head, g_net, rt = torch.nn.Linear(8, 3), build_generator(8, 3, 0, 4), RTNet(8, 3, 4)
+    cfg = {"algorithm.class_mean_momentum": 0.3, "algorithm.lambda_generator": 1.0, "algorithm.lambda_rtnet": 1.0,
+           "algorithm.generator_distance": "l2", "algorithm.rtnet_distance": "mmd", "algorithm.generator_lr": 0.05,
+           "algorithm.rtnet_lr": 0.05, "train.lr": 0.01, "train.momentum": 0.0, "train.weight_decay": 0.0}
+    h, y, u, means = torch.randn(6, 8), torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([2, 1, 0, 2, 1, 0]), torch.randn(3, 8)
+    losses = {}
+    for mix in (0.0, 1.0):
+        aug = Augmentation(cfg, head, means, g_net, rt, torch.Generator().manual_seed(1))
+        aug.mix = mix
+        losses[mix] = float(aug.augmented_ce(h, y, u))
+    ce = torch.nn.functional.cross_entropy
+    assert losses[0.0] == pytest.approx(float((ce(head(h), y) + ce(head(means[u]), u)) / 2), rel=1e-6)
+    assert abs(losses[1.0] - losses[0.0]) > 1e-3
 
 
 def test_a_model_without_batchnorm_is_refused_before_any_work(tmp_path, capsys):
