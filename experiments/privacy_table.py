@@ -4,7 +4,7 @@ epsilon cross-checked against other accountants.
     python -m experiments.privacy_table --out runs/privacy            # digits: 18 runs + 3 adaptive
     python -m experiments.privacy_table --out runs/privacy --cifar10 dataset.path=../shared/data/cifar10-jpeg.tar.gz  # + CIFAR-10
 
-Each setting is a `flowerbed sweep` over seeds 0, 1, 2 into OUT/<dataset>/<setting> (a rerun skips
+Each setting is a `flowerbed sweep` over `--seeds` (default 0, 1, 2) into OUT/<dataset>/<setting> (a rerun skips
 finished runs); the tables go to stdout as markdown, `flowerbed report` figures to OUT/<dataset>/report.
 The clipping norm of each dataset is the median L2 norm of the clients' round-1 updates in the
 non-private run, to one significant digit (a training-side statistic; Andrew et al.'s adaptive
@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-SEEDS = "seed=0,1,2"
 DIGITS = ["clients.num=100", "model=mlp", "rounds=30", "evaluate.every=2", "privacy.clipping_norm=0.2"]
 CIFAR10 = ["dataset=cifar10", "model=cnn", "clients.num=100", "train.local_epochs=0",
            "train.local_steps=5", "rounds=20", "evaluate.every=2", "privacy.clipping_norm=0.3"]
@@ -34,9 +33,9 @@ SETTINGS = {
 }
 
 
-def sweep(base: list[str], settings: list[tuple[str, list[str]]], out: Path) -> None:
+def sweep(base: list[str], settings: list[tuple[str, list[str]]], out: Path, seeds: str) -> None:
     for name, overrides in settings:
-        cmd = [sys.executable, "-m", "simulations.cli", "sweep", *base, SEEDS, *overrides, f"sweep.dir={out / name}"]
+        cmd = [sys.executable, "-m", "simulations.cli", "sweep", *base, f"seed={seeds}", *overrides, f"sweep.dir={out / name}"]
         subprocess.run(cmd, check=True)
 
 
@@ -57,7 +56,7 @@ def accuracy_table(out: Path) -> str:
         eps = [s.get("privacy/epsilon") for s in summaries]
         eps_cell = "∞ (no DP)" if mode == "none" else (f"{np.mean(eps):.2f}" if None not in eps else "∞")
         delta = summaries[0].get("privacy/delta")
-        acc_cell = f"{np.mean(acc):.1f} ± {np.std(acc, ddof=1):.1f}"
+        acc_cell = f"{np.mean(acc):.1f} ± {np.std(acc, ddof=1):.1f}" if len(acc) > 1 else f"{acc[0]:.1f}"
         lines.append(f"| {mode} | {'–' if z is None else z} | {len(summaries)} | {acc_cell} | {eps_cell} | "
                      f"{'–' if delta is None else f'{delta:.1e}'} |")
     return "\n".join(lines)
@@ -108,12 +107,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/privacy")
     parser.add_argument("--cifar10", action="store_true")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated, as a sweep takes them")
     parser.add_argument("cifar10_data", nargs="*", help="where CIFAR-10 is, e.g. dataset.path=... or dataset.cache_dir=...")
     args = parser.parse_args()
     out = Path(args.out)
     datasets = [("digits", DIGITS)] + ([("cifar10", CIFAR10 + args.cifar10_data)] if args.cifar10 else [])
     for name, base in datasets:
-        sweep(base, SETTINGS[name], out / name)
+        sweep(base, SETTINGS[name], out / name, args.seeds)
         subprocess.run([sys.executable, "-m", "simulations.cli", "report", str(out / name), "--out", str(out / name / "report")],
                        check=True)
         print(f"\n## {name}\n\n{accuracy_table(out / name)}")
