@@ -43,6 +43,9 @@ FRAug, Digits configuration), and these choices fill what neither settles for th
   gamma = 0.01 over its default 300 rounds, so gamma T = 3: 5% augmented in round 1, 50% at 77% of
   the run); off in its Digits setting and in `fraug-digits`, on in `fraug-cifar10-c` with gamma
   scaled to the preset's rounds (gamma T = 3). The latent size is half the feature size.
+- The code's natural-image settings start from an ImageNet-pretrained ResNet-18, whose embeddings
+  mean something from round 1; `fraug-cifar10-c` trains its small CNN from scratch (no weights can
+  be downloaded here), which docs/results/fraug.md names as the likely reason FRAug trails FedBN there.
 - The class means and the RTNet (with its BatchNorm) are client state, next to the BatchNorm layers.
 """
 
