@@ -83,7 +83,9 @@ def _flwr_partitions(labels: np.ndarray, cfg: dict, num_clients: int, seed: int)
     from flwr_datasets import partitioner as fp
 
     scheme = cfg["name"]
-    if scheme == "iid":
+    rows = np.arange(len(labels))
+    if scheme == "iid":  # IidPartitioner shards rows in stored order (an image folder's is class by class):
+        rows = np.random.default_rng([seed, 4]).permutation(len(labels))  # shuffle first, as FederatedDataset does
         part = fp.IidPartitioner(num_partitions=num_clients)
     elif scheme == "dirichlet":
         part = fp.DirichletPartitioner(
@@ -104,7 +106,7 @@ def _flwr_partitions(labels: np.ndarray, cfg: dict, num_clients: int, seed: int)
             shuffle=True,
             seed=seed,
         )
-    part.dataset = Dataset.from_dict({"label": labels, "pos": np.arange(len(labels))})
+    part.dataset = Dataset.from_dict({"label": labels[rows], "pos": rows})
     try:
         return _positions(part, num_clients)
     except ValueError as err:  # e.g. Dirichlet cannot reach the minimum size
@@ -117,12 +119,12 @@ def _positions(part, num_clients: int) -> list[np.ndarray]:
     `load_partition` builds a Hugging Face dataset per call (2-7 ms), minutes for 100,000 clients.
     The Dirichlet and pathological partitioners compute every partition's indices on the first call
     and keep them; IidPartitioner's partitions are the contiguous `Dataset.shard`s, i.e.
-    `np.array_split`. tests/test_partitions.py holds both shortcuts to `load_partition`.
+    `np.array_split` of the (shuffled) rows. tests/test_partitions.py holds both shortcuts to `load_partition`.
     """
     from flwr_datasets import partitioner as fp
 
     if type(part) is fp.IidPartitioner:
-        return np.array_split(np.arange(len(part.dataset), dtype=np.int64), num_clients)
+        return np.array_split(np.asarray(part.dataset.with_format("numpy")["pos"], dtype=np.int64), num_clients)
     first = np.asarray(part.load_partition(0)["pos"], dtype=np.int64)  # computes (and checks) the whole assignment
     known = getattr(part, "_partition_id_to_indices", None)
     if isinstance(known, dict) and len(known) == num_clients and np.array_equal(np.asarray(known[0], dtype=np.int64), first):

@@ -25,6 +25,18 @@ def test_clients_hold_disjoint_samples_covering_the_training_set():
     assert len(everything) == len(np.unique(everything)) == len(fed.data.y_train)
 
 
+def test_iid_gives_every_client_every_class_even_when_the_data_is_stored_class_by_class():
+    """An image folder's training set comes class by class; an unshuffled IID split would hand each
+    client one or two classes."""
+    from tasks.partitions import _flwr_partitions
+
+    labels = np.repeat(np.arange(10), 100)  # sorted, as train/<class>/ folders give them
+    parts = _flwr_partitions(labels, {"name": "iid"}, 5, seed=0)
+    counts = np.stack([np.bincount(labels[p], minlength=10) for p in parts])
+    assert counts.min() >= 5  # expected 20 each; stored order would give 0 for 8 of 10 classes
+    assert sorted(np.concatenate(parts).tolist()) == list(range(1000))
+
+
 def test_small_dirichlet_alpha_concentrates_labels():
     def top_share(alpha):
         counts = federation(f"partition.alpha={alpha}", "clients.num=10").label_counts()
@@ -140,7 +152,8 @@ def test_partitions_in_one_pass_are_flwr_datasets_partitions(scheme):
         part = lambda: fp.PathologicalPartitioner(  # noqa: E731
             num_partitions=13, partition_by="label", num_classes_per_partition=2, class_assignment_mode="random", shuffle=True, seed=3)
     reference = part()
-    reference.dataset = Dataset.from_dict({"label": labels, "pos": np.arange(len(labels))})
+    rows = np.random.default_rng([3, 4]).permutation(len(labels)) if scheme == "iid" else np.arange(len(labels))
+    reference.dataset = Dataset.from_dict({"label": labels[rows], "pos": rows})
     expected = [np.asarray(reference.load_partition(k)["pos"]) for k in range(13)]
     assert len(fast) == 13 and all(np.array_equal(a, b) for a, b in zip(fast, expected))
 
