@@ -167,8 +167,8 @@ class FRAugClient(LocalBatchNorm, ClientAlgorithm):
         a = min(0.5, ratio)  # the augmented term's weight; capped so that real data keeps half
         g_net = self.generator_from(msg, model) if self.use_generator else None
         aug = Augmentation(cfg, model.classifier, self.class_means(model), g_net, self.rtnet(model) if self.use_rtnet else None,
-                           generator(int(cfg["seed"]), rnd, self.client_id, "fraug"))
-        aug.mix = ratio if cfg.get("algorithm.feature_interpolation", False) else 1.0
+                           generator(int(cfg["seed"]), rnd, self.client_id, "fraug"),
+                           mix=ratio if cfg.get("algorithm.feature_interpolation", False) else 1.0)
         opt = sgd(model.parameters(), cfg)
         batches = batches_from(cfg, len(d.y_labeled), self.generator(rnd))
         totals = torch.zeros(5)
@@ -205,7 +205,7 @@ class Augmentation:
     """What a round trains next to the model: G (shared), the RTNet and the class means (this client's)."""
 
     def __init__(self, cfg: dict, head: nn.Linear, means: torch.Tensor, g_net: EmbeddingGenerator | None,
-                 rt: RTNet | None, noise: torch.Generator) -> None:
+                 rt: RTNet | None, noise: torch.Generator, mix: float = 1.0) -> None:
         self.head, self.means, self.g_net, self.rt, self.noise = head, means, g_net, rt, noise
         self.momentum = float(cfg["algorithm.class_mean_momentum"])
         self.lambda_g, self.lambda_rt = float(cfg["algorithm.lambda_generator"]), float(cfg["algorithm.lambda_rtnet"])
@@ -213,7 +213,7 @@ class Augmentation:
         self.opt_g = sgd(g_net.parameters(), cfg, lr=float(cfg["algorithm.generator_lr"])) if g_net else None
         self.opt_rt = sgd(rt.parameters(), cfg, lr=float(cfg["algorithm.rtnet_lr"])) if rt else None
         self.zero = torch.zeros(2)
-        self.mix = 1.0  # share of the augmented embedding in what the head sees (the rest: its reference)
+        self.mix = mix  # share of the augmented embedding in what the head sees (the rest: its reference)
 
     def update_means(self, h: torch.Tensor, y: torch.Tensor) -> None:
         """mu_c <- (1 - m) mu_c + m mean(h | y = c) for the classes in the batch."""

@@ -181,13 +181,15 @@ def main() -> None:
         domains_figure(args.datasets, args.extra, args.domains_plot)
     if not args.no_run:
         run_all(args.out, args.datasets, args.methods, args.seeds, args.extra)
-    for dataset in args.datasets:  # the methods every seed has finished (a partial table while others still run)
-        done = [m for m in args.methods if all((run_dir(args.out, dataset, m, s) / "summary.json").exists() for s in args.seeds)]
+    def finished(datasets: list[str]) -> list[str]:  # a partial table while other runs still go
+        return [m for m in args.methods if all((run_dir(args.out, d, m, s) / "summary.json").exists() for d in datasets for s in args.seeds)]
+
+    for dataset in args.datasets:
+        done = finished([dataset])
         print(f"\n### {dataset}\n\n{table(args.out, dataset, done, args.seeds) if done else 'no method has finished every seed'}")
         if "fraug" in done:
             print(f"\n{sizes(args.out, dataset, args.seeds[0])}")
-    done = [m for m in args.methods if all((run_dir(args.out, d, m, s) / "summary.json").exists() for d in args.datasets for s in args.seeds)]
-    plot(args.out, args.datasets, done, args.seeds, args.plot)
+    plot(args.out, args.datasets, finished(args.datasets), args.seeds, args.plot)
     print(f"\nwrote {args.plot}")
 
 

@@ -83,8 +83,7 @@ def test_feature_interpolation_moves_augmented_embeddings_to_their_references():
     h, y, u, means = torch.randn(6, 8), torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([2, 1, 0, 2, 1, 0]), torch.randn(3, 8)
     losses = {}
     for mix in (0.0, 1.0):
-        aug = Augmentation(cfg, head, means, g_net, rt, torch.Generator().manual_seed(1))
-        aug.mix = mix
+        aug = Augmentation(cfg, head, means, g_net, rt, torch.Generator().manual_seed(1), mix=mix)
         losses[mix] = float(aug.augmented_ce(h, y, u))
     ce = torch.nn.functional.cross_entropy
     assert losses[0.0] == pytest.approx(float((ce(head(h), y) + ce(head(means[u]), u)) / 2), rel=1e-6)
