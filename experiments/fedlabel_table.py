@@ -31,6 +31,7 @@ METHODS = {  # key: (row label, overrides)
     "fedavg-100": ("FedAvg (100% labels)", ["algorithm=fedavg", "partition.labeled_fraction=1.0"]),
 }
 LAST = 5  # evaluations averaged in the smoothed column
+RECALLED = 0.05  # a class counts as predicted by the global model when its test recall reaches this
 
 
 def run_dir(out: Path, overrides: list[str], seed: int) -> Path:
@@ -56,9 +57,10 @@ def load(out: Path, seeds: list[int], methods: list[str]) -> dict[str, list[list
     for method in methods:
         label, overrides = METHODS[method]
         for seed in seeds:
-            path = run_dir(out, overrides, seed) / "metrics.jsonl"
-            if path.exists():
-                histories.setdefault(label, []).append([json.loads(line) for line in path.read_text().splitlines()])
+            target = run_dir(out, overrides, seed)
+            if (target / "summary.json").exists():  # finished runs only: a running one has a partial history
+                lines = (target / "metrics.jsonl").read_text().splitlines()
+                histories.setdefault(label, []).append([json.loads(line) for line in lines])
     return histories
 
 
@@ -67,15 +69,19 @@ def _pm(values: list[float], scale: float = 100.0) -> str:
 
 
 def table(histories: dict[str, list[list[dict]]]) -> str:
-    rows = ["| method | final global acc (%) | last-5-eval mean (%) | pseudo-label acc (%) | coverage (%) | chosen from local (%) | seeds |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| method | final global acc (%) | last-5-eval mean (%) | classes the global model recalls | pseudo-label acc (%) "
+            "| coverage (%) | chosen from local (%) | seeds |",
+            "|---|---|---|---|---|---|---|---|"]
     for method, runs in histories.items():
         evals = [[m["global/acc"] for m in h if "global/acc" in m] for h in runs]
         final = [e[-1] for e in evals]
         smooth = [float(np.mean(e[-LAST:])) for e in evals]
+        # a global model that collapses onto the sampled clients' classes recalls few of the ten
+        recalled = [float(np.mean([np.sum(np.array(m["global/acc_per_class"]) >= RECALLED) for m in h if "global/acc_per_class" in m]))
+                    for h in runs]
         trains = [[m for m in h if "fedlabel/pseudo_acc" in m] for h in runs]
         diag = lambda key: [float(np.mean([m[key] for m in t])) for t in trains if t]  # noqa: E731
-        rows.append(f"| {method} | {_pm(final)} | {_pm(smooth)} | {_pm(diag('fedlabel/pseudo_acc'))} "
+        rows.append(f"| {method} | {_pm(final)} | {_pm(smooth)} | {_pm(recalled, 1.0)} | {_pm(diag('fedlabel/pseudo_acc'))} "
                     f"| {_pm(diag('fedlabel/coverage'))} | {_pm(diag('fedlabel/local_share'))} | {len(runs)} |")
     return "\n".join(rows)
 

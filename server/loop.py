@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from server.evaluation import CentralEvaluator
 from server.loggers import build_logger
-from server.results import CheckpointWriter, RunDirectory
+from server.results import CheckpointWriter, RunDirectory, initial_weights
 from strategies.registry import build_strategy
 from strategies.secagg import secure_round
 from tasks.errors import ConfigError, RunAborted
@@ -165,6 +165,8 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
     num_rounds, every = int(cfg["rounds"]), int(cfg["evaluate.every"])
 
     initial = build_model(str(cfg["model.name"]), data.input_shape, data.num_classes, int(cfg["seed"]), cfg)
+    if cfg.get("model.init"):
+        initial.load_state_dict(initial_weights(str(cfg["model.init"]), initial))
     arrays = tensor_record(initial.state_dict())
     if not getattr(strategy, "has_global_model", True):  # personalized only (pFedPG)
         arrays = ArrayRecord()  # nothing global to send or checkpoint

@@ -94,6 +94,33 @@ class RunDirectory:
         return torch.load(io.BytesIO(blob), weights_only=False)
 
 
+def initial_weights(path: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """`model.init`: the weights a run starts from instead of its seeded initialisation.
+
+    `path` is an earlier run's output.dir (the global model of its last checkpoint) or a `.pt` file
+    holding a state dict. Checked against `model` (same keys and shapes), so a wrong path or another
+    architecture is one line before any work, not a traceback in round 1.
+    """
+    source = Path(path).expanduser()
+    if source.is_dir():
+        checkpoint = RunDirectory(source).load_checkpoint()
+        if checkpoint is None or not checkpoint.get("arrays"):
+            raise ConfigError.invalid("model.init", path, "a run folder with a checkpoint of a global model, or a .pt state dict")
+        state = {k: torch.as_tensor(v) for k, v in checkpoint["arrays"].items()}
+    elif source.is_file():
+        state = torch.load(source, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        if not isinstance(state, dict):
+            raise ConfigError.invalid("model.init", path, "a .pt file holding a state dict (or a run folder)")
+    else:
+        raise ConfigError.invalid("model.init", path, "an existing run folder or .pt file")
+    expected = model.state_dict()
+    misfit = sorted(set(expected) ^ set(state)) or [k for k in expected if tuple(expected[k].shape) != tuple(state[k].shape)]
+    if misfit:
+        raise ConfigError.invalid("model.init", path, f"weights of this model.name (first mismatch: {misfit[0]})")
+    return {k: v.to(expected[k].dtype) for k, v in state.items()}
+
+
 class CheckpointWriter:
     """Writes each round's server checkpoint on a background thread, one at a time.
 

@@ -335,6 +335,10 @@ def validate_data(flat: dict[str, Scalar]) -> None:
     if name in LOCAL_BATCHNORM and not batchnorm_keys(model.state_dict()):
         raise ConfigError.invalid("model.name", flat["model.name"], f"a model with BatchNorm layers for algorithm.name={name} "
                                   "(cnn_bn, resnet8, resnet18, resnet34)")
+    if flat.get("model.init"):
+        from server.results import initial_weights
+
+        initial_weights(str(flat["model.init"]), model)
     from strategies import privacy
 
     privacy.check_model(flat, model.state_dict())

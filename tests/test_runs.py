@@ -88,6 +88,35 @@ def test_damaged_checkpoint_is_refused(tmp_path, capsys):
     assert "damaged (checksum mismatch)" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_run_starts_from_another_runs_global_model(tmp_path):
+    first = run(tmp_path / "first", "rounds=3")
+    warm = run(tmp_path / "warm", "model.init=" + str(tmp_path / "first"), "rounds=1", "seed=1")
+    cold = run(tmp_path / "cold", "rounds=1", "seed=1")
+    # round 0 scores the starting weights: the first run's last global model, not seed 1's initialisation
+    assert warm[0]["global/acc"] == first[-1]["global/acc"] and warm[0]["global/loss"] == first[-1]["global/loss"]
+    assert cold[0]["global/acc"] != first[-1]["global/acc"]
+    import torch
+
+    from tasks.models import build_model
+
+    state = tmp_path / "weights.pt"
+    torch.save(build_model("cnn", (1, 8, 8), 10, 7).state_dict(), state)
+    from_file = run(tmp_path / "file", f"model.init={state}", "rounds=1")
+    seeded = run(tmp_path / "seed7", "seed=7", "rounds=1")
+    assert from_file[0]["global/loss"] == seeded[0]["global/loss"]
+
+
+@pytest.mark.parametrize("init, says", [("missing", "an existing run folder or .pt file"), ("other-model", "first mismatch")])
+def test_model_init_that_does_not_fit_is_one_line(tmp_path, capsys, init, says):
+    if init == "other-model":
+        run(tmp_path / "mlp", "model=mlp", "rounds=1")
+    capsys.readouterr()
+    assert flowerbed("run", "experiment=smoke", f"output.dir={tmp_path / 'r'}", f"model.init={tmp_path / init.replace('other-model', 'mlp')}") == 2
+    err = capsys.readouterr().err
+    assert "model.init=" in err and says in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
 def test_partitions_command_prints_and_plots(tmp_path, capsys):
     out = tmp_path / "heat.png"
     assert flowerbed("partitions", "experiment=smoke", "partition.alpha=0.1", "--out", str(out)) == 0
