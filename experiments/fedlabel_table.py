@@ -3,6 +3,8 @@
     python -m experiments.fedlabel_table --experiment fedlabel-cifar10-cpu --out runs/fedlabel-cifar10 \
         --plot docs/results/fedlabel-cifar10.png dataset.path=../shared/data/cifar10-jpeg.tar.gz
     python -m experiments.fedlabel_table --out runs/fedlabel --plot docs/results/fedlabel.png
+    python -m experiments.fedlabel_table rounds=40 dataset.path=../shared/data/cifar10-jpeg.tar.gz --experiment fedlabel-cifar10-cpu \
+        --warm-from runs/fedlabel-cifar10 --out runs/fedlabel-cifar10-warm --methods fedlabel fedavg fedavg-100
 
 Runs `flowerbed run experiment=<preset>` per method and seed (seeds in the outer loop, so an
 interrupted sweep still has whole seeds; finished runs are reused; `--methods` picks a subset),
@@ -38,15 +40,18 @@ def run_dir(out: Path, overrides: list[str], seed: int) -> Path:
     return out / f"{'-'.join(o.split('=')[1] for o in overrides)}-seed{seed}"
 
 
-def run_all(experiment: str, out: Path, seeds: list[int], methods: list[str], extra: list[str]) -> dict[str, list[list[dict]]]:
+def run_all(experiment: str, out: Path, seeds: list[int], methods: list[str], extra: list[str],
+            warm_from: Path | None = None) -> dict[str, list[list[dict]]]:
     from simulations.cli import main
 
     for seed in seeds:
+        # --warm-from: every method of a seed continues that folder's labeled-only FedAvg run of the same seed
+        start = [f"model.init={run_dir(warm_from, METHODS['fedavg'][1], seed)}"] if warm_from else []
         for method in methods:
             overrides = METHODS[method][1]
             target = run_dir(out, overrides, seed)
             if not (target / "summary.json").exists():
-                code = main(["run", f"experiment={experiment}", f"seed={seed}", f"output.dir={target}", "overwrite=true", *overrides, *extra])
+                code = main(["run", f"experiment={experiment}", f"seed={seed}", f"output.dir={target}", "overwrite=true", *overrides, *start, *extra])
                 if code != 0:
                     raise SystemExit(code)
     return load(out, seeds, methods)
@@ -121,10 +126,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--plot", default="docs/results/fedlabel.png")
     parser.add_argument("--no-run", action="store_true", help="only tabulate the runs already in --out")
+    parser.add_argument("--warm-from", type=Path, metavar="OUT", help="start each seed's runs from the labeled-only FedAvg run of that seed in OUT")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
     out = Path(args.out)
-    histories = load(out, args.seeds, args.methods) if args.no_run else run_all(args.experiment, out, args.seeds, args.methods, args.overrides)
+    histories = load(out, args.seeds, args.methods) if args.no_run else run_all(args.experiment, out, args.seeds, args.methods, args.overrides, args.warm_from)
     print(table(histories))
     print(f"figure: {plot(histories, Path(args.plot), args.title or args.experiment)}")
 
