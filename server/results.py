@@ -108,8 +108,10 @@ def initial_weights(path: str, model: torch.nn.Module) -> dict[str, torch.Tensor
             raise ConfigError.invalid("model.init", path, "a run folder with a checkpoint of a global model, or a .pt state dict")
         state = {k: torch.as_tensor(v) for k, v in checkpoint["arrays"].items()}
     elif source.is_file():
-        state = torch.load(source, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        try:
+            state = torch.load(source, map_location="cpu", weights_only=True)
+        except Exception as err:  # not a torch file, or one that pickles more than tensors
+            raise ConfigError.invalid("model.init", path, f"a .pt file holding a state dict ({type(err).__name__})") from err
         if not isinstance(state, dict):
             raise ConfigError.invalid("model.init", path, "a .pt file holding a state dict (or a run folder)")
     else:

@@ -106,12 +106,12 @@ def test_a_run_starts_from_another_runs_global_model(tmp_path):
     assert from_file[0]["global/loss"] == seeded[0]["global/loss"]
 
 
-@pytest.mark.parametrize("init, says", [("missing", "an existing run folder or .pt file"), ("other-model", "first mismatch")])
+@pytest.mark.parametrize("init, says", [("missing", "an existing run folder or .pt file"), ("mlp", "first mismatch")])
 def test_model_init_that_does_not_fit_is_one_line(tmp_path, capsys, init, says):
-    if init == "other-model":
+    if init == "mlp":  # a finished run of another architecture
         run(tmp_path / "mlp", "model=mlp", "rounds=1")
     capsys.readouterr()
-    assert flowerbed("run", "experiment=smoke", f"output.dir={tmp_path / 'r'}", f"model.init={tmp_path / init.replace('other-model', 'mlp')}") == 2
+    assert flowerbed("run", "experiment=smoke", f"output.dir={tmp_path / 'r'}", f"model.init={tmp_path / init}") == 2
     err = capsys.readouterr().err
     assert "model.init=" in err and says in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
