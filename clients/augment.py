@@ -26,6 +26,7 @@ flip, which is not label-preserving for digits.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +57,19 @@ def weak_view(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     theta = torch.eye(2, 3).repeat(len(x), 1, 1)
     theta[:, :, 2] = _uniform((len(x), 2), -0.25, 0.25, gen)  # the image spans 2 units
     return warp(x, theta)
+
+
+def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """The usual CIFAR augmentation: each image shifted by up to `pad` pixels (zero fill, i.e. the
+    normalized mean) and flipped horizontally with p=1/2. Flips change what a digit means."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy, dx = (torch.randint(0, 2 * pad + 1, (n,), generator=gen) for _ in range(2))
+    rows = (dy[:, None] + torch.arange(h))[:, :, None].to(x.device)  # (n, h, 1)
+    cols = (dx[:, None] + torch.arange(w))[:, None, :].to(x.device)  # (n, 1, w)
+    out = padded.permute(0, 2, 3, 1)[torch.arange(n, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
 
 def strong_view(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -111,3 +125,20 @@ def _colour_ops(u: torch.Tensor, is_op: dict[str, torch.Tensor], sign: torch.Ten
             if len(sel):
                 u[sel] = fn(u[sel], 1 + s * FACTOR).clamp(0, 1)
     return u
+
+
+# `train.augment`: the view FedAvg's loop trains its labeled batches on (None: the images as they are)
+VIEWS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None] = {
+    "none": None,
+    "weak": weak_view,
+    "crop-flip": crop_flip,
+    "strong": strong_view,
+}
+
+
+def with_view(loss_fn: Callable, view: str, gen: torch.Generator) -> Callable:
+    """`loss_fn(model, x, y)` on each batch seen through `VIEWS[view]`, drawn from `gen`."""
+    transform = VIEWS[view]
+    if transform is None:
+        return loss_fn
+    return lambda model, x, y: loss_fn(model, transform(x, gen), y)

@@ -29,6 +29,8 @@ METHODS = {  # key: (row label, overrides)
     "beta-0.3": ("FedLabel, beta = 0.3", ["algorithm=fedlabel", "algorithm.beta=0.3"]),
     "beta-0.7": ("FedLabel, beta = 0.7", ["algorithm=fedlabel", "algorithm.beta=0.7"]),
     "fedavg": ("FedAvg (labeled only)", ["algorithm=fedavg"]),
+    "fedavg-crop-flip": ("FedAvg (labeled only), crop+flip", ["algorithm=fedavg", "train.augment=crop-flip"]),
+    "fedavg-strong": ("FedAvg (labeled only), RandAugment", ["algorithm=fedavg", "train.augment=strong"]),
     "fixmatch": ("FedAvg+FixMatch", ["algorithm=fixmatch"]),
     "fedavg-100": ("FedAvg (100% labels)", ["algorithm=fedavg", "partition.labeled_fraction=1.0"]),
 }

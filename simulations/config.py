@@ -190,6 +190,7 @@ CHECKS: dict[str, Callable] = {
     "train.momentum": _num(float, 0, 1, high_open=True),
     "train.weight_decay": _num(float, 0),
     "train.num_threads": _num(int, 1),
+    "train.augment": _one_of("none", "weak", "crop-flip", "strong"),
     "evaluate.every": _num(int, 1),
     "partition.alpha": _num(float, 0, low_open=True),
     "partition.min_size": _num(int, 0),
@@ -289,6 +290,7 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     name = flat["algorithm.name"]
     if name not in STRATEGIES or name not in CLIENTS:
         raise ConfigError.invalid("algorithm.name", name, "one of " + ", ".join(sorted(STRATEGIES)), STRATEGIES)
+    _check_augment(flat, CLIENTS[name])
     if flat["train.local_epochs"] == 0 and flat["train.local_steps"] == 0:
         raise ConfigError.invalid("train.local_steps", 0, "> 0 when train.local_epochs is 0")
     device = str(flat["train.device"])
@@ -301,6 +303,18 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
         build_strategy(flat)  # the privacy mode must fit the algorithm (strategies/privacy.py)
     if load_data:
         validate_data(flat)
+
+
+def _check_augment(flat: dict, client: type) -> None:
+    """`train.augment` is read by FedAvg's loop; other client halves train on views of their own."""
+    from clients.fedavg import FedAvgClient
+    from clients.registry import CLIENTS
+
+    view = flat.get("train.augment", "none")
+    if view != "none" and not issubclass(client, FedAvgClient):
+        users = ", ".join(sorted(n for n, c in CLIENTS.items() if issubclass(c, FedAvgClient)))
+        raise ConfigError.invalid("train.augment", view, f"none with algorithm.name={flat['algorithm.name']} "
+                                  f"(it trains on views of its own; train.augment serves {users})")
 
 
 def _check_domains(flat: dict) -> None:

@@ -21,6 +21,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from clients.augment import crop_flip
 from clients.core import batch_plan, cross_entropy, generator, sgd_train
 from tasks.classifier import Classifier
 from tasks.datasets import load_dataset
@@ -31,18 +32,6 @@ from tasks.partitions import section
 from tasks.vit import ViTFeatures, tiny_backbone, tiny_checkpoint
 
 DEFAULT_FRACTION = 0.5
-
-
-def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Each image of the batch shifted by up to `pad` pixels (zero fill) and flipped with p=1/2."""
-    n, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dy, dx = (torch.randint(0, 2 * pad + 1, (n,), generator=gen) for _ in range(2))
-    rows = (dy[:, None] + torch.arange(h))[:, :, None]  # (n, h, 1)
-    cols = (dx[:, None] + torch.arange(w))[:, None, :]  # (n, 1, w)
-    out = padded.permute(0, 2, 3, 1)[torch.arange(n)[:, None, None], rows, cols].permute(0, 3, 1, 2)
-    flip = torch.rand(n, generator=gen) < 0.5
-    return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
 
 def pretrain(flat: dict, epochs: int = 40, lr: float = 1e-3, out: str | None = None, augment: bool = False,

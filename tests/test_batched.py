@@ -39,6 +39,8 @@ CASES = {
                  "train.batch_size=8"],
     "fedlabel-resnet8": [*FAKE, "algorithm=fedlabel", "model=resnet8", "partition.labeled_fraction=0.3", "algorithm.beta=0.15",
                          "algorithm.tau_l=3", "algorithm.tau_u=3", "train.batch_size=8", "clients.fraction_train=0.5"],
+    # train.augment draws views per client: the engine hands the round to the ClientApp
+    "fedavg-augment": [*FAKE, "algorithm=fedavg", "train.augment=strong"],
     # BatchNorm: running statistics per client
     "fedavg-resnet8": [*FAKE, "algorithm=fedavg", "model=resnet8", "train.local_epochs=1", "clients.fraction_train=0.5"],
 }

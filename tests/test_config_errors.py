@@ -36,6 +36,8 @@ BAD_INPUTS = [
     (["algorithm=fedavgg"], "; did you mean fedavg?"),
     (["partition=dirichlt"], "; did you mean dirichlet?"),
     (["algorithm=fedlabel", "algorithm.selection=bth"], "algorithm.selection='bth' is not valid: one of both, local, global; did you mean both?"),
+    (["train.augment=randaugment"], "train.augment='randaugment' is not valid: one of none, weak, crop-flip, strong"),
+    (["algorithm=fedlabel", "train.augment=strong"], "train.augment='strong' is not valid: none with algorithm.name=fedlabel"),
     # a GPU this machine does not have: before any work, not three rounds of failing clients
     ([f"train.device=cuda:{torch.cuda.device_count()}"], f"train.device='cuda:{torch.cuda.device_count()}' is not valid"),
 ]

@@ -171,7 +171,7 @@ def test_clear_errors(tmp_path, capsys, checkpoint):
 
 
 def test_pretrain_augmentation_shifts_and_flips_each_image_on_its_own():
-    from simulations.pretrain import crop_flip
+    from clients.augment import crop_flip
 
     x = torch.arange(64 * 3 * 8 * 8, dtype=torch.float32).reshape(64, 3, 8, 8) + 1  # no zeros: padding shows as 0
     out = crop_flip(x, torch.Generator().manual_seed(0), pad=2)

@@ -51,6 +51,16 @@ def test_fedprox_runs_and_differs_from_fedavg(tmp_path):
     assert avg[-1]["train/loss"] != prox[-1]["train/loss"]
 
 
+@pytest.mark.parametrize("view", ["crop-flip", "strong"])
+def test_train_augment_draws_seeded_views_that_change_training(tmp_path, view):
+    strip = lambda ms: [{k: v for k, v in m.items() if not k.startswith("time/")} for m in ms]  # noqa: E731
+    plain = strip(run(tmp_path / "plain", "algorithm=fedprox"))
+    a = strip(run(tmp_path / "a", "algorithm=fedprox", f"train.augment={view}"))
+    b = strip(run(tmp_path / "b", "algorithm=fedprox", f"train.augment={view}"))
+    assert a == b  # the views come from (seed, round, client), not from torch's global RNG
+    assert a[-1]["train/loss"] != plain[-1]["train/loss"]
+
+
 @pytest.mark.parametrize("algorithm", ["fedavgm", "fedadam", "fedyogi", "fedtrimmedavg", "krum", "fedmedian"])
 def test_flower_strategies_run_by_name(tmp_path, algorithm):
     metrics = run(tmp_path / algorithm, f"algorithm={algorithm}")

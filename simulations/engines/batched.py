@@ -44,6 +44,9 @@ class BatchedGrid(InProcessGrid):
         elif faults:  # faults are injected by the ClientApp (clients/faults.py), so it must run every client
             self.form = None
             console.print(f"[yellow]engine batched[/]: {faults[0]} is set; clients train one after another through the ClientApp")
+        elif run_config.get("train.augment", "none") != "none":  # the views are drawn per client, one after another
+            self.form = None
+            console.print(f"[yellow]engine batched[/]: train.augment={run_config['train.augment']}; clients train one after another")
         elif run_config.get("privacy.secagg"):  # SecAgg+'s four exchanges go through its mod on the ClientApp
             self.form = None
             console.print("[yellow]engine batched[/]: privacy.secagg=true; clients train one after another through the ClientApp")
