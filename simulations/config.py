@@ -53,7 +53,13 @@ def _first_line(err: Exception) -> str:
 
 
 def unknown_key(key: str) -> str:
-    """`algoritm is not a configuration key; did you mean algorithm?`"""
+    """`algoritm is not a configuration key; did you mean algorithm?`, or, for a key that only other
+    options of its group have, which ones (`dataset.path` with `dataset=digits`)."""
+    group = key.split(".", 1)[0]
+    owners = [path.stem for path in sorted((CONF_DIR / group).glob("*.yaml")) if key in _yaml_keys(path, f"{group}.")] \
+        if group in GROUPS else []
+    if owners:
+        return f"{key} is not a key of the chosen {group}; {group}={', '.join(owners)} {'has' if len(owners) == 1 else 'have'} it"
     hint = did_you_mean(key, sorted(known_keys() | set(GROUPS)))
     return f"{key} is not a configuration key{hint or ' (every key: simulations/conf/config.yaml and its groups)'}"
 
@@ -65,19 +71,21 @@ def known_keys() -> frozenset[str]:
     Read from the YAML files rather than composed (composing every option takes seconds), so that
     an unknown key is told apart at once; a test checks this is the set pyproject declares.
     """
-    import yaml
-
-    def keys(path: Path, prefix: str) -> set[str]:
-        tree = yaml.safe_load(path.read_text()) or {}
-        tree.pop("defaults", None)
-        return set(flatten(tree, prefix))
-
-    found = keys(CONF_DIR / "config.yaml", "")
+    found = set(_yaml_keys(CONF_DIR / "config.yaml", ""))
     for group in GROUPS:
         for path in (CONF_DIR / group).glob("*.yaml"):
             is_global = "@package _global_" in path.read_text().split("\n", 1)[0]
-            found |= keys(path, "" if is_global else f"{group}.")
+            found |= _yaml_keys(path, "" if is_global else f"{group}.")
     return frozenset(found)
+
+
+@functools.lru_cache(maxsize=None)
+def _yaml_keys(path: Path, prefix: str) -> frozenset[str]:
+    import yaml
+
+    tree = yaml.safe_load(path.read_text()) or {}
+    tree.pop("defaults", None)
+    return frozenset(flatten(tree, prefix))
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
