@@ -136,9 +136,11 @@ VIEWS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None]
 }
 
 
-def with_view(loss_fn: Callable, view: str, gen: torch.Generator) -> Callable:
-    """`loss_fn(model, x, y)` on each batch seen through `VIEWS[view]`, drawn from `gen`."""
+def with_view(loss_fn: Callable, view: str, generator: Callable[[], torch.Generator]) -> Callable:
+    """`loss_fn(model, x, y)` on each batch seen through `VIEWS[view]`, drawn from `generator()`
+    (called only when there is a view: a client call without one costs nothing more)."""
     transform = VIEWS[view]
     if transform is None:
         return loss_fn
+    gen = generator()
     return lambda model, x, y: loss_fn(model, transform(x, gen), y)

@@ -20,7 +20,7 @@ class FedAvgClient(ClientAlgorithm):
     def fit(self, model: nn.Module, msg: Message) -> dict:
         d, rnd = self.data, self.server_round(msg)
         batches = batches_from(self.cfg, len(d.y_labeled), self.generator(rnd))
-        loss_fn = with_view(self.loss_fn(model, msg), str(self.cfg.get("train.augment", "none")), self.generator(rnd, "augment"))
+        loss_fn = with_view(self.loss_fn(model, msg), str(self.cfg.get("train.augment", "none")), lambda: self.generator(rnd, "augment"))
         loss = sgd_train(model, d.x_labeled, d.y_labeled, batches, sgd(model.parameters(), self.cfg), loss_fn)
         return {"train/loss": loss, "num-examples": len(d.y_labeled)}
 

@@ -56,8 +56,7 @@ def unknown_key(key: str) -> str:
     """`algoritm is not a configuration key; did you mean algorithm?`, or, for a key that only other
     options of its group have, which ones (`dataset.path` with `dataset=digits`)."""
     group = key.split(".", 1)[0]
-    owners = [path.stem for path in sorted((CONF_DIR / group).glob("*.yaml")) if key in _yaml_keys(path, f"{group}.")] \
-        if group in GROUPS else []
+    owners = [p.stem for p in sorted((CONF_DIR / group).glob("*.yaml")) if key in _yaml_keys(p, f"{group}.")] if group in GROUPS else []
     if owners:
         return f"{key} is not a key of the chosen {group}; {group}={', '.join(owners)} {'has' if len(owners) == 1 else 'have'} it"
     hint = did_you_mean(key, sorted(known_keys() | set(GROUPS)))
@@ -198,7 +197,6 @@ CHECKS: dict[str, Callable] = {
     "train.momentum": _num(float, 0, 1, high_open=True),
     "train.weight_decay": _num(float, 0),
     "train.num_threads": _num(int, 1),
-    "train.augment": _one_of("none", "weak", "crop-flip", "strong"),
     "evaluate.every": _num(int, 1),
     "partition.alpha": _num(float, 0, low_open=True),
     "partition.min_size": _num(int, 0),
@@ -298,7 +296,7 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     name = flat["algorithm.name"]
     if name not in STRATEGIES or name not in CLIENTS:
         raise ConfigError.invalid("algorithm.name", name, "one of " + ", ".join(sorted(STRATEGIES)), STRATEGIES)
-    _check_augment(flat, CLIENTS[name])
+    _check_augment(flat, name)
     if flat["train.local_epochs"] == 0 and flat["train.local_steps"] == 0:
         raise ConfigError.invalid("train.local_steps", 0, "> 0 when train.local_epochs is 0")
     device = str(flat["train.device"])
@@ -313,15 +311,19 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
         validate_data(flat)
 
 
-def _check_augment(flat: dict, client: type) -> None:
-    """`train.augment` is read by FedAvg's loop; other client halves train on views of their own."""
+def _check_augment(flat: dict, name: str) -> None:
+    """`train.augment`: a view of clients/augment.py, read by FedAvg's loop only (other client halves
+    train on views of their own)."""
+    from clients.augment import VIEWS
     from clients.fedavg import FedAvgClient
     from clients.registry import CLIENTS
 
-    view = flat.get("train.augment", "none")
-    if view != "none" and not issubclass(client, FedAvgClient):
+    view, check = flat.get("train.augment", "none"), _one_of(*VIEWS)
+    if not check(view):
+        raise ConfigError.invalid("train.augment", view, check.allowed, check.options)
+    if view != "none" and not issubclass(CLIENTS[name], FedAvgClient):
         users = ", ".join(sorted(n for n, c in CLIENTS.items() if issubclass(c, FedAvgClient)))
-        raise ConfigError.invalid("train.augment", view, f"none with algorithm.name={flat['algorithm.name']} "
+        raise ConfigError.invalid("train.augment", view, f"none with algorithm.name={name} "
                                   f"(it trains on views of its own; train.augment serves {users})")
 
 

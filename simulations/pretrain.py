@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from clients.augment import crop_flip
+from clients.augment import with_view
 from clients.core import batch_plan, cross_entropy, generator, sgd_train
 from tasks.classifier import Classifier
 from tasks.datasets import load_dataset
@@ -50,8 +50,7 @@ def pretrain(flat: dict, epochs: int = 40, lr: float = 1e-3, out: str | None = N
     model = Classifier(ViTFeatures(backbone), int(backbone.embed_dim), data.num_classes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    aug_gen = generator(seed, "pretrain-augment")
-    loss_fn = (lambda m, xb, yb: cross_entropy(m, crop_flip(xb, aug_gen), yb)) if augment else cross_entropy
+    loss_fn = with_view(cross_entropy, "crop-flip" if augment else "none", lambda: generator(seed, "pretrain-augment"))
     console = console or Console(stderr=True)
     start, loss = time.perf_counter(), float("nan")
     with Progress(TextColumn("[bold]pretrain"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
