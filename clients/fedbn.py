@@ -3,8 +3,9 @@
 Every BatchNorm layer's affine weight and bias and its running statistics (`tasks.models.
 batchnorm_keys`) are this client's own: kept in `context.state["fedbn/bn"]` (written to the
 node's state-dir by clients/state.py), never sent. The server sends and averages everything else.
-Before its first round a client uses the BatchNorm layers of the seed's initial model, which is
-also what every other client starts from. Local training is FedAvg's; personalized accuracy is the
+Before its first round a client uses the BatchNorm layers of the run's starting model, which is
+also what every other client starts from: the seed's initial ones, or the ones of `model.init`,
+which the server sends for that (strategies/fedbn.py). Local training is FedAvg's; personalized accuracy is the
 received shared weights with the client's own BatchNorm on its local test set.
 """
 
@@ -14,7 +15,7 @@ from flwr.app import ArrayRecord, Message
 from torch import nn
 
 from clients.fedavg import FedAvgClient
-from tasks.models import batchnorm_keys, build_model
+from tasks.models import BATCHNORM_RECORD, batchnorm_keys, build_model
 from tasks.records import snapshot, tensors
 
 STATE_KEY = "fedbn/bn"
@@ -43,6 +44,8 @@ class LocalBatchNorm:
             raise ValueError(f"the server sent no {sorted(missing)[0]}: only BatchNorm may be missing")
         if STATE_KEY in self.context.state:
             received.update(self.context.state[STATE_KEY].to_torch_state_dict())
+        elif BATCHNORM_RECORD in msg.content.array_records:  # the run's starting BatchNorm (model.init)
+            received.update({k: v for k, v in tensors(msg.content[BATCHNORM_RECORD]).items() if k in own})
         model.load_state_dict({**own, **received})
         return model
 

@@ -166,7 +166,7 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
 
     initial = build_model(str(cfg["model.name"]), data.input_shape, data.num_classes, int(cfg["seed"]), cfg)
     if cfg.get("model.init"):
-        initial.load_state_dict(initial_weights(str(cfg["model.init"]), initial))
+        initial.load_state_dict(initial_weights(str(cfg["model.init"]), initial, cfg))
     arrays = tensor_record(initial.state_dict())
     if not getattr(strategy, "has_global_model", True):  # personalized only (pFedPG)
         arrays = ArrayRecord()  # nothing global to send or checkpoint

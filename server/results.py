@@ -18,6 +18,7 @@ import torch
 from flwr.app import ArrayRecord
 
 from tasks.errors import ConfigError
+from tasks.holdout import check_pretrained
 
 
 class RunDirectory:
@@ -94,12 +95,13 @@ class RunDirectory:
         return torch.load(io.BytesIO(blob), weights_only=False)
 
 
-def initial_weights(path: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def initial_weights(path: str, model: torch.nn.Module, cfg: dict | None = None) -> dict[str, torch.Tensor]:
     """`model.init`: the weights a run starts from instead of its seeded initialisation.
 
-    `path` is an earlier run's output.dir (the global model of its last checkpoint) or a `.pt` file
-    holding a state dict. Checked against `model` (same keys and shapes), so a wrong path or another
-    architecture is one line before any work, not a traceback in round 1.
+    `path` is an earlier run's output.dir (the global model of its last checkpoint), a `.pt` file
+    holding a state dict, or one that `flowerbed pretrain` wrote (a state dict and the samples it
+    held out, checked against `cfg`'s federation). Checked against `model` (same keys and shapes),
+    so a wrong path or another architecture is one line before any work, not a traceback in round 1.
     """
     source = Path(path).expanduser()
     if source.is_dir():
@@ -114,6 +116,9 @@ def initial_weights(path: str, model: torch.nn.Module) -> dict[str, torch.Tensor
             raise ConfigError.invalid("model.init", path, f"a .pt file holding a state dict ({type(err).__name__})") from err
         if not isinstance(state, dict):
             raise ConfigError.invalid("model.init", path, "a .pt file holding a state dict (or a run folder)")
+        if set(state) == {"model", "meta"}:  # from `flowerbed pretrain`
+            check_pretrained("model.init", path, state["meta"], cfg or {})
+            state = state["model"]
     else:
         raise ConfigError.invalid("model.init", path, "an existing run folder or .pt file")
     expected = model.state_dict()

@@ -362,7 +362,7 @@ def validate_data(flat: dict[str, Scalar]) -> None:
     if flat.get("model.init"):
         from server.results import initial_weights
 
-        initial_weights(str(flat["model.init"]), model)
+        initial_weights(str(flat["model.init"]), model, flat)
     from strategies import privacy
 
     privacy.check_model(flat, model.state_dict())

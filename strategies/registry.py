@@ -53,10 +53,10 @@ STRATEGIES: dict[str, Callable[[dict], Strategy]] = {
     "pbase-only": lambda c: pfedpg.PBaseOnly(**pfedpg.options(c), **pfedpg.generator_options(c), **common(c)),
     "fedvpt": lambda c: pfedpg.FedVPT(**pfedpg.options(c), **common(c)),
     "singleset-vpt": lambda c: pfedpg.SingleSetVPT(**pfedpg.options(c), **common(c)),
-    "fedbn": lambda c: fedbn.FedBN(**common(c)),
-    "fraug": lambda c: fraug.FRAug(**fraug.options(c), **common(c)),
-    "fraug-no-rtnet": lambda c: fraug.FRAug(**fraug.options(c), **common(c)),
-    "fraug-no-generator": lambda c: fedbn.FedBN(**common(c)),  # nothing but the model travels
+    "fedbn": lambda c: fedbn.FedBN(**fedbn.options(c), **common(c)),
+    "fraug": lambda c: fraug.FRAug(**fraug.options(c), **fedbn.options(c), **common(c)),
+    "fraug-no-rtnet": lambda c: fraug.FRAug(**fraug.options(c), **fedbn.options(c), **common(c)),
+    "fraug-no-generator": lambda c: fedbn.FedBN(**fedbn.options(c), **common(c)),  # nothing but the model travels
 }
 # Algorithms whose clients keep the BatchNorm layers: a model without any is refused up front.
 LOCAL_BATCHNORM = ("fedbn", "fraug", "fraug-no-rtnet", "fraug-no-generator")

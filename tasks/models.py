@@ -160,6 +160,9 @@ def set_training(model: nn.Module, mode: bool = True) -> nn.Module:
     return model
 
 
+BATCHNORM_RECORD = "batchnorm"  # FedBN's message record with the run's starting BatchNorm layers (model.init)
+
+
 def batchnorm_keys(state_keys) -> list[str]:
     """The state-dict keys of every BatchNorm layer: its affine weight and bias and its running
     statistics. A layer is recognised by its `running_mean` buffer, so the server finds the same

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from tasks.classifier import Classifier
-from tasks.datasets import cache_dir, load_dataset
+from tasks.datasets import cache_dir
 from tasks.errors import ConfigError
-from tasks.holdout import fingerprint, pretrain_indices
+from tasks.holdout import check_pretrained
 
 
 class ViTFeatures(nn.Module):
@@ -95,34 +95,15 @@ def load_tiny(backbone: nn.Module, cfg: dict) -> None:
     path = tiny_checkpoint(cfg)
     if not path.exists():
         dataset = cfg.get("dataset.name", "digits")
-        raise ConfigError(f"model.weights={str(path)!r} does not exist: make it with `flowerbed pretrain dataset={dataset} "
-                          "partition.pretrain_fraction=0.5` (or set model.weights=/path)")
+        raise ConfigError(f"model.weights={str(path)!r} does not exist: make it with `flowerbed pretrain model=tiny-vit "
+                          f"dataset={dataset} partition.pretrain_fraction=0.5` (or set model.weights=/path)")
     saved = torch.load(path, map_location="cpu", weights_only=True)
     meta, state = saved.get("meta", {}), saved.get("backbone", saved)
-    fraction = float(cfg.get("partition.pretrain_fraction", 0.0))
-    if meta and (meta["dataset"] != cfg.get("dataset.name") or meta["pretrain_fraction"] != fraction):
-        raise ConfigError(f"model.weights={str(path)!r} was pretrained on {meta['dataset']} with partition.pretrain_fraction="
-                          f"{meta['pretrain_fraction']}; this run has {cfg.get('dataset.name')} and {fraction} "
-                          "(the federation must exclude those samples)")
-    here = _held_out(cfg, fraction) if meta.get("held_out") else None
-    if here is not None and here != meta["held_out"]:
-        raise ConfigError(f"model.weights={str(path)!r} was pretrained on other {meta['dataset']} samples than this run "
-                          "holds out (another copy or order of the data: dataset.path or the Hub); run `flowerbed pretrain` "
-                          "again with this run's dataset settings")
+    check_pretrained("model.weights", path, meta, cfg)
     try:
         backbone.load_state_dict(state)
     except RuntimeError as err:
         raise ConfigError(f"model.weights={str(path)!r} does not fit this tiny ViT ({str(err).splitlines()[0]})") from err
-
-
-def _held_out(cfg: dict, fraction: float) -> str | None:
-    """The fingerprint of the samples this run's federation leaves out; None where the dataset is not
-    here (a device with its own data-path has no federation to leak into)."""
-    try:
-        data = load_dataset({k[len("dataset."):]: v for k, v in cfg.items() if k.startswith("dataset.")})
-    except ConfigError:
-        return None
-    return fingerprint(data.x_train, data.y_train, pretrain_indices(len(data.y_train), fraction))
 
 
 def vit_b16_backbone(cfg: dict | None) -> nn.Module:

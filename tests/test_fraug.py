@@ -14,6 +14,7 @@ from strategies.registry import STRATEGIES
 from tasks import domains
 from tasks.fraug import build_generator
 from tasks.models import batchnorm_keys
+from tasks.records import wire_bytes
 from tests.conftest import flowerbed, run
 from tests.test_deploy import RestartingNodes, _device_run, close
 
@@ -188,3 +189,54 @@ def test_natural_domains_one_image_folder_per_client(tmp_path):
     sizes = [(len(d.y_labeled), len(d.y_test)) for d in (local_data(cfg, {"partition-id": k}, torch.device("cpu")) for k in range(2))]
     assert sizes == [(9, 6), (15, 3)]  # 3 classes: photo 3 train / 2 test each, sketch 5 / 1
     assert run(tmp_path / "run", *common, "rounds=1")[-1]["personal/acc"] >= 0
+
+
+def _pretrained_cnn_bn(tmp_path):
+    """A cnn_bn that `flowerbed pretrain` trained on the held-out half of digits (2 epochs)."""
+    from simulations import config
+    from simulations.pretrain import pretrain
+
+    stats = pretrain(config.load(["model=cnn_bn", "partition.pretrain_fraction=0.5"], load_data=False), epochs=2,
+                     out=str(tmp_path / "cnn_bn.pt"))
+    assert stats["model"] == "cnn_bn" and stats["test_acc"] > 0.5  # it learned from the held-out half
+    return tmp_path / "cnn_bn.pt"
+
+
+def test_clients_start_from_the_batchnorm_of_model_init_until_they_have_their_own(tmp_path):
+    from simulations import config
+
+    path = _pretrained_cnn_bn(tmp_path)
+    pretrained = torch.load(path, weights_only=True)["model"]
+    cfg = config.load([*BN, "algorithm=fedbn", f"model.init={path}", "partition.pretrain_fraction=0.5"])
+    strategy = STRATEGIES["fedbn"](cfg)
+    assert strategy.send_batchnorm and not STRATEGIES["fedbn"](config.load([*BN, "algorithm=fedbn"])).send_batchnorm
+    client = FedBNClient(Context(run_id=1, node_id=5, node_config={"partition-id": 1, "num-partitions": 10}, state=RecordDict(),
+                                 run_config=cfg))
+    arrays = ArrayRecord(pretrained)
+    first = strategy.with_batchnorm([_message(strategy, arrays, 1)], arrays)[0]
+    assert set(first.content["batchnorm"].keys()) == set(batchnorm_keys(pretrained))
+    mean = "features.1.running_mean"
+    assert torch.equal(client.model_from(first).state_dict()[mean], pretrained[mean])  # the pretrained statistics
+    client.train(first)
+    own = client.context.state["fedbn/bn"].to_torch_state_dict()[mean]
+    assert not torch.equal(own, pretrained[mean])
+    again = strategy.with_batchnorm([_message(strategy, arrays, 2)], arrays)[0]
+    assert torch.equal(client.model_from(again).state_dict()[mean], own)  # its own from then on
+
+
+def test_a_run_starts_from_a_pretrained_model_and_refuses_one_pretrained_on_its_samples(tmp_path, capsys):
+    path = _pretrained_cnn_bn(tmp_path)
+    common = [*BN, "algorithm=fedbn", "rounds=1", "partition.pretrain_fraction=0.5"]
+    plain = run(tmp_path / "plain", *common)
+    started = run(tmp_path / "started", *common, f"model.init={path}")
+    state = torch.load(path, weights_only=True)["model"]
+    record = ArrayRecord({k: state[k] for k in batchnorm_keys(state)})
+    # each of the round's 4 train messages carries the BatchNorm record, and nothing else is added
+    assert started[-1]["comm/bytes_down"] - plain[-1]["comm/bytes_down"] == 4 * wire_bytes(record)
+    assert started[-1]["comm/bytes_up"] == plain[-1]["comm/bytes_up"]  # replies stay without BatchNorm
+    assert started[-1]["personal/acc"] > plain[-1]["personal/acc"] + 0.2  # one round from a pretrained model
+    capsys.readouterr()
+    assert flowerbed("run", *BN, "algorithm=fedbn", f"model.init={path}", f"output.dir={tmp_path / 'leaky'}") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.init=" in err[0] and "pretrain_fraction=0.5; this run has digits and 0.0" in err[0]
+    assert not (tmp_path / "leaky").exists()
