@@ -314,6 +314,9 @@ def check_algorithm(cfg: dict, strategy, settings: Settings) -> None:
     if not averaging:
         raise ConfigError.invalid(key, value, f"none for {name}: its server does not average the updates, which the "
                                               "noise calibration (and secure aggregation) assume")
+    if settings.secagg and getattr(strategy, "send_batchnorm", False):
+        raise ConfigError.invalid("privacy.secagg", True, f"false with model.init under {name} (secure aggregation's messages "
+                                  "carry the arrays alone, not the starting BatchNorm layers the clients start from)")
     if getattr(strategy, "aggregation", None) is not None:
         raise ConfigError.invalid("algorithm.aggregation", cfg.get("algorithm.aggregation"),
                                   f"mean with {key}={value} (a robust statistic is not the sum the noise is calibrated for)")

@@ -240,3 +240,7 @@ def test_a_run_starts_from_a_pretrained_model_and_refuses_one_pretrained_on_its_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.init=" in err[0] and "pretrain_fraction=0.5; this run has digits and 0.0" in err[0]
     assert not (tmp_path / "leaky").exists()
+    # secure aggregation's messages could not carry the starting BatchNorm layers
+    assert flowerbed("run", *common, f"model.init={path}", "privacy.secagg=true", f"output.dir={tmp_path / 'secure'}") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "privacy.secagg=True is not valid: false with model.init under fedbn" in err[0]
