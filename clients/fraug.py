@@ -45,7 +45,8 @@ FRAug, Digits configuration), and these choices fill what neither settles for th
   scaled to the preset's rounds (gamma T = 3). The latent size is half the feature size.
 - The code's natural-image settings start from an ImageNet-pretrained ResNet-18, whose embeddings
   mean something from round 1; `fraug-cifar10-c` trains its small CNN from scratch (no weights can
-  be downloaded here), which docs/results/fraug.md names as the likely reason FRAug trails FedBN there.
+  be downloaded here), where FRAug trails FedBN; from a `cnn_bn` pretrained on held-out CIFAR-10
+  (`flowerbed pretrain`, `model.init`) it does not (docs/results/fraug.md).
 - The class means and the RTNet (with its BatchNorm) are client state, next to the BatchNorm layers.
 """
 
