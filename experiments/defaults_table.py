@@ -43,7 +43,7 @@ def model_overrides(name: str, checkpoint: Path) -> list[str]:
         from simulations import config
         from simulations.pretrain import pretrain
 
-        pretrain(config.load(["partition.pretrain_fraction=0.5"], load_data=False), epochs=10, out=str(checkpoint))
+        pretrain(config.load(["model=tiny-vit", "partition.pretrain_fraction=0.5"], load_data=False), epochs=10, out=str(checkpoint))
     return ["model=prompted-tiny-vit", "partition.pretrain_fraction=0.5", f"model.weights={checkpoint}"]
 
 
