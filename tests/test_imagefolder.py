@@ -204,7 +204,9 @@ def test_processes_loading_at_once_share_one_complete_cache_file(tmp_path):
 
     write_folder(tmp_path / "d", {"train": 3, "test": 1})
     archive = tar_of(tmp_path / "d", tmp_path / "d.tar")
-    with multiprocessing.get_context("fork").Pool(3) as pool:
+    # spawn, not fork: a fork copies whatever lock another thread of this process (torch's pools, an
+    # earlier test's checkpoint writer) holds at that moment, and a child could wait on it forever
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
         results = pool.map(_load_in_child, [(archive, tmp_path / "cache")] * 3)
     assert results == [CLASSES] * 3
     assert [p.suffix for p in (tmp_path / "cache" / "imagefolder").iterdir()] == [".npz"]  # no temporaries left
