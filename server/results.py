@@ -18,7 +18,7 @@ import torch
 from flwr.app import ArrayRecord
 
 from tasks.errors import ConfigError
-from tasks.holdout import check_pretrained
+from tasks.holdout import pretrained_part
 
 
 class RunDirectory:
@@ -116,9 +116,7 @@ def initial_weights(path: str, model: torch.nn.Module, cfg: dict | None = None) 
             raise ConfigError.invalid("model.init", path, f"a .pt file holding a state dict ({type(err).__name__})") from err
         if not isinstance(state, dict):
             raise ConfigError.invalid("model.init", path, "a .pt file holding a state dict (or a run folder)")
-        if set(state) == {"model", "meta"}:  # from `flowerbed pretrain`
-            check_pretrained("model.init", path, state["meta"], cfg or {})
-            state = state["model"]
+        state = pretrained_part(state, "model", "model.init", path, cfg or {})
     else:
         raise ConfigError.invalid("model.init", path, "an existing run folder or .pt file")
     expected = model.state_dict()

@@ -56,15 +56,14 @@ def cmd_fetch(name: str) -> int:
 
 def cmd_pretrain(overrides: list[str], epochs: int, out: str | None, augment: bool) -> int:
     from simulations import config
-    from simulations.pretrain import TINY_VITS, pretrain
+    from simulations.pretrain import pretrain
 
     flat = config.load(overrides, load_data=False)
     stats = pretrain(flat, epochs=epochs, out=out, augment=augment, console=console)
-    use = "model.weights" if stats["model"] in TINY_VITS else "model.init"
     console.print(f"{stats['model']} pretrained on {stats['samples']} held-out {stats['dataset']} samples "
                   f"(partition.pretrain_fraction={stats['pretrain_fraction']}), {stats['epochs']} epochs"
                   f"{' with crop+flip' if augment else ''} in {stats['seconds']:.0f} s: "
-                  f"test acc {stats['test_acc']:.4f}; saved {stats['path']} (a run uses it with {use}=...)")
+                  f"test acc {stats['test_acc']:.4f}; saved {stats['path']} (a run uses it with {stats['loaded_by']}=...)")
     return 0
 
 
@@ -103,12 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     parts.add_argument("--out", help="PNG path for the heat map")
     fetch = sub.add_parser("fetch", help="download a Hugging Face dataset into the local cache (needs internet)")
     fetch.add_argument("name")
-    pre = sub.add_parser("pretrain", help="train model.name centrally on held-out samples (pFedPG's tiny ViT; a starting point for model.init)")
+    pre = sub.add_parser("pretrain", help="train model.name centrally on held-out samples "
+                                          "(pFedPG's tiny ViT; a starting point for model.init)")
     pre.add_argument("overrides", nargs="*")
     pre.add_argument("--epochs", type=int, default=40)
     pre.add_argument("--augment", action="store_true", help="random padded crops and horizontal flips (natural images, e.g. CIFAR)")
-    pre.add_argument("--out", help="checkpoint path (default: model.weights or ~/.cache/flowerbed/tiny-vit-<dataset>.pt for the tiny ViT, "
-                     "~/.cache/flowerbed/pretrained-<model>-<dataset>.pt otherwise)")
+    pre.add_argument("--out", help="checkpoint path (default: model.weights or ~/.cache/flowerbed/tiny-vit-<dataset>.pt "
+                     "for the tiny ViT, ~/.cache/flowerbed/pretrained-<model>-<dataset>.pt otherwise)")
     bench = sub.add_parser("bench", help="time the engines (and pfl-research, if installed) on workloads B1/B2/B3")
     bench.add_argument("workloads", nargs="*", default=["b2"],
                        help="b1 (pfl-research CIFAR-10 shape, needs a GPU), b2, calls (framework ms per client call), b3 (scale)")

@@ -60,11 +60,13 @@ def pretrain(flat: dict, epochs: int = 40, lr: float = 1e-3, out: str | None = N
     torch.manual_seed(seed)
     torch.set_num_threads(int(flat.get("train.num_threads", 1)))
     name = str(flat.get("model.name", "cnn"))
-    if name in TINY_VITS:
+    if name in TINY_VITS:  # what is saved, under which name, and the key that loads it
         backbone = tiny_backbone(data.input_shape)
         model = Classifier(ViTFeatures(backbone), int(backbone.embed_dim), data.num_classes)
+        kept, part, loaded_by = backbone, "backbone", "model.weights"
     else:
         model = build_model(name, data.input_shape, data.num_classes, seed, flat)
+        kept, part, loaded_by = model, "model", "model.init"
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     loss_fn = with_view(cross_entropy, "crop-flip" if augment else "none", lambda: generator(seed, "pretrain-augment"))
@@ -84,7 +86,6 @@ def pretrain(flat: dict, epochs: int = 40, lr: float = 1e-3, out: str | None = N
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"dataset": str(flat["dataset.name"]), "pretrain_fraction": fraction,
             "held_out": fingerprint(data.x_train, data.y_train, idx)}
-    saved = {"backbone": backbone.state_dict()} if name in TINY_VITS else {"model": model.state_dict()}
-    torch.save({**saved, "meta": meta}, path)
-    return {"path": str(path), "model": name, "samples": len(y), "epochs": epochs, "train_loss": loss, "test_acc": test["acc"],
-            "seconds": seconds, "augment": augment, **meta}
+    torch.save({part: kept.state_dict(), "meta": meta}, path)
+    return {"path": str(path), "model": name, "loaded_by": loaded_by, "samples": len(y), "epochs": epochs, "train_loss": loss,
+            "test_acc": test["acc"], "seconds": seconds, "augment": augment, **meta}

@@ -6,7 +6,7 @@ a fixed permutation (seed 0), independent of the run seed, so one checkpoint ser
 Indices are positions, so they name the same images only in the same copy of the data in the same
 order (the Hub's CIFAR-10 and an image-folder copy order their samples differently):
 `fingerprint` identifies the held-out images themselves, and a checkpoint records it;
-`check_pretrained` refuses a checkpoint whose held-out samples are not the run's.
+`pretrained_part` reads a checkpoint and refuses one whose held-out samples are not the run's.
 """
 
 from __future__ import annotations
@@ -57,3 +57,12 @@ def check_pretrained(key: str, path, meta: dict, cfg: dict) -> None:
         raise ConfigError(f"{key}={str(path)!r} was pretrained on other {meta['dataset']} samples than this run "
                           "holds out (another copy or order of the data: dataset.path or the Hub); run `flowerbed pretrain` "
                           "again with this run's dataset settings")
+
+
+def pretrained_part(saved: dict, part: str, key: str, path, cfg: dict) -> dict:
+    """The state dict `flowerbed pretrain` saved under `part` ("backbone" for the tiny ViT, "model"
+    otherwise), checked against the run's held-out samples; any other dict (a plain state dict) as it is."""
+    if not isinstance(saved.get(part), dict):
+        return saved
+    check_pretrained(key, path, saved.get("meta", {}), cfg)
+    return saved[part]

@@ -23,7 +23,7 @@ from torch import nn
 from tasks.classifier import Classifier
 from tasks.datasets import cache_dir
 from tasks.errors import ConfigError
-from tasks.holdout import check_pretrained
+from tasks.holdout import pretrained_part
 
 
 class ViTFeatures(nn.Module):
@@ -98,8 +98,7 @@ def load_tiny(backbone: nn.Module, cfg: dict) -> None:
         raise ConfigError(f"model.weights={str(path)!r} does not exist: make it with `flowerbed pretrain model=tiny-vit "
                           f"dataset={dataset} partition.pretrain_fraction=0.5` (or set model.weights=/path)")
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    meta, state = saved.get("meta", {}), saved.get("backbone", saved)
-    check_pretrained("model.weights", path, meta, cfg)
+    state = pretrained_part(saved, "backbone", "model.weights", path, cfg)
     try:
         backbone.load_state_dict(state)
     except RuntimeError as err:
