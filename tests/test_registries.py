@@ -26,3 +26,12 @@ def test_strategies_build_from_the_default_config():
     for name, build in STRATEGIES.items():
         strategy = build({**config, "algorithm.name": name})
         assert hasattr(strategy, "configure_train"), name
+
+
+def test_readme_lists_every_option_of_every_config_group():
+    """The README's option table is where a user learns what exists: a new option must show up there."""
+    readme = (pyproject_path().parent / "README.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in readme.splitlines() if line.startswith("| ")}
+    for group in ("dataset", "partition", "model", "algorithm", "engine", "privacy"):
+        missing = [name for name in group_options(group) if f"`{name}`" not in rows[group]]
+        assert not missing, f"README's {group} row does not name {missing}"
