@@ -7,7 +7,7 @@ round draws the same batches on every engine, and a batched engine can reproduce
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -90,7 +90,3 @@ def batches_from(cfg: dict, num_samples: int, gen: torch.Generator) -> list[torc
     return batch_plan(
         num_samples, int(cfg["train.batch_size"]), int(cfg["train.local_epochs"]), int(cfg["train.local_steps"]), gen
     )
-
-
-def parameter_vector(model: nn.Module) -> Iterator[torch.Tensor]:
-    return (p for p in model.parameters() if p.requires_grad)
