@@ -221,13 +221,15 @@ def proximal(model: nn.Module, p: Tensors, b: Tensors, x: torch.Tensor, y: torch
 def local_sgd(
     cohort: Cohort,
     loss_fn: StackedLoss = cross_entropy,
-    extra: Callable[[Tensors], Tensors] | None = None,
+    extra: Callable[[Tensors, list[int]], Tensors] | None = None,
     net: nn.Module | None = None,
     own: Callable[[list[int]], tuple[Tensors, Tensors]] | None = None,
     keep: Callable[[int, Tensors], None] | None = None,
 ) -> list[RecordDict]:
     """FedAvgClient.train for a whole cohort: same batches, same update, same reply records.
 
+    A loss that reads more than the batch gets `extra(params, order)`: per-client tensors, stacked
+    in slot order (`order[slot]` is the client's position in the cohort), passed to `loss_fn` as `e`.
     Algorithms that train more than the travelling model pass `net` (a module holding it as
     `net.model`), `own(order)` (their stacked extra parameters and buffers, by name in `net`, for
     the cohort positions in `order`) and `keep(position, trained)` (to store what stays on the client).
@@ -255,10 +257,7 @@ def local_sgd(
             params.update(more_params)
             buffers.update(more_buffers)
     num_steps = torch.tensor([len(plans[k]) for k in order], dtype=torch.float32).to(device)
-    ex = extra(params) if extra else {}
-    if ex:
-        mus = [float(cohort.messages[k].content["config"].get("proximal-mu", 0.0)) for k in order]
-        ex["mu"] = torch.tensor(mus, dtype=torch.float32).to(device)
+    ex = extra(params, order) if extra else {}
     losses = train_stacked(
         net if net is not None else model, params, buffers, x, y, schedule([plans[k] for k in order], device), num_steps, cfg, loss_fn, ex,
         cohort.compile,
@@ -280,8 +279,14 @@ def local_sgd(
 
 
 def fedprox(cohort: Cohort) -> list[RecordDict]:
-    anchor = lambda params: {"anchor/" + n: p.detach().clone() for n, p in params.items()}  # noqa: E731
-    return local_sgd(cohort, proximal, anchor)
+    """FedProxClient.fit for a cohort: each client's received weights anchor its proximal term."""
+
+    def anchor_and_mu(params: Tensors, order: list[int]) -> Tensors:
+        mus = [float(cohort.messages[k].content["config"].get("proximal-mu", 0.0)) for k in order]
+        anchors = {"anchor/" + n: p.detach().clone() for n, p in params.items()}
+        return {**anchors, "mu": torch.tensor(mus, dtype=torch.float32).to(cohort.device)}
+
+    return local_sgd(cohort, proximal, anchor_and_mu)
 
 
 class _FedLoGeObjective(FedLoGeNet):
