@@ -63,11 +63,16 @@ def sgd_train(
     for idx in batches:
         idx = idx.to(x.device)
         loss = loss_fn(model, x[idx], y[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        sgd_step(optimizer, loss)
         total += loss.detach()
     return float(total / max(len(batches), 1))
+
+
+def sgd_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One step of `optimizer` down `loss` (gradients of the step before are dropped, not summed)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 def sgd(params, cfg: dict, lr: float | None = None) -> torch.optim.SGD:
