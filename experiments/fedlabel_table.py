@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.runs import finished, history, plus_minus, run_once
+from simulations.plots import save_figure
 
 METHODS = {  # key: (row label, overrides)
     "fedlabel": ("FedLabel", ["algorithm=fedlabel"]),
@@ -104,11 +105,7 @@ def plot(histories: dict[str, list[list[dict]]], path: Path, title: str) -> Path
     ax.set_title(f"{title} (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.runs import history, plus_minus, run_once
+from simulations.plots import save_figure
 
 METHODS = ["fedloge", "fedavg", "fedprox", "fedrep", "fedbabu"]
 # (row label, method, metric prefix for generic acc, metric prefix for personalized acc)
@@ -98,9 +99,7 @@ def plot(out: Path, seeds: list[int], path: Path, extra: list[str]) -> None:
     left.set(xscale="log", xlabel="global training samples of class c", ylabel="|psi_c|", title="global head psi (server, final round)")
     right.set(xscale="log", xlabel="client k's training samples of class c (+0.5)", ylabel="|phi_k,c|", title="personal heads phi_k (all clients)")
     left.legend(), right.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 def main() -> None:

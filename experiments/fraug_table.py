@@ -21,6 +21,7 @@ import numpy as np
 
 from experiments.runs import finished, plus_minus, run_once
 from experiments.runs import history as run_history
+from simulations.plots import save_figure
 
 PRESETS = {"digits": "experiment=fraug-digits", "cifar10-c": "experiment=fraug-cifar10-c"}
 METHODS = ["fraug", "fraug-no-rtnet", "fraug-no-generator", "fedbn", "fedavg", "fedprox", "fedrep"]
@@ -123,9 +124,7 @@ def plot(out: Path, datasets: list[str], methods: list[str], seeds: list[int], p
         ax.set(xlabel="round", ylabel="personalized accuracy, mean over domains (%)", title=f"{dataset} ({len(seeds)} seeds: mean, min-max)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 def domains_figure(datasets: list[str], extra: list[str], path: Path, images: int = 8) -> None:
@@ -154,9 +153,7 @@ def domains_figure(datasets: list[str], extra: list[str], path: Path, images: in
                 ax.imshow(seen[i].transpose(1, 2, 0).clip(0, 1).squeeze(), cmap="gray", vmin=0, vmax=1)
                 ax.set_xticks([]), ax.set_yticks([])
             axes[row][col * images].set_ylabel(name, fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
 
 
 def main() -> None:

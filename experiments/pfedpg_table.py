@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.runs import finished, history, plus_minus, run_once
+from simulations.plots import save_figure
 
 PRESETS = {
     "pfedpg-cifar10-dir": "CIFAR-10, Dir(0.1) over 10 clients",
@@ -157,11 +158,7 @@ def plot(histories: Histories, path: Path, title: str) -> Path:
     cx.set_ylabel("1 - mean pairwise cosine of generated prompts")
     cx.set_title("how far the clients' prompts drift apart", fontsize=10)
     cx.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main() -> None:
