@@ -147,6 +147,14 @@ def schedule(plans: list[list[np.ndarray]], device: torch.device) -> list[Group]
     return out
 
 
+def longest_first(plans: list[list[np.ndarray]], device: torch.device) -> tuple[list[int], torch.Tensor, list[Group]]:
+    """The stack's slots for cohort positions with these plans, most steps first (`order[slot]` is the
+    position), each slot's number of steps, and the schedule of vmap calls over the slots."""
+    order = sorted(range(len(plans)), key=lambda k: -len(plans[k]))
+    num_steps = torch.tensor([len(plans[k]) for k in order], dtype=torch.float32).to(device)
+    return order, num_steps, schedule([plans[k] for k in order], device)
+
+
 def _take(d: Tensors, sel) -> Tensors:
     return {k: v[sel] for k, v in d.items()}
 
@@ -221,13 +229,15 @@ def proximal(model: nn.Module, p: Tensors, b: Tensors, x: torch.Tensor, y: torch
 def local_sgd(
     cohort: Cohort,
     loss_fn: StackedLoss = cross_entropy,
-    extra: Callable[[Tensors], Tensors] | None = None,
+    extra: Callable[[Tensors, list[int]], Tensors] | None = None,
     net: nn.Module | None = None,
     own: Callable[[list[int]], tuple[Tensors, Tensors]] | None = None,
     keep: Callable[[int, Tensors], None] | None = None,
 ) -> list[RecordDict]:
     """FedAvgClient.train for a whole cohort: same batches, same update, same reply records.
 
+    A loss that reads more than the batch gets `extra(params, order)`: per-client tensors, stacked
+    in slot order (`order[slot]` is the client's position in the cohort), passed to `loss_fn` as `e`.
     Algorithms that train more than the travelling model pass `net` (a module holding it as
     `net.model`), `own(order)` (their stacked extra parameters and buffers, by name in `net`, for
     the cohort positions in `order`) and `keep(position, trained)` (to store what stays on the client).
@@ -245,7 +255,7 @@ def local_sgd(
         [labeled[c][idx.numpy()] for idx in batches_from(cfg, len(labeled[c]), generator(int(cfg["seed"]), cohort.server_round, c, "train"))]
         for c in cohort.client_ids
     ]
-    order = sorted(range(len(plans)), key=lambda k: -len(plans[k]))  # slot -> position in cohort
+    order, num_steps, groups = longest_first(plans, device)
     records = [cohort.messages[k].content["arrays"] for k in order]
     with torch.no_grad():
         params = {prefix + n: t for n, t in stack(records, param_names, device).items()}
@@ -254,15 +264,9 @@ def local_sgd(
             more_params, more_buffers = own(order)
             params.update(more_params)
             buffers.update(more_buffers)
-    num_steps = torch.tensor([len(plans[k]) for k in order], dtype=torch.float32).to(device)
-    ex = extra(params) if extra else {}
-    if ex:
-        mus = [float(cohort.messages[k].content["config"].get("proximal-mu", 0.0)) for k in order]
-        ex["mu"] = torch.tensor(mus, dtype=torch.float32).to(device)
-    losses = train_stacked(
-        net if net is not None else model, params, buffers, x, y, schedule([plans[k] for k in order], device), num_steps, cfg, loss_fn, ex,
-        cohort.compile,
-    )
+    ex = extra(params, order) if extra else {}
+    losses = train_stacked(net if net is not None else model, params, buffers, x, y, groups, num_steps, cfg, loss_fn, ex,
+                           cohort.compile)
 
     # one reply per client in the sequential key order: views of the stacked weights, on the device
     # (tasks/records.py), which screening and aggregation read as the stacks they are
@@ -280,8 +284,14 @@ def local_sgd(
 
 
 def fedprox(cohort: Cohort) -> list[RecordDict]:
-    anchor = lambda params: {"anchor/" + n: p.detach().clone() for n, p in params.items()}  # noqa: E731
-    return local_sgd(cohort, proximal, anchor)
+    """FedProxClient.fit for a cohort: each client's received weights anchor its proximal term."""
+
+    def anchor_and_mu(params: Tensors, order: list[int]) -> Tensors:
+        mus = [float(cohort.messages[k].content["config"].get("proximal-mu", 0.0)) for k in order]
+        anchors = {"anchor/" + n: p.detach().clone() for n, p in params.items()}
+        return {**anchors, "mu": torch.tensor(mus, dtype=torch.float32).to(cohort.device)}
+
+    return local_sgd(cohort, proximal, anchor_and_mu)
 
 
 class _FedLoGeObjective(FedLoGeNet):
@@ -341,13 +351,11 @@ def _train_from(
 ) -> tuple[Tensors, torch.Tensor]:
     """Copies of the stacked `start` weights trained on `plans` (rows of x/y per cohort position);
     returns the trained weights and mean losses, both in cohort order."""
-    order = sorted(range(len(plans)), key=lambda k: -len(plans[k]))
+    order, num_steps, groups = longest_first(plans, cohort.device)
     perm = torch.tensor(order, device=cohort.device)
     with torch.no_grad():
         params = {n: t[perm] for n, t in start.items() if n in param_names}  # indexing copies
         buffers = {n: t[perm] for n, t in start.items() if n not in param_names}
-    num_steps = torch.tensor([len(plans[k]) for k in order], dtype=torch.float32).to(cohort.device)
-    groups = schedule([plans[k] for k in order], cohort.device)
     losses = train_stacked(model, params, buffers, x, y, groups, num_steps, cohort.cfg, loss_fn, None, cohort.compile)
     back = torch.argsort(perm)
     return {n: t[back] for n, t in {**params, **buffers}.items()}, losses[back]

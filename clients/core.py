@@ -7,7 +7,7 @@ round draws the same batches on every engine, and a batched engine can reproduce
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -63,11 +63,16 @@ def sgd_train(
     for idx in batches:
         idx = idx.to(x.device)
         loss = loss_fn(model, x[idx], y[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        sgd_step(optimizer, loss)
         total += loss.detach()
     return float(total / max(len(batches), 1))
+
+
+def sgd_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One step of `optimizer` down `loss` (gradients of the step before are dropped, not summed)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 def sgd(params, cfg: dict, lr: float | None = None) -> torch.optim.SGD:
@@ -90,7 +95,3 @@ def batches_from(cfg: dict, num_samples: int, gen: torch.Generator) -> list[torc
     return batch_plan(
         num_samples, int(cfg["train.batch_size"]), int(cfg["train.local_epochs"]), int(cfg["train.local_steps"]), gen
     )
-
-
-def parameter_vector(model: nn.Module) -> Iterator[torch.Tensor]:
-    return (p for p in model.parameters() if p.requires_grad)

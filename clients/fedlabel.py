@@ -56,6 +56,12 @@ class PseudoLabels:
     teacher: torch.Tensor  # the discarded output s^-*, the consistency target
     kl_weight: torch.Tensor  # lambda0 h(s^-*)/h(s*) where accepted and the models agree, else 0
 
+    @classmethod
+    def empty(cls) -> PseudoLabels:
+        """For a client without unlabeled samples."""
+        none = torch.zeros(0, dtype=torch.bool)
+        return cls(torch.zeros(0, dtype=torch.long), none, none, torch.zeros(0, 0), torch.zeros(0))
+
 
 def confidence(probs: torch.Tensor, kind: str = "variance") -> torch.Tensor:
     """h(s) per row of softmax vectors: higher means more confident."""
@@ -149,7 +155,7 @@ def local_plan(cfg: dict, num_samples: int, steps_key: str, gen: torch.Generator
 def pseudo_labels(cfg: dict, p_global: torch.Tensor, p_local: torch.Tensor) -> PseudoLabels:
     """Eq. 3-4 and 7 with the run's beta, lambda0, selection and confidence; empty for no samples."""
     if len(p_global) == 0:
-        return _none()
+        return PseudoLabels.empty()
     return select_pseudo_labels(p_global, p_local, float(cfg["algorithm.beta"]), float(cfg["algorithm.lambda0"]),
                                 str(cfg["algorithm.selection"]), str(cfg["algorithm.confidence"]))
 
@@ -183,8 +189,3 @@ class FedLabelClient(ClientAlgorithm):
             loss_u = sgd_train(model, d.x_unlabeled, index, plan, sgd(model.parameters(), cfg), unlabeled_loss(pseudo, self.generator(rnd, "strong")))
         model.load_state_dict(combine(global_state, local.state_dict(), model.state_dict()))
         return fit_metrics(loss_l, loss_u, pseudo, d.y_unlabeled, len(d.y_labeled))
-
-
-def _none() -> PseudoLabels:
-    empty = torch.zeros(0, dtype=torch.bool)
-    return PseudoLabels(torch.zeros(0, dtype=torch.long), empty, empty, torch.zeros(0, 0), torch.zeros(0))

@@ -24,11 +24,10 @@ import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from torch import nn
 
-from clients.base import ClientAlgorithm, mask_absent
+from clients.base import ClientAlgorithm, local_test_metrics
 from clients.core import batches_from, sgd, sgd_train
 from tasks.etf import options as etf_options
 from tasks.etf import row_normalized, sse_c_for
-from tasks.metrics import classification_metrics
 
 
 def norm_transfer(psi: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
@@ -82,16 +81,11 @@ class FedLoGeClient(ClientAlgorithm):
             "personal_generic": nn.functional.linear(h, normalised, psi.bias),
             "personal_universal": h @ self.etf(model).T,
         }
-        metrics = {"num-examples": len(self.data.y_test)}
-        for name, logits in heads.items():
-            metrics.update(self.scores(logits, name))
+        y, num_classes = self.data.y_test, self.data.num_classes
+        metrics = {"num-examples": len(y)}
+        for name, logits in heads.items():  # each head's accuracy without and with the absent-class mask
+            metrics.update(local_test_metrics(logits, y, num_classes, name))
         return RecordDict({"metrics": MetricRecord(metrics)})
-
-    def scores(self, logits: torch.Tensor, prefix: str) -> dict:
-        """Accuracy without and with the absent-class mask."""
-        y, c = self.data.y_test, self.data.num_classes
-        plain, hidden = classification_metrics(logits, y, c), classification_metrics(mask_absent(logits, y, c), y, c)
-        return {f"{prefix}/acc": plain["acc"], f"{prefix}/loss": plain["loss"], f"{prefix}/acc_masked": hidden["acc"]}
 
 
 def parameters(net: FedLoGeNet) -> list[nn.Parameter]:

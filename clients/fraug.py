@@ -60,7 +60,7 @@ from flwr.app import ArrayRecord, Message
 from torch import nn
 
 from clients.base import ClientAlgorithm
-from clients.core import batches_from, generator, sgd
+from clients.core import batches_from, generator, sgd, sgd_step
 from clients.fedbn import LocalBatchNorm
 from tasks.fraug import EmbeddingGenerator, build_generator, with_prefix, without_prefix
 from tasks.records import snapshot, tensors
@@ -110,12 +110,6 @@ def frozen(head: nn.Linear, e: torch.Tensor) -> torch.Tensor:
 def ramp(gamma: float, server_round: int, rounds: int) -> float:
     """exp(gamma (t - T)), t the 0-based round: rises towards 1 at the end of the run."""
     return math.exp(gamma * (server_round - 1 - rounds))
-
-
-def sgd_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
 
 
 class FRAugClient(LocalBatchNorm, ClientAlgorithm):

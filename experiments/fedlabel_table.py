@@ -16,10 +16,12 @@ plot with a ±1 std band.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+
+from experiments.runs import finished, history, plus_minus, run_once
+from simulations.plots import save_figure
 
 METHODS = {  # key: (row label, overrides)
     "fedlabel": ("FedLabel", ["algorithm=fedlabel"]),
@@ -44,18 +46,13 @@ def run_dir(out: Path, overrides: list[str], seed: int) -> Path:
 
 def run_all(experiment: str, out: Path, seeds: list[int], methods: list[str], extra: list[str],
             warm_from: Path | None = None) -> dict[str, list[list[dict]]]:
-    from simulations.cli import main
-
     for seed in seeds:
         # --warm-from: every method of a seed continues that folder's labeled-only FedAvg run of the same seed
         start = [f"model.init={run_dir(warm_from, METHODS['fedavg'][1], seed)}"] if warm_from else []
         for method in methods:
             overrides = METHODS[method][1]
             target = run_dir(out, overrides, seed)
-            if not (target / "summary.json").exists():
-                code = main(["run", f"experiment={experiment}", f"seed={seed}", f"output.dir={target}", "overwrite=true", *overrides, *start, *extra])
-                if code != 0:
-                    raise SystemExit(code)
+            run_once(target, [f"experiment={experiment}", f"seed={seed}", f"output.dir={target}", "overwrite=true", *overrides, *start, *extra])
     return load(out, seeds, methods)
 
 
@@ -65,14 +62,9 @@ def load(out: Path, seeds: list[int], methods: list[str]) -> dict[str, list[list
         label, overrides = METHODS[method]
         for seed in seeds:
             target = run_dir(out, overrides, seed)
-            if (target / "summary.json").exists():  # finished runs only: a running one has a partial history
-                lines = (target / "metrics.jsonl").read_text().splitlines()
-                histories.setdefault(label, []).append([json.loads(line) for line in lines])
+            if finished(target):  # a running one has a partial history
+                histories.setdefault(label, []).append(history(target))
     return histories
-
-
-def _pm(values: list[float], scale: float = 100.0) -> str:
-    return f"{np.mean(values) * scale:.1f} ± {np.std(values) * scale:.1f}" if values else "–"
 
 
 def table(histories: dict[str, list[list[dict]]]) -> str:
@@ -88,8 +80,9 @@ def table(histories: dict[str, list[list[dict]]]) -> str:
                     for h in runs]
         trains = [[m for m in h if "fedlabel/pseudo_acc" in m] for h in runs]
         diag = lambda key: [float(np.mean([m[key] for m in t])) for t in trains if t]  # noqa: E731
-        rows.append(f"| {method} | {_pm(final)} | {_pm(smooth)} | {_pm(recalled, 1.0)} | {_pm(diag('fedlabel/pseudo_acc'))} "
-                    f"| {_pm(diag('fedlabel/coverage'))} | {_pm(diag('fedlabel/local_share'))} | {len(runs)} |")
+        rows.append(f"| {method} | {plus_minus(final)} | {plus_minus(smooth)} | {plus_minus(recalled, 1.0)} "
+                    f"| {plus_minus(diag('fedlabel/pseudo_acc'))} | {plus_minus(diag('fedlabel/coverage'))} "
+                    f"| {plus_minus(diag('fedlabel/local_share'))} | {len(runs)} |")
     return "\n".join(rows)
 
 
@@ -112,11 +105,7 @@ def plot(histories: dict[str, list[list[dict]]], path: Path, title: str) -> Path
     ax.set_title(f"{title} (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main() -> None:

@@ -13,10 +13,12 @@ against the global class count, |phi_k,c| (every client's saved state) against t
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+
+from experiments.runs import history, plus_minus, run_once
+from simulations.plots import save_figure
 
 METHODS = ["fedloge", "fedavg", "fedprox", "fedrep", "fedbabu"]
 # (row label, method, metric prefix for generic acc, metric prefix for personalized acc)
@@ -37,23 +39,14 @@ def run_dir(out: Path, method: str, seed: int) -> Path:
 
 
 def run_all(out: Path, seeds: list[int], extra: list[str], methods: list[str] = METHODS) -> None:
-    from simulations.cli import main
-
     for method in methods:
         for seed in seeds:
             target = run_dir(out, method, seed)
-            if not (target / "summary.json").exists():
-                code = main(["run", *extra, f"algorithm={method}", f"seed={seed}", f"output.dir={target}", "overwrite=true"])
-                if code != 0:
-                    raise SystemExit(code)
+            run_once(target, [*extra, f"algorithm={method}", f"seed={seed}", f"output.dir={target}", "overwrite=true"])
 
 
 def final(out: Path, method: str, seeds: list[int]) -> list[dict]:
-    return [json.loads((run_dir(out, method, s) / "metrics.jsonl").read_text().splitlines()[-1]) for s in seeds]
-
-
-def _pm(values: list[float]) -> str:
-    return f"{np.mean(values) * 100:.1f} ± {np.std(values) * 100:.1f}" if values else "–"
+    return [history(run_dir(out, method, s))[-1] for s in seeds]
 
 
 def table(out: Path, seeds: list[int], methods: list[str] = METHODS) -> str:
@@ -63,8 +56,8 @@ def table(out: Path, seeds: list[int], methods: list[str] = METHODS) -> str:
         if method not in methods:
             continue
         last = final(out, method, seeds)
-        cells = [_pm([r[f"{g}/{k}"] for r in last] if g else []) for k in ("acc", "acc_many", "acc_medium", "acc_few")]
-        cells += [_pm([r[f"{p}/acc"] for r in last]), _pm([r[f"{p}/acc_masked"] for r in last])]
+        cells = [plus_minus([r[f"{g}/{k}"] for r in last] if g else []) for k in ("acc", "acc_many", "acc_medium", "acc_few")]
+        cells += [plus_minus([r[f"{p}/acc"] for r in last]), plus_minus([r[f"{p}/acc_masked"] for r in last])]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -106,9 +99,7 @@ def plot(out: Path, seeds: list[int], path: Path, extra: list[str]) -> None:
     left.set(xscale="log", xlabel="global training samples of class c", ylabel="|psi_c|", title="global head psi (server, final round)")
     right.set(xscale="log", xlabel="client k's training samples of class c (+0.5)", ylabel="|phi_k,c|", title="personal heads phi_k (all clients)")
     left.legend(), right.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 def main() -> None:

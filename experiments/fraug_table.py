@@ -15,10 +15,13 @@ overrides go to every run; `dataset.cache_dir=...` only reaches the CIFAR-10 run
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+
+from experiments.runs import finished, plus_minus, run_once
+from experiments.runs import history as run_history
+from simulations.plots import save_figure
 
 PRESETS = {"digits": "experiment=fraug-digits", "cifar10-c": "experiment=fraug-cifar10-c"}
 METHODS = ["fraug", "fraug-no-rtnet", "fraug-no-generator", "fedbn", "fedavg", "fedprox", "fedrep"]
@@ -37,22 +40,16 @@ def overrides_for(dataset: str, extra: list[str]) -> list[str]:
 
 
 def run_all(out: Path, datasets: list[str], methods: list[str], seeds: list[int], extra: list[str]) -> None:
-    from simulations.cli import main
-
     for dataset in datasets:
         for seed in seeds:  # every method once before the next seed: early comparisons are complete
             for method in methods:
                 target = run_dir(out, dataset, method, seed)
-                if (target / "summary.json").exists():
-                    continue
-                code = main(["run", PRESETS[dataset], f"algorithm={method}", f"seed={seed}", f"output.dir={target}",
-                             "resume=true", *overrides_for(dataset, extra)])
-                if code != 0:
-                    raise SystemExit(code)
+                run_once(target, [PRESETS[dataset], f"algorithm={method}", f"seed={seed}", f"output.dir={target}",
+                                  "resume=true", *overrides_for(dataset, extra)])
 
 
 def history(out: Path, dataset: str, method: str, seed: int) -> list[dict]:
-    return [json.loads(line) for line in (run_dir(out, dataset, method, seed) / "metrics.jsonl").read_text().splitlines()]
+    return run_history(run_dir(out, dataset, method, seed))
 
 
 def domain_names(out: Path, dataset: str, method: str, seed: int) -> list[str]:
@@ -63,10 +60,6 @@ def domain_names(out: Path, dataset: str, method: str, seed: int) -> list[str]:
     cfg = yaml.safe_load((run_dir(out, dataset, method, seed) / "config.yaml").read_text())
     names = domains.parse(cfg.get("partition.domains"))
     return [domains.domain_of(k, names) for k in range(int(cfg["clients.num"]))]
-
-
-def _pm(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    return f"{np.mean(values) * scale:.{digits}f} ± {np.std(values) * scale:.{digits}f}" if values else "–"
 
 
 def table(out: Path, dataset: str, methods: list[str], seeds: list[int]) -> str:
@@ -83,7 +76,8 @@ def table(out: Path, dataset: str, methods: list[str], seeds: list[int]) -> str:
         up = [np.mean([m["comm/bytes_up"] for m in r[1:]]) / 1e6 for r in runs]
         down = [np.mean([m["comm/bytes_down"] for m in r[1:]]) / 1e6 for r in runs]
         train_rounds = [np.median([m["time/round_s"] for m in r[1:] if "personal/acc" not in m] or [m["time/round_s"] for m in r[1:]]) for r in runs]
-        cells = [_pm(d) for d in per_domain] + [f"**{_pm(means)}**", f"{np.mean(up):.3f}", f"{np.mean(down):.3f}", _pm(train_rounds, 1, 2)]
+        cells = [plus_minus(d) for d in per_domain] + [f"**{plus_minus(means)}**", f"{np.mean(up):.3f}", f"{np.mean(down):.3f}",
+                                                       plus_minus(train_rounds, 1, 2)]
         lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -130,9 +124,7 @@ def plot(out: Path, datasets: list[str], methods: list[str], seeds: list[int], p
         ax.set(xlabel="round", ylabel="personalized accuracy, mean over domains (%)", title=f"{dataset} ({len(seeds)} seeds: mean, min-max)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 def domains_figure(datasets: list[str], extra: list[str], path: Path, images: int = 8) -> None:
@@ -161,9 +153,7 @@ def domains_figure(datasets: list[str], extra: list[str], path: Path, images: in
                 ax.imshow(seen[i].transpose(1, 2, 0).clip(0, 1).squeeze(), cmap="gray", vmin=0, vmax=1)
                 ax.set_xticks([]), ax.set_yticks([])
             axes[row][col * images].set_ylabel(name, fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
 
 
 def main() -> None:
@@ -182,7 +172,7 @@ def main() -> None:
     if not args.no_run:
         run_all(args.out, args.datasets, args.methods, args.seeds, args.extra)
     def finished(datasets: list[str]) -> list[str]:  # a partial table while other runs still go
-        return [m for m in args.methods if all((run_dir(args.out, d, m, s) / "summary.json").exists() for d in datasets for s in args.seeds)]
+        return [m for m in args.methods if all(finished(run_dir(args.out, d, m, s)) for d in datasets for s in args.seeds)]
 
     for dataset in args.datasets:
         done = finished([dataset])

@@ -16,6 +16,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 from simulations.sweep import Point, run_sweep
 
@@ -157,11 +158,7 @@ def own_settings(name: str) -> list[str]:
     return [k for k in OmegaConf.to_container(OmegaConf.load(CONF_DIR / "algorithm" / f"{name}.yaml")) if k != "name"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    from rich.console import Console
-
-    from simulations.report import find_runs, write_report
-
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--model", default="cnn")
@@ -177,32 +174,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--algorithms", help="comma-separated subset (quick checks); default: all that apply")
     parser.add_argument("--dir", default="runs/leaderboard", help="sweep folder (a rerun skips finished runs)")
     parser.add_argument("--out", default="docs/results", help="leaderboard[-DATASET].md goes here, figures in a folder beside it")
-    args = parser.parse_args(argv)
-    console = Console()
-    root = Path(args.dir).resolve() / args.dataset
-    seeds = [int(s) for s in args.seeds.split(",")]
-    only = set(args.algorithms.split(",")) if args.algorithms else None
-    todo = points(args.dataset, args.model, seeds, args.rounds, args.clients, root, only, args.extra, args.steps)
-    start = time.perf_counter()
-    if not args.report_only:
-        run_sweep(todo, root, args.jobs, console)
-    wall = time.perf_counter() - start
-    times = json.loads((root / "times.json").read_text()) if (root / "times.json").exists() else {}
-    total = sum(times.get(p.name, 0.0) for p in todo)
-    stem = "leaderboard" if args.dataset == "digits" else f"leaderboard-{args.dataset}"
-    folder_to_setting = {folder(s): s for s in SETTINGS}
-    setting_of = lambda run: folder_to_setting[run.path.parent.parent.name]  # noqa: E731
-    runs = [r for r in find_runs([root]) if r.path.parent.parent.name in folder_to_setting
-            and (only is None or r.config["algorithm.name"] in only)]
+    return parser
+
+
+def command(args: argparse.Namespace) -> str:
+    """The command line that regenerates the page, as the page quotes it."""
+    return (f"python -m experiments.leaderboard --dataset {args.dataset} --model {args.model} --seeds {args.seeds} "
+            f"--rounds {args.rounds} --clients {args.clients} --jobs {args.jobs}"
+            + (f" --steps {args.steps}" if args.steps else "")
+            + "".join(f" --set {x}" for x in args.extra)
+            + f" --dir {args.dir} --out {args.out}")
+
+
+def intro(args: argparse.Namespace, runs: list, todo: list[Point], total: float, wall: float, only: set[str] | None,
+          setting_of: Callable) -> str:
+    """The page above the report's own tables: the setting, how to regenerate it, what it cost, the
+    budget table and the accuracy pivots."""
     algos = sorted({str(r.config["algorithm.name"]) for r in runs})
     skipped = [a for a in algorithms() if a not in algos and (only is None or a in only)]
-    command = (f"python -m experiments.leaderboard --dataset {args.dataset} --model {args.model} --seeds {args.seeds} "
-               f"--rounds {args.rounds} --clients {args.clients} --jobs {args.jobs}"
-               + (f" --steps {args.steps}" if args.steps else "")
-               + "".join(f" --set {x}" for x in args.extra)
-               + f" --dir {args.dir} --out {args.out}")
     personal = pivot(runs, "final/personal/acc", setting_of)
-    intro = "\n".join([
+    return "\n".join([
         f"Every registered algorithm that applies, on {args.dataset} with the `{args.model}` model, {args.clients} clients "
         f"(all train every round), {args.rounds} rounds, seeds {args.seeds}"
         + (f", {', '.join(f'`{x}`' for x in args.extra)}" if args.extra else "")
@@ -211,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         + "; the flowerbed defaults otherwise (" + ("" if args.steps else "2 local epochs, ") + "batch 16, SGD lr 0.05). "
         "Same partitions and seeds for every algorithm.",
         "",
-        f"Regenerate: `{command}` (`make leaderboard` runs the same with `--dir runs/leaderboard`); runs land in "
+        f"Regenerate: `{command(args)}` (`make leaderboard` runs the same with `--dir runs/leaderboard`); runs land in "
         f"`{args.dir}/{args.dataset}/` and a rerun skips finished ones.",
         "",
         f"Wall time: **{total / 60:.1f} min** for the {len(todo)} runs, one at a time "
@@ -248,7 +239,32 @@ def main(argv: list[str] | None = None) -> int:
            "Mean over clients of each client's model on its own test split (FedAvg-like methods: the global model).", "",
            personal, ""] if personal else []),
     ])
-    report = write_report([root], Path(args.out) / stem, title=f"Leaderboard: {args.dataset}", intro=intro, panel_of=setting_of,
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rich.console import Console
+
+    from simulations.report import find_runs, write_report
+
+    args = build_parser().parse_args(argv)
+    console = Console()
+    root = Path(args.dir).resolve() / args.dataset
+    seeds = [int(s) for s in args.seeds.split(",")]
+    only = set(args.algorithms.split(",")) if args.algorithms else None
+    todo = points(args.dataset, args.model, seeds, args.rounds, args.clients, root, only, args.extra, args.steps)
+    start = time.perf_counter()
+    if not args.report_only:
+        run_sweep(todo, root, args.jobs, console)
+    wall = time.perf_counter() - start
+    times = json.loads((root / "times.json").read_text()) if (root / "times.json").exists() else {}
+    total = sum(times.get(p.name, 0.0) for p in todo)
+    stem = "leaderboard" if args.dataset == "digits" else f"leaderboard-{args.dataset}"
+    folder_to_setting = {folder(s): s for s in SETTINGS}
+    setting_of = lambda run: folder_to_setting[run.path.parent.parent.name]  # noqa: E731
+    runs = [r for r in find_runs([root]) if r.path.parent.parent.name in folder_to_setting
+            and (only is None or r.config["algorithm.name"] in only)]
+    page_intro = intro(args, runs, todo, total, wall, only, setting_of)
+    report = write_report([root], Path(args.out) / stem, title=f"Leaderboard: {args.dataset}", intro=page_intro, panel_of=setting_of,
                           order=lambda r: (list(SETTINGS).index(setting_of(r)), str(r.config["algorithm.name"])))
     # the page itself sits in docs/results/ with its figures in docs/results/<stem>/
     page = Path(args.out) / f"{stem}.md"

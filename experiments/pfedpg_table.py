@@ -14,10 +14,12 @@ pFedPG to each baseline, bytes per round and prompt similarity, and writes OUT-f
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+
+from experiments.runs import finished, history, plus_minus, run_once
+from simulations.plots import save_figure
 
 PRESETS = {
     "pfedpg-cifar10-dir": "CIFAR-10, Dir(0.1) over 10 clients",
@@ -42,27 +44,15 @@ def run_dir(out: Path, preset: str, overrides: list[str], seed: int) -> Path:
 
 def run_all(out: Path, preset: str, seeds: list[int], extra: list[str], only: list[str] | None = None) -> Histories:
     """Run (or reuse) every method x seed of a preset; return each finished run's metrics."""
-    from simulations.cli import main
-
     histories: Histories = {}
     for method, overrides in METHODS.items():
         for seed in seeds:
             path = run_dir(out, preset, overrides, seed)
-            if (only is None or method in only) and not (path / "summary.json").exists():
-                args = ["run", f"experiment={preset}", f"seed={seed}", f"output.dir={path}", "overwrite=true"]
-                code = main([*args, *overrides, *extra])
-                if code != 0:
-                    raise SystemExit(code)
-            if (path / "summary.json").exists():
-                lines = (path / "metrics.jsonl").read_text().splitlines()
-                histories.setdefault(method, []).append([json.loads(line) for line in lines])
+            if only is None or method in only:
+                run_once(path, [f"experiment={preset}", f"seed={seed}", f"output.dir={path}", "overwrite=true", *overrides, *extra])
+            if finished(path):
+                histories.setdefault(method, []).append(history(path))
     return histories
-
-
-def _pm(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    if not values:
-        return "–"
-    return f"{np.mean(values) * scale:.{digits}f} ± {np.std(values) * scale:.{digits}f}"
 
 
 def final(runs: list[list[dict]], key: str) -> list[float]:
@@ -79,7 +69,7 @@ def table(histories: Histories) -> str:
         bytes_round = int(np.mean([r["comm/bytes_down"] + r["comm/bytes_up"] for r in last]))
         cos = final(runs, "prompt/pairwise_cos")
         cos_text = f"{np.mean(cos):.4f}" if cos else "–"
-        rows.append(f"| {method} | {_pm(acc)} | {_pm(gen)} | {_pm(lowest)} | {bytes_round:,} | {cos_text} |")
+        rows.append(f"| {method} | {plus_minus(acc)} | {plus_minus(gen)} | {plus_minus(lowest)} | {bytes_round:,} | {cos_text} |")
     return "\n".join(rows)
 
 
@@ -94,7 +84,7 @@ def paired(histories: Histories, method: str = "pFedPG") -> str:
         if len(theirs) == len(ours) and ours:
             diff = [a - b for a, b in zip(ours, theirs)]
             per_seed = " / ".join(f"{d * 100:+.1f}" for d in diff)
-            rows.append(f"| − {other} | {_pm(diff)} | {per_seed} |")
+            rows.append(f"| − {other} | {plus_minus(diff)} | {per_seed} |")
     return "\n".join(rows)
 
 
@@ -168,11 +158,7 @@ def plot(histories: Histories, path: Path, title: str) -> Path:
     cx.set_ylabel("1 - mean pairwise cosine of generated prompts")
     cx.set_title("how far the clients' prompts drift apart", fontsize=10)
     cx.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from logging import INFO
 
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from rich.console import Console
@@ -33,7 +33,7 @@ from strategies.registry import build_strategy
 from strategies.secagg import secure_round
 from tasks.errors import ConfigError, RunAborted
 from tasks.models import build_model
-from tasks.partitions import build_federation
+from tasks.partitions import Federation, build_federation
 from tasks.records import as_tensor_record, tensor_record, wire_bytes
 
 console = Console(stderr=True)
@@ -153,7 +153,6 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
     out = RunDirectory(str(cfg["output.dir"]))
     out.write_config(cfg)
     federation = build_federation(cfg)
-    data = federation.data
     device = torch.device("cuda" if str(cfg["train.device"]) in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     torch.set_num_threads(int(cfg["train.num_threads"]))
     evaluate = CentralEvaluator(cfg, federation, device)
@@ -164,22 +163,10 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
         evaluate = lambda arrays: {}  # noqa: E731
     num_rounds, every = int(cfg["rounds"]), int(cfg["evaluate.every"])
 
-    initial = build_model(str(cfg["model.name"]), data.input_shape, data.num_classes, int(cfg["seed"]), cfg)
-    if cfg.get("model.init"):
-        initial.load_state_dict(initial_weights(str(cfg["model.init"]), initial, cfg))
-    arrays = tensor_record(initial.state_dict())
-    if not getattr(strategy, "has_global_model", True):  # personalized only (pFedPG)
-        arrays = ArrayRecord()  # nothing global to send or checkpoint
-    first_round, elapsed = 1, 0.0
+    arrays, first_round, elapsed = initial_arrays(cfg, federation, getattr(strategy, "has_global_model", True)), 1, 0.0
     checkpoint = out.load_checkpoint() if cfg.get("resume") else None
     if checkpoint is not None:
-        arrays = ArrayRecord({k: Array(v) for k, v in checkpoint["arrays"].items()})
-        settings = getattr(strategy.privacy, "settings", None)
-        vars(strategy).update(pickle.loads(checkpoint["strategy"]))
-        if settings is not None:  # the budget spent comes from the checkpoint, the target from this run
-            strategy.privacy.settings = settings
-        first_round, elapsed = checkpoint["round"] + 1, checkpoint["elapsed"]
-        out.keep_metrics_until(checkpoint["round"])
+        arrays, first_round, elapsed = resume(checkpoint, strategy, out)
     privacy = strategy.privacy  # None, or differential privacy / secure aggregation (strategies/privacy.py)
     if privacy is not None:
         privacy.bind([len(client.train) for client in federation.clients])
@@ -214,10 +201,7 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
                 bytes_down, bytes_up = _bytes(sent), _bytes(replies)
             new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
             arrays = as_tensor_record(new_arrays) if new_arrays is not None else arrays
-            record = {"round": rnd, **_scalars(train_metrics)}
-            record["clients/trained"] = sum(not m.has_error() for m in replies)
-            record.update({f"clients/{k}": v for k, v in strategy.round_stats.items()})
-            record["clients/failures"] = record.get("clients/failures", 0) + len(sent) - len(replies)  # timed out: no reply
+            record = train_record(rnd, train_metrics, sent, replies, strategy.round_stats)
             short_rounds = short_rounds + 1 if record.pop("clients/short", 0) else 0
             record["clients/short_rounds"] = short_rounds
             record["comm/bytes_down"], record["comm/bytes_up"] = bytes_down, bytes_up
@@ -240,10 +224,7 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
                                  f"{strategy.min_train_nodes} usable replies (clients.max_failed_rounds={max_short}); "
                                  f"see clients/failures in {out.metrics_path}")
             latest = record if "global/acc" in record or "personal/acc" in record else latest
-            status = " ".join(f"{name} {latest[key]:.3f}" for name, key in (("acc", "global/acc"), ("personal", "personal/acc"))
-                              if key in latest)
-            if "privacy/epsilon" in record:
-                status += f"  ε {record['privacy/epsilon']:.2f}"
+            status = progress_status(latest, record)
             progress.update(task, advance=1, status=status)
             if not console.is_terminal:
                 console.print(f"round {rnd}/{num_rounds}  {status}  {record['time/round_s']:.2f}s", highlight=False)
@@ -252,6 +233,50 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
     summary.update(privacy.summary() if privacy else {})
     out.write_summary(summary)
     return summary
+
+
+def train_record(server_round: int, train_metrics: MetricRecord | None, sent: list[Message], replies: list[Message],
+                 round_stats: dict) -> dict:
+    """A round's metrics line after training: the aggregated train metrics and the client counts
+    (trained, failed, rejected by the strategy's screening; `clients/short` for the loop to pop)."""
+    record = {"round": server_round, **_scalars(train_metrics)}
+    record["clients/trained"] = sum(not m.has_error() for m in replies)
+    record.update({f"clients/{k}": v for k, v in round_stats.items()})
+    record["clients/failures"] = record.get("clients/failures", 0) + len(sent) - len(replies)  # timed out: no reply
+    return record
+
+
+def initial_arrays(cfg: dict, federation: Federation, has_global_model: bool = True) -> ArrayRecord:
+    """The global model before round 1: the seed's initial weights, or `model.init`'s (checked even
+    for a strategy with no global model, so a wrong path fails the same way for every algorithm)."""
+    data = federation.data
+    initial = build_model(str(cfg["model.name"]), data.input_shape, data.num_classes, int(cfg["seed"]), cfg)
+    if cfg.get("model.init"):
+        initial.load_state_dict(initial_weights(str(cfg["model.init"]), initial, cfg))
+    if not has_global_model:  # personalized only (pFedPG): nothing global to send or checkpoint
+        return ArrayRecord()
+    return tensor_record(initial.state_dict())
+
+
+def resume(checkpoint: dict, strategy, out: RunDirectory) -> tuple[ArrayRecord, int, float]:
+    """Restore the strategy's state and the global model from `checkpoint` and drop the metrics lines
+    of later rounds; returns (global arrays, first round to run, seconds the rounds so far took)."""
+    arrays = ArrayRecord({k: Array(v) for k, v in checkpoint["arrays"].items()})
+    settings = getattr(strategy.privacy, "settings", None)
+    vars(strategy).update(pickle.loads(checkpoint["strategy"]))
+    if settings is not None:  # the budget spent comes from the checkpoint, the target from this run
+        strategy.privacy.settings = settings
+    out.keep_metrics_until(checkpoint["round"])
+    return arrays, checkpoint["round"] + 1, checkpoint["elapsed"]
+
+
+def progress_status(latest: dict, record: dict) -> str:
+    """The progress bar's text: the latest evaluated accuracies, and the privacy spent so far."""
+    status = " ".join(f"{name} {latest[key]:.3f}" for name, key in (("acc", "global/acc"), ("personal", "personal/acc"))
+                      if key in latest)
+    if "privacy/epsilon" in record:
+        status += f"  ε {record['privacy/epsilon']:.2f}"
+    return status
 
 
 def _per_client(replies: list[Message], client_of_node: dict[int, int], key: str) -> dict:

@@ -154,7 +154,6 @@ def _num(kind: type, low: float | None = None, high: float | None = None, low_op
     return check
 
 
-
 def _one_of(*options: str) -> Callable:
     def check(value) -> bool:
         return isinstance(value, str) and value in options
@@ -220,14 +219,11 @@ CHECKS: dict[str, Callable] = {
     "algorithm.tau_u": _num(int, 0),
     "algorithm.beta": _num(float, 0, 1, high_open=True),
     "algorithm.lambda0": _num(float, 0),
-    "algorithm.selection": _one_of("both", "local", "global"),
-    "algorithm.confidence": _one_of("variance", "entropy"),
     "algorithm.threshold": _num(float, 0, 1, high_open=True),
     "algorithm.lambda_u": _num(float, 0),
     "engine.num_cpus": _num(float, 0, low_open=True),
     "clients.max_update_norm": _num(float, 0),
     "clients.max_failed_rounds": _num(int, 1),
-    "algorithm.aggregation": _one_of("mean", "trimmed", "median", "krum"),
     "faults.raise_fraction": _num(float, 0, 1),
     "faults.timeout_fraction": _num(float, 0, 1),
     "faults.dropout_fraction": _num(float, 0, 1),
@@ -274,12 +270,23 @@ CHECKS: dict[str, Callable] = {
 }
 
 
+def _owned_choices() -> dict[str, Callable]:
+    """Checks for the keys whose choices the module that reads them lists, so that a new choice is
+    added in one place (imported here, not at the top: client and strategy modules bring torch)."""
+    from clients.fedlabel import CONFIDENCES, SELECTIONS
+    from strategies.robust import AGGREGATIONS
+
+    return {"algorithm.selection": _one_of(*SELECTIONS), "algorithm.confidence": _one_of(*CONFIDENCES),
+            "algorithm.aggregation": _one_of(*AGGREGATIONS)}
+
+
 def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     """Raise `ConfigError` for the first bad value; optionally build the federation too."""
+    from clients import faults
     from clients.registry import CLIENTS
     from strategies.registry import STRATEGIES
 
-    for key, check in CHECKS.items():
+    for key, check in {**CHECKS, **_owned_choices()}.items():
         if key in flat and not check(flat[key]):
             raise ConfigError.invalid(key, flat[key], check.allowed, getattr(check, "options", ()))
     for key in ("resume", "overwrite", "logging.tensorboard", "logging.mlflow", "evaluate.central"):
@@ -288,7 +295,7 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     if not isinstance(flat.get("partition.domain_shift", False), bool):
         raise ConfigError.invalid("partition.domain_shift", flat["partition.domain_shift"], "true or false")
     _check_domains(flat)
-    shares = sum(float(flat.get(f"faults.{k}_fraction", 0.0)) for k in ("raise", "timeout", "dropout", "poison"))
+    shares = sum(float(flat.get(f"faults.{k}_fraction", 0.0)) for k in faults.KINDS)
     if shares > 1:
         raise ConfigError.invalid("faults.*_fraction", round(shares, 6), "shares that add up to at most 1")
     if shares > 0 and flat.get("engine.name") == "batched":
@@ -443,8 +450,6 @@ def app_config_toml() -> str:
     for key, value in app_config_defaults().items():
         lines.append(f'"{key}" = {toml_value(value)}')
     return "\n".join(lines + [END])
-
-
 
 
 def pyproject_path() -> Path:

@@ -31,10 +31,15 @@ def partition_heatmap(counts: np.ndarray, title: str, path: Path, class_names: t
         threshold = counts.max() / 2
         for (i, j), value in np.ndenumerate(counts):
             ax.text(j, i, str(value), ha="center", va="center", fontsize=7, color="black" if value > threshold else "white")
-    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: Path, dpi: int = 120, rect: tuple[float, float, float, float] | None = None) -> Path:
+    """The end of every figure: lay it out (within `rect`, if given), write the PNG and its folder, close it."""
+    fig.tight_layout(rect=rect)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.savefig(path, dpi=dpi)
+    _plt().close(fig)
     return path
 
 
@@ -78,11 +83,7 @@ def _finish(fig, axes, names: list[str], colors: dict, path: Path, dashed: tuple
     ncol = min(len(handles), 7 if len(axes) >= 3 else 3 * len(axes) + 1, fits)
     legend_in = 0.3 + 0.25 * -(-len(handles) // ncol)  # inches the legend rows take
     fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, legend_in / fig.get_figheight(), 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, rect=(0, legend_in / fig.get_figheight(), 1, 1))
 
 
 def accuracy_curves(panels: dict[str, dict[str, tuple]], path: Path) -> Path | None:
@@ -163,11 +164,7 @@ def personal_boxes(panels: dict[str, dict[str, list[float]]], path: Path) -> Pat
                       ha="right" if len(order) > 3 else "center", fontsize=8)
         ax.set(title=panel, ylabel="personalized accuracy per client (%)")
         ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def per_class(panels: dict[str, tuple], path: Path) -> Path | None:

@@ -21,7 +21,6 @@ from tasks.errors import ConfigError
 
 IGNORED = ("seed", "output.dir", "resume", "overwrite", "engine.", "train.device", "train.num_threads", "clients.timeout",
            "logging.")  # how a run was executed, not what it computed
-ACC_KEYS = ("global/acc", "personal/acc")
 
 
 @dataclass

@@ -45,7 +45,6 @@ from strategies.sampling import StableClients, sample_size
 from tasks.errors import ConfigError
 from tasks.noise import numpy_seeded
 
-MODES = ("none", "central", "central-adaptive", "local")
 NOISE_STREAM = 0x5EC  # keeps the server's noise stream apart from any other seeded by (seed, round)
 
 

@@ -13,7 +13,7 @@ the robust statistic is Flower's, the rest is the algorithm's.
 
 from __future__ import annotations
 
-from flwr.app import Message, RecordDict
+from flwr.app import ArrayRecord, Message, RecordDict
 from flwr.serverapp import strategy as flwr_strategy
 
 from tasks.records import shallow_copy

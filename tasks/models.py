@@ -17,11 +17,6 @@ from tasks.classifier import Classifier
 from tasks.errors import ConfigError
 
 
-def _feature_dim(features: nn.Module, input_shape: tuple[int, ...]) -> int:
-    with torch.no_grad():
-        return int(features(torch.zeros(1, *input_shape)).shape[1])
-
-
 class MaxPool2d(nn.MaxPool2d):
     """`nn.MaxPool2d(k)` (stride k, no padding) with an exact fast path for inference.
 

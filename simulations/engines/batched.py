@@ -65,15 +65,10 @@ class BatchedGrid(InProcessGrid):
         return ids + list(super().push_messages([m for m in messages if id(m) not in together]))
 
     def run_together(self, messages: list[Message], form: Callable[[Cohort], list[RecordDict]], trains: bool) -> list[str]:
-        ids = []
-        for message in messages:
-            ids.append(f"m{next(self._ids)}")
-            message.metadata.__dict__["_message_id"] = ids[-1]  # the SuperLink's job in Flower
+        ids = [self.assign_id(message) for message in messages]
         start = time.perf_counter()
         replies = self.answer_together(messages, form, trains)
-        # all clients ran at once, so each took the whole batch's time; later than the timeout is lost
-        timeout = getattr(self, "timeout", None)
-        if timeout is None or time.perf_counter() - start <= timeout:
+        if self.in_time(start):  # all clients ran at once, so each took the whole batch's time
             self._replies.update(zip(ids, replies))
         return ids
 

@@ -69,16 +69,25 @@ class InProcessGrid(Grid):
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []
         for message in messages:
-            message_id = f"m{next(self._ids)}"
-            message.metadata.__dict__["_message_id"] = message_id  # the SuperLink's job in Flower
+            message_id = self.assign_id(message)
             start = time.perf_counter()
             reply = self.execute(message)
-            # messages run one after another here, so each gets the whole timeout, as if in parallel;
-            # a reply later than that is lost, as on a SuperLink (the server counts it failed)
-            if self.timeout is None or time.perf_counter() - start <= self.timeout:
+            # messages run one after another here, so each gets the whole timeout, as if in parallel
+            if self.in_time(start):
                 self._replies[message_id] = reply
             ids.append(message_id)
         return ids
+
+    def assign_id(self, message: Message) -> str:
+        """Give `message` its id, the SuperLink's job in Flower."""
+        message_id = f"m{next(self._ids)}"
+        message.metadata.__dict__["_message_id"] = message_id
+        return message_id
+
+    def in_time(self, start: float) -> bool:
+        """Whether a reply begun at `start` is in time; a later one is lost, as on a SuperLink (the
+        server counts it failed)."""
+        return self.timeout is None or time.perf_counter() - start <= self.timeout
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return [self._replies.pop(i) for i in message_ids if i in self._replies]
