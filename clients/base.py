@@ -15,10 +15,10 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
-from clients.core import generator, resolve_device
+from clients.core import generator
 from clients.data import LocalData, client_index, local_data
 from tasks.metrics import classification_metrics, predict
-from tasks.models import build_model, set_training
+from tasks.models import build_model, resolve_device, set_training
 from tasks.records import snapshot, tensors
 
 
@@ -142,7 +142,7 @@ def local_test_metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int, 
 
 def mask_absent(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Logits with classes absent from the local test set ruled out: the label-prior oracle that
-    FedLoGe's official `localtest` applies (algorithms.md b.3), reported beside the plain number."""
+    FedLoGe's official `localtest` applies, reported beside the plain number."""
     if len(y) == 0:
         return logits
     return logits.masked_fill(torch.bincount(y, minlength=num_classes) == 0, -1e10)

@@ -84,12 +84,6 @@ def sgd(params, cfg: dict, lr: float | None = None) -> torch.optim.SGD:
     )
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def batches_from(cfg: dict, num_samples: int, gen: torch.Generator) -> list[torch.Tensor]:
     """The batch plan the run config asks for (train.local_epochs or train.local_steps)."""
     return batch_plan(

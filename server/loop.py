@@ -32,7 +32,7 @@ from server.results import CheckpointWriter, RunDirectory, initial_weights
 from strategies.registry import build_strategy
 from strategies.secagg import secure_round
 from tasks.errors import ConfigError, RunAborted
-from tasks.models import build_model
+from tasks.models import build_model, resolve_device
 from tasks.partitions import Federation, build_federation
 from tasks.records import as_tensor_record, tensor_record, wire_bytes
 
@@ -153,7 +153,7 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
     out = RunDirectory(str(cfg["output.dir"]))
     out.write_config(cfg)
     federation = build_federation(cfg)
-    device = torch.device("cuda" if str(cfg["train.device"]) in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    device = resolve_device(str(cfg["train.device"]))
     torch.set_num_threads(int(cfg["train.num_threads"]))
     evaluate = CentralEvaluator(cfg, federation, device)
     strategy = build_strategy(cfg)

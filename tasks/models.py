@@ -17,6 +17,14 @@ from tasks.classifier import Classifier
 from tasks.errors import ConfigError
 
 
+def resolve_device(name: str) -> torch.device:
+    """`train.device` as a torch device: `auto` is the GPU when there is one. The server's central
+    evaluation and the clients read it the same way, so `cuda:1` means GPU 1 for both."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 class MaxPool2d(nn.MaxPool2d):
     """`nn.MaxPool2d(k)` (stride k, no padding) with an exact fast path for inference.
 

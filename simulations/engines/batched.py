@@ -21,11 +21,11 @@ from rich.console import Console
 
 from clients import state
 from clients.batched import BATCHED_EVALUATE, Cohort, batched_form
-from clients.core import resolve_device
 from clients.data import client_index
 from clients.privacy import apply_to_reply
 from simulations.engines.inprocess import CLIENT_EXCEPTION, InProcessGrid
 from tasks.errors import ConfigError
+from tasks.models import resolve_device
 
 console = Console(stderr=True)
 
