@@ -11,7 +11,7 @@ Each round, from the global model w_G:
 4. the reply is w_G + (w_L - w_G) + (w_U - w_G) with num-examples r_k = labeled + accepted
    samples, so Flower's FedAvg gives Algorithm 1's server rule exactly (N7).
 
-Choices the paper leaves open (`docs/algorithms.md`, part (a)):
+Choices the paper leaves open (numbered N1-N7, as docs/results/fedlabel.md cites them):
 - N1: s is the softmax probability vector; h(s) is its variance across classes (unbiased=False),
   and beta is compared with its top probability. `confidence=entropy` uses h = 1 - H(s)/log C,
   in [0, 1] and increasing with confidence, so that the ratio in lambda stays meaningful.

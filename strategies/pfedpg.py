@@ -9,7 +9,7 @@ step (lr `algorithm.generator_lr`, 1e-3) per round: G and P_base learn from ever
 only from client n. No global model exists, so the loop skips central evaluation
 (`central_evaluation` hook); the metric is per-client accuracy (`personal/acc`).
 
-Choices where the paper is silent (algorithms.md c.2):
+Choices where the paper is silent:
 - The generator uses K query tokens per client (d_n in R^{K x l}, initialised U(-1, 1)) and a
   residual to P_base: P_n = P_base + softmax((d_n W^Q)(P_base W^K)^T / sqrt(l)) (P_base W^V) W^O,
   bias-free projections with l_k = l_v = l. `algorithm.residual=false` drops the residual.

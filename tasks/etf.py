@@ -1,7 +1,7 @@
 """FedLoGe's SSE-C: a sparse, equiangular, frozen classifier built from the run seed alone.
 
 The server and every client call `sse_c(d, C, seed)` and get the same matrix bit for bit, so the
-classifier never travels. Construction (algorithms.md b.2, step 0, from the official code):
+classifier never travels. Construction (as the official FedLoGe code builds it, before training):
 
 1. a simplex ETF M = sqrt(C/(C-1)) P (I - 11^T/C) on a random orthonormal basis P (d x C):
    unit-norm class vectors with pairwise cosine -1/(C-1), the most separated C directions;
