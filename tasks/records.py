@@ -33,6 +33,9 @@ from flwr.common.constant import SType
 _NUMPY_DTYPES: dict[torch.dtype, np.dtype] = {}
 
 
+SECAGG_ARRAY_KEYS = "flowerbed.array-keys"  # config key: the arrays' names, which SecAgg+'s legacy Parameters do not carry
+
+
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
     if dtype not in _NUMPY_DTYPES:
         _NUMPY_DTYPES[dtype] = torch.empty(0, dtype=dtype).numpy().dtype
