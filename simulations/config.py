@@ -36,11 +36,35 @@ def compose(overrides: list[str]):
             raise ConfigError.invalid(key, value, "one of " + ", ".join(group_options(key)), group_options(key))
         if "=" not in item:
             raise ConfigError(f"{item!r} is not an override: write key=value (e.g. algorithm=fedprox partition.alpha=0.1)")
+    _check_single_run(overrides)
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             return hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_first_line(err)) from err
+
+
+def parse_overrides(overrides: list[str]) -> list:
+    """Hydra's parse of each override; one that does not parse is one line naming it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser, parsed = OverridesParser.create(), []
+    for item in overrides:
+        try:
+            parsed.append(parser.parse_override(item))
+        except HydraException as err:
+            raise ConfigError(f"{item!r} is not an override Hydra can read: {_first_line(err)}") from err
+    return parsed
+
+
+def _check_single_run(overrides: list[str]) -> None:
+    """A comma list (`seed=0,1`) has no place in one run: Hydra calls it only "ambiguous" where
+    `flowerbed sweep` is what was meant. (A key given twice is fine: the last value wins, which
+    callers use to change one key of a shared list.)"""
+    for item, override in zip(overrides, parse_overrides(overrides)):
+        if override.is_sweep_override():
+            raise ConfigError(f"{item} is a list of values: `flowerbed sweep {item}` runs one simulation per value")
 
 
 def _first_line(err: Exception) -> str:

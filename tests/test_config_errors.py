@@ -40,6 +40,9 @@ BAD_INPUTS = [
     (["algorithm=fedlabel", "algorithm.selection=bth"], "algorithm.selection='bth' is not valid: one of both, local, global; did you mean both?"),
     (["train.augment=randaugment"], "train.augment='randaugment' is not valid: one of none, weak, crop-flip, strong"),
     (["algorithm=fedlabel", "train.augment=strong"], "train.augment='strong' is not valid: none with algorithm.name=fedlabel"),
+    # Hydra calls a comma list only "ambiguous", and names no key when an override does not parse
+    (["seed=0,1"], "seed=0,1 is a list of values: `flowerbed sweep seed=0,1` runs one simulation per value"),
+    (["seed=[0,1"], "'seed=[0,1' is not an override Hydra can read: no viable alternative at input '[0,1'"),
     # a GPU this machine does not have: before any work, not three rounds of failing clients
     ([f"train.device=cuda:{torch.cuda.device_count()}"], f"train.device='cuda:{torch.cuda.device_count()}' is not valid"),
 ]
