@@ -309,6 +309,11 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     for key in ("resume", "overwrite", "logging.tensorboard", "logging.mlflow", "evaluate.central"):
         if not isinstance(flat.get(key), bool):
             raise ConfigError.invalid(key, flat.get(key), "true or false")
+    if flat["resume"] and flat["overwrite"]:
+        raise ConfigError("resume=true and overwrite=true contradict each other: resume continues the run in output.dir, "
+                          "overwrite replaces it; give one")
+    if not str(flat["output.dir"]).strip():  # "" is the working directory: the run's files would land among the user's
+        raise ConfigError.invalid("output.dir", flat["output.dir"], "a folder (default runs/<algorithm>-<dataset>-<partition>-seed<seed>)")
     if not isinstance(flat.get("partition.domain_shift", False), bool):
         raise ConfigError.invalid("partition.domain_shift", flat["partition.domain_shift"], "true or false")
     _check_domains(flat)

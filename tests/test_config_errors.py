@@ -43,6 +43,7 @@ BAD_INPUTS = [
     # Hydra calls a comma list only "ambiguous", and names no key when an override does not parse
     (["seed=0,1"], "seed=0,1 is a list of values: `flowerbed sweep seed=0,1` runs one simulation per value"),
     (["seed=[0,1"], "'seed=[0,1' is not an override Hydra can read: no viable alternative at input '[0,1'"),
+    (["resume=true", "overwrite=true"], "resume=true and overwrite=true contradict each other"),
     # a GPU this machine does not have: before any work, not three rounds of failing clients
     ([f"train.device=cuda:{torch.cuda.device_count()}"], f"train.device='cuda:{torch.cuda.device_count()}' is not valid"),
 ]
@@ -112,6 +113,14 @@ def test_offline_cifar10_says_how_to_get_it(capsys, tmp_path, monkeypatch):
     assert flowerbed("run", "dataset=cifar10", "model=resnet8", f"output.dir={tmp_path}/r") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "flowerbed fetch cifar10" in err
+
+
+def test_empty_output_dir_is_refused_not_the_working_directory(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert flowerbed("run", "experiment=smoke", "output.dir=") == 2
+    assert capsys.readouterr().err.strip() == ("flowerbed: error: output.dir='' is not valid: "
+                                               "a folder (default runs/<algorithm>-<dataset>-<partition>-seed<seed>)")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_existing_run_is_never_overwritten_silently(capsys, tmp_path):
