@@ -45,8 +45,9 @@ def run_all(out: Path, datasets: list[str], methods: list[str], seeds: list[int]
                 target = run_dir(out, dataset, method, seed)
                 if (target / "summary.json").exists():
                     continue
+                resume = ["resume=true"] if (target / "config.yaml").exists() else []  # an interrupted run continues
                 code = main(["run", PRESETS[dataset], f"algorithm={method}", f"seed={seed}", f"output.dir={target}",
-                             "resume=true", *overrides_for(dataset, extra)])
+                             *resume, *overrides_for(dataset, extra)])
                 if code != 0:
                     raise SystemExit(code)
 

@@ -123,6 +123,18 @@ def test_empty_output_dir_is_refused_not_the_working_directory(capsys, tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("exists", [False, True])
+def test_resume_without_a_run_to_continue_is_refused(capsys, tmp_path, exists):
+    """A mistyped output.dir with resume=true would otherwise train a new run from round 0."""
+    if exists:
+        (tmp_path / "r").mkdir()
+    assert flowerbed("run", "experiment=smoke", f"output.dir={tmp_path}/r", "resume=true") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"flowerbed: error: resume=true but output.dir='{tmp_path}/r' holds no run to continue (no config.yaml); "
+                   "leave resume out to start one there")
+    assert not (tmp_path / "r").exists() or list((tmp_path / "r").iterdir()) == []
+
+
 def test_existing_run_is_never_overwritten_silently(capsys, tmp_path):
     run_dir = tmp_path / "r"
     run_dir.mkdir()
