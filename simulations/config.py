@@ -381,8 +381,6 @@ def validate_data(flat: dict[str, Scalar]) -> None:
 
     fed = build_federation(flat)
     classes = fed.data.num_classes
-    if flat.get("partition.name") == "pathological" and flat["partition.classes_per_client"] > classes:
-        raise ConfigError.invalid("partition.classes_per_client", flat["partition.classes_per_client"], f"at most the {classes} classes")
     model = build_model(str(flat["model.name"]), fed.data.input_shape, classes, 0, flat)
     name = flat["algorithm.name"]
     if name in LOCAL_BATCHNORM and not batchnorm_keys(model.state_dict()):

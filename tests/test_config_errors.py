@@ -44,6 +44,8 @@ BAD_INPUTS = [
     (["seed=0,1"], "seed=0,1 is a list of values: `flowerbed sweep seed=0,1` runs one simulation per value"),
     (["seed=[0,1"], "'seed=[0,1' is not an override Hydra can read: no viable alternative at input '[0,1'"),
     (["resume=true", "overwrite=true"], "resume=true and overwrite=true contradict each other"),
+    # flwr-datasets' own multi-sentence message before
+    (["partition=pathological", "partition.classes_per_client=11"], "partition.classes_per_client=11 is not valid: at most the 10 classes"),
     # a GPU this machine does not have: before any work, not three rounds of failing clients
     ([f"train.device=cuda:{torch.cuda.device_count()}"], f"train.device='cuda:{torch.cuda.device_count()}' is not valid"),
 ]
