@@ -396,16 +396,19 @@ def validate_data(flat: dict[str, Scalar]) -> None:
 
 
 def check_here(flat: dict[str, Scalar]) -> None:
-    """What only the machine that runs the simulation can check: its output folder and its device.
+    """What only the machine that runs the simulation can check: its output folder, its device and
+    the packages of the metric sinks that are on.
 
     Not part of `validate`: `flowerbed deploy export` prepares run configs for other machines
     (a laptop exports `train.device=cuda` for Jetson devices).
     """
     import torch
 
+    from server.loggers import check_sinks
     from server.results import RunDirectory
 
     RunDirectory(str(flat["output.dir"])).check_writable("output.dir")
+    check_sinks(flat)
     cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
     check_device(str(flat["train.device"]), cuda_devices, str(flat["engine.name"]), float(flat.get("engine.num_gpus", 0.0)))
 
