@@ -60,6 +60,8 @@ def make_certificates(out: Path, nodes: int, hosts: Sequence[str] = (), days: in
     certs = Certificates(Path(out).expanduser().resolve())
     if nodes < 1:
         raise ConfigError.invalid("--nodes", nodes, "at least 1")
+    if days < 1:  # a certificate that expires before the devices connect (or cryptography's traceback below 0)
+        raise ConfigError.invalid("--days", days, "at least 1")
     if certs.ca_key.exists() and not force:
         raise ConfigError(f"{certs.folder} already holds a CA (ca.key): keep it, or pass --force to replace every key in it")
     certs.folder.mkdir(parents=True, exist_ok=True)

@@ -138,7 +138,11 @@ def plan_from_args(host: str, port: int, certs_dir: str | None, nodes: int | Non
         if host not in names:  # the devices would refuse the SuperLink's certificate
             raise ConfigError(f"--host {host} is not a name in {certs.superlink_cert} ({', '.join(names)}); "
                               f"make new certificates with `flowerbed deploy certs {certs_dir} --force --host {host}`")
-    count = nodes if nodes is not None else (certs.num_nodes() if certs else 0)
+    if not 1 <= port <= 65535:
+        raise ConfigError.invalid("--port", port, "a TCP port from 1 to 65535")
+    if nodes is None and certs is None:  # nothing to count the nodes from
+        raise ConfigError("--nodes N is required with --insecure (without --certs there are no node keys to count)")
+    count = nodes if nodes is not None else certs.num_nodes()
     if count < 1:
         raise ConfigError.invalid("--nodes", count, "at least 1")
     if certs and count > certs.num_nodes():

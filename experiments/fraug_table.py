@@ -45,7 +45,7 @@ def run_all(out: Path, datasets: list[str], methods: list[str], seeds: list[int]
             for method in methods:
                 target = run_dir(out, dataset, method, seed)
                 run_once(target, [PRESETS[dataset], f"algorithm={method}", f"seed={seed}", f"output.dir={target}",
-                                  "resume=true", *overrides_for(dataset, extra)])
+                                  *overrides_for(dataset, extra)])
 
 
 def history(out: Path, dataset: str, method: str, seed: int) -> list[dict]:

@@ -19,13 +19,15 @@ def finished(run_dir: Path) -> bool:
 
 
 def run_once(run_dir: Path, args: list[str]) -> None:
-    """`flowerbed run ARGS` (ARGS name `output.dir=run_dir`) unless that run finished; a failed run
-    stops the script with its exit status."""
+    """`flowerbed run ARGS` (ARGS name `output.dir=run_dir`) unless that run finished; an interrupted
+    one (config.yaml but no summary.json) continues with resume=true; a failed run stops the script
+    with its exit status."""
     from simulations.cli import main
 
     if finished(run_dir):
         return
-    code = main(["run", *args])
+    resume = ["resume=true"] if (run_dir / "config.yaml").exists() else []
+    code = main(["run", *args, *resume])
     if code != 0:
         raise SystemExit(code)
 

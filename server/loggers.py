@@ -78,12 +78,18 @@ def _require(key: str, module: str, package: str) -> None:
                           f"or set {key}=false")
 
 
+def check_sinks(cfg: dict) -> None:
+    """Every sink that is on has its package: checked again by `flowerbed run` before it writes anything."""
+    for key, package in (("logging.tensorboard", "tensorboard"), ("logging.mlflow", "mlflow")):
+        if cfg.get(key, False):
+            _require(key, package, package)
+
+
 def build_logger(cfg: dict) -> Loggers:
+    check_sinks(cfg)
     sinks: list[MetricsLogger] = []
     if cfg.get("logging.tensorboard", False):
-        _require("logging.tensorboard", "tensorboard", "tensorboard")
         sinks.append(TensorBoardLogger(Path(str(cfg["output.dir"])) / "tensorboard"))
     if cfg.get("logging.mlflow", False):
-        _require("logging.mlflow", "mlflow", "mlflow")
         sinks.append(MLflowLogger(cfg))
     return Loggers(sinks)

@@ -36,11 +36,35 @@ def compose(overrides: list[str]):
             raise ConfigError.invalid(key, value, "one of " + ", ".join(group_options(key)), group_options(key))
         if "=" not in item:
             raise ConfigError(f"{item!r} is not an override: write key=value (e.g. algorithm=fedprox partition.alpha=0.1)")
+    _check_single_run(overrides)
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             return hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_first_line(err)) from err
+
+
+def parse_overrides(overrides: list[str]) -> list:
+    """Hydra's parse of each override; one that does not parse is one line naming it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser, parsed = OverridesParser.create(), []
+    for item in overrides:
+        try:
+            parsed.append(parser.parse_override(item))
+        except HydraException as err:
+            raise ConfigError(f"{item!r} is not an override Hydra can read: {_first_line(err)}") from err
+    return parsed
+
+
+def _check_single_run(overrides: list[str]) -> None:
+    """A comma list (`seed=0,1`) has no place in one run: Hydra calls it only "ambiguous" where
+    `flowerbed sweep` is what was meant. (A key given twice is fine: the last value wins, which
+    callers use to change one key of a shared list.)"""
+    for item, override in zip(overrides, parse_overrides(overrides)):
+        if override.is_sweep_override():
+            raise ConfigError(f"{item} is a list of values: `flowerbed sweep {item}` runs one simulation per value")
 
 
 def _first_line(err: Exception) -> str:
@@ -292,6 +316,11 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     for key in ("resume", "overwrite", "logging.tensorboard", "logging.mlflow", "evaluate.central"):
         if not isinstance(flat.get(key), bool):
             raise ConfigError.invalid(key, flat.get(key), "true or false")
+    if flat["resume"] and flat["overwrite"]:
+        raise ConfigError("resume=true and overwrite=true contradict each other: resume continues the run in output.dir, "
+                          "overwrite replaces it; give one")
+    if not str(flat["output.dir"]).strip():  # "" is the working directory: the run's files would land among the user's
+        raise ConfigError.invalid("output.dir", flat["output.dir"], "a folder (default runs/<algorithm>-<dataset>-<partition>-seed<seed>)")
     if not isinstance(flat.get("partition.domain_shift", False), bool):
         raise ConfigError.invalid("partition.domain_shift", flat["partition.domain_shift"], "true or false")
     _check_domains(flat)
@@ -359,8 +388,6 @@ def validate_data(flat: dict[str, Scalar]) -> None:
 
     fed = build_federation(flat)
     classes = fed.data.num_classes
-    if flat.get("partition.name") == "pathological" and flat["partition.classes_per_client"] > classes:
-        raise ConfigError.invalid("partition.classes_per_client", flat["partition.classes_per_client"], f"at most the {classes} classes")
     model = build_model(str(flat["model.name"]), fed.data.input_shape, classes, 0, flat)
     name = flat["algorithm.name"]
     if name in LOCAL_BATCHNORM and not batchnorm_keys(model.state_dict()):
@@ -376,16 +403,19 @@ def validate_data(flat: dict[str, Scalar]) -> None:
 
 
 def check_here(flat: dict[str, Scalar]) -> None:
-    """What only the machine that runs the simulation can check: its output folder and its device.
+    """What only the machine that runs the simulation can check: its output folder, its device and
+    the packages of the metric sinks that are on.
 
     Not part of `validate`: `flowerbed deploy export` prepares run configs for other machines
     (a laptop exports `train.device=cuda` for Jetson devices).
     """
     import torch
 
+    from server.loggers import check_sinks
     from server.results import RunDirectory
 
     RunDirectory(str(flat["output.dir"])).check_writable("output.dir")
+    check_sinks(flat)
     cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
     check_device(str(flat["train.device"]), cuda_devices, str(flat["engine.name"]), float(flat.get("engine.num_gpus", 0.0)))
 

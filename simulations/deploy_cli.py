@@ -10,6 +10,7 @@ from pathlib import Path
 from deploy.certs import make_certificates
 from deploy.commands import DEVICE_DIR, describe, plan_from_args
 from deploy.export import export_partitions
+from simulations.args import nonempty_path
 
 
 def add_parser(sub) -> None:
@@ -17,24 +18,24 @@ def add_parser(sub) -> None:
     deploy = sub.add_parser("deploy", help="prepare a real deployment: certificates, per-node data files, the commands")
     steps = deploy.add_subparsers(dest="step", required=True)
     certs = steps.add_parser("certs", help="a CA, the SuperLink's TLS certificate and one EC key pair per SuperNode")
-    certs.add_argument("out")
+    certs.add_argument("out", type=nonempty_path)
     certs.add_argument("--nodes", type=int, default=3)
     certs.add_argument("--host", action="append", default=[], help="a name or IP the devices use for the SuperLink (repeatable)")
     certs.add_argument("--days", type=int, default=365)
     certs.add_argument("--force", action="store_true", help="replace the keys already in OUT")
     export = steps.add_parser("export", help="each client's partition of a run config as OUT/client-<k>.npz (+ run-config.toml)")
-    export.add_argument("out")
+    export.add_argument("out", type=nonempty_path)
     export.add_argument("overrides", nargs="*", help="the same Hydra overrides as `flowerbed run`")
     commands = steps.add_parser("commands", help="print the flower-superlink, register, flower-supernode and flwr run commands")
     commands.add_argument("--host", default="127.0.0.1", help="the SuperLink's address as the devices reach it")
     commands.add_argument("--port", type=int, default=9093)
-    commands.add_argument("--certs", help="folder made by `deploy certs`")
-    commands.add_argument("--data", help="folder made by `deploy export` (its run-config.toml is passed to flwr run)")
+    commands.add_argument("--certs", type=nonempty_path, help="folder made by `deploy certs`")
+    commands.add_argument("--data", type=nonempty_path, help="folder made by `deploy export` (its run-config.toml is passed to flwr run)")
     commands.add_argument("--nodes", type=int, help="default: one per node key in --certs")
     commands.add_argument("--device-dir", default=DEVICE_DIR, help="folder on each device for its key, CA and data")
     commands.add_argument("--insecure", action="store_true", help="no TLS, no node authentication (trusted networks only)")
     check = steps.add_parser("check", help="read a device's data-path as its ClientApp would, and say what is in it")
-    check.add_argument("data_path")
+    check.add_argument("data_path", type=nonempty_path)
     check.add_argument("--node-config", default="", help="the device's other node-config entries, e.g. 'num-classes=10'")
     check.add_argument("overrides", nargs="*", help="Hydra overrides naming the run's dataset (for its class count)")
 

@@ -44,6 +44,9 @@ def _prepare_output(flat: dict) -> Path:
             shutil.rmtree(out)
         else:
             raise ConfigError(f"output.dir={str(out)!r} holds an earlier run: resume=true continues it, overwrite=true replaces it")
+    elif flat["resume"]:  # a mistyped output.dir would otherwise start a new run from round 0
+        raise ConfigError(f"resume=true but output.dir={str(out)!r} holds no run to continue (no config.yaml); "
+                          "leave resume out to start one there")
     try:
         RunDirectory(out).write_config(flat, replace=True)
     except OSError as err:  # what the check before any work cannot see (a full disk, a read-only mount)

@@ -45,6 +45,8 @@ def split_args(args: list[str]) -> tuple[list[str], Path, int]:
     for arg in args:
         key, _, value = arg.partition("=")
         if key == "sweep.dir":
+            if not value.strip():  # "" is the working directory: every run's folder would land among the user's files
+                raise ConfigError.invalid("sweep.dir", value, "a folder (default runs/sweep)")
             sweep_dir = Path(value).expanduser()
         elif key == "jobs":
             if not value.isdigit() or int(value) < 1:
@@ -64,17 +66,16 @@ def _slug(combo: tuple[str, ...]) -> str:
 
 def expand(overrides: list[str], sweep_dir: Path) -> list[Point]:
     """The cartesian product of the comma-list overrides; fixed overrides go to every point."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
+    from simulations.config import parse_overrides
 
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as err:
-        raise ConfigError(str(err).strip().splitlines()[0]) from err
-    fixed, axes = [], []
-    for text, override in zip(overrides, parsed):
+    fixed, axes, swept = [], [], {}
+    for text, override in zip(overrides, parse_overrides(overrides)):
         if override.is_sweep_override():
             key = override.get_key_element()
+            if override.key_or_group in swept:  # every point would keep the second list's value: runs repeated under other names
+                raise ConfigError(f"{override.key_or_group} is swept twice ({swept[override.key_or_group]} and {text}): "
+                                  "give one comma list")
+            swept[override.key_or_group] = text
             axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
         else:
             fixed.append(text)

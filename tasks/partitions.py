@@ -204,6 +204,10 @@ def _build(keys: tuple) -> Federation:
     if num_clients > len(pool):
         raise ConfigError.invalid("clients.num", num_clients, f"at most the {len(pool)} training samples")
 
+    per_client = int(part.get("classes_per_client", 1))
+    if part["name"] == "pathological" and per_client > data.num_classes:  # before flwr-datasets says it in its own words
+        raise ConfigError.invalid("partition.classes_per_client", per_client, f"at most the {data.num_classes} classes")
+
     if part["name"] == "natural":
         positions = _natural_partitions(data, pool, num_clients)
     elif part["name"] == "pathological" and part.get("disjoint", False):

@@ -40,6 +40,12 @@ BAD_INPUTS = [
     (["algorithm=fedlabel", "algorithm.selection=bth"], "algorithm.selection='bth' is not valid: one of both, local, global; did you mean both?"),
     (["train.augment=randaugment"], "train.augment='randaugment' is not valid: one of none, weak, crop-flip, strong"),
     (["algorithm=fedlabel", "train.augment=strong"], "train.augment='strong' is not valid: none with algorithm.name=fedlabel"),
+    # Hydra calls a comma list only "ambiguous", and names no key when an override does not parse
+    (["seed=0,1"], "seed=0,1 is a list of values: `flowerbed sweep seed=0,1` runs one simulation per value"),
+    (["seed=[0,1"], "'seed=[0,1' is not an override Hydra can read: no viable alternative at input '[0,1'"),
+    (["resume=true", "overwrite=true"], "resume=true and overwrite=true contradict each other"),
+    # flwr-datasets' own multi-sentence message before
+    (["partition=pathological", "partition.classes_per_client=11"], "partition.classes_per_client=11 is not valid: at most the 10 classes"),
     # a GPU this machine does not have: before any work, not three rounds of failing clients
     ([f"train.device=cuda:{torch.cuda.device_count()}"], f"train.device='cuda:{torch.cuda.device_count()}' is not valid"),
 ]
@@ -109,6 +115,26 @@ def test_offline_cifar10_says_how_to_get_it(capsys, tmp_path, monkeypatch):
     assert flowerbed("run", "dataset=cifar10", "model=resnet8", f"output.dir={tmp_path}/r") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "flowerbed fetch cifar10" in err
+
+
+def test_empty_output_dir_is_refused_not_the_working_directory(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert flowerbed("run", "experiment=smoke", "output.dir=") == 2
+    assert capsys.readouterr().err.strip() == ("flowerbed: error: output.dir='' is not valid: "
+                                               "a folder (default runs/<algorithm>-<dataset>-<partition>-seed<seed>)")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_resume_without_a_run_to_continue_is_refused(capsys, tmp_path, exists):
+    """A mistyped output.dir with resume=true would otherwise train a new run from round 0."""
+    if exists:
+        (tmp_path / "r").mkdir()
+    assert flowerbed("run", "experiment=smoke", f"output.dir={tmp_path}/r", "resume=true") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"flowerbed: error: resume=true but output.dir='{tmp_path}/r' holds no run to continue (no config.yaml); "
+                   "leave resume out to start one there")
+    assert not (tmp_path / "r").exists() or list((tmp_path / "r").iterdir()) == []
 
 
 def test_existing_run_is_never_overwritten_silently(capsys, tmp_path):

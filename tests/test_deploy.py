@@ -201,6 +201,20 @@ def test_deploy_helpers_fail_in_one_line(tmp_path, capsys):
     assert "WARNING" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("args,message", [
+    (["certs", "CERTS", "--days", "0"], "--days=0 is not valid: at least 1"),  # expired at once
+    (["certs", "CERTS", "--days", "-5"], "--days=-5 is not valid: at least 1"),  # cryptography's traceback before
+    (["commands", "--insecure", "--nodes", "2", "--port", "99999"], "--port=99999 is not valid: a TCP port from 1 to 65535"),
+    (["commands", "--insecure"], "--nodes N is required with --insecure"),  # not "--nodes=0", which nobody typed
+])
+def test_deploy_values_out_of_range_are_one_line(args, message, tmp_path, capsys):
+    args = [str(tmp_path / "certs") if a == "CERTS" else a for a in args]
+    assert flowerbed("deploy", *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("flowerbed: error: ") and message in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 def _sessions(leaders: list[int]) -> list[str]:
     """Live processes in the sessions we started (each leader's PID is its session id)."""
     out = subprocess.run(["ps", "-eo", "pid=,sid=,stat=,args="], capture_output=True, text=True).stdout

@@ -8,7 +8,7 @@ import pytest
 
 from server import loggers
 from tasks.errors import ConfigError
-from tests.conftest import run
+from tests.conftest import flowerbed, run
 
 
 def test_off_by_default_means_no_sinks():
@@ -20,6 +20,17 @@ def test_missing_package_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
     with pytest.raises(ConfigError, match=r"logging.tensorboard=true needs the `tensorboard` package"):
         loggers.build_logger({"output.dir": "/tmp/x", "logging.tensorboard": True})
+
+
+@pytest.mark.parametrize("sink", ["tensorboard", "mlflow"])
+def test_a_missing_sink_package_stops_the_run_before_anything_is_written(sink, tmp_path, monkeypatch, capsys):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == sink else real(name, *a))
+    assert flowerbed("run", "experiment=smoke", f"logging.{sink}=true", f"output.dir={tmp_path}/r") == 2
+    out = capsys.readouterr()
+    assert out.err.strip().startswith(f"flowerbed: error: logging.{sink}=true needs the `{sink}` package")
+    assert out.out == ""  # not even the run's banner
+    assert list(tmp_path.iterdir()) == []  # no config.yaml that a second try would call an earlier run
 
 
 def test_the_loop_logs_each_round_once(run_dir, monkeypatch):

@@ -19,9 +19,29 @@ def test_comma_lists_expand_to_their_product(tmp_path):
     assert len({p.name for p in points}) == 6
 
 
-def test_bad_sweep_keys_exit_2(tmp_path):
+def test_bad_sweep_keys_exit_2(tmp_path, capsys, monkeypatch):
     assert flowerbed("sweep", "experiment=smoke", "jobs=0", f"sweep.dir={tmp_path}") == 2
     assert flowerbed("sweep", "experiment=smoke", f"output.dir={tmp_path}") == 2
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)  # sweep.dir= would be the working directory
+    assert flowerbed("sweep", "experiment=smoke", "seed=0,1", "sweep.dir=") == 2
+    assert capsys.readouterr().err.strip() == "flowerbed: error: sweep.dir='' is not valid: a folder (default runs/sweep)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_override_that_does_not_parse_is_named(tmp_path, capsys):
+    assert flowerbed("sweep", "experiment=smoke", "seed=[0,1", f"sweep.dir={tmp_path}/s") == 2
+    assert capsys.readouterr().err.strip() == ("flowerbed: error: 'seed=[0,1' is not an override Hydra can read: "
+                                               "no viable alternative at input '[0,1'")
+
+
+def test_a_key_swept_twice_is_refused(tmp_path, capsys):
+    """`seed=0,1 seed=2,3` would run seeds 2 and 3 twice each, under the names seed-0_seed-2 ... seed-1_seed-3."""
+    assert flowerbed("sweep", "experiment=smoke", "seed=0,1", "seed=2,3", f"sweep.dir={tmp_path}/s") == 2
+    assert capsys.readouterr().err.strip() == "flowerbed: error: seed is swept twice (seed=0,1 and seed=2,3): give one comma list"
+    assert not (tmp_path / "s").exists()
+    points = expand(["seed=0,1", "seed=2"], tmp_path)  # a fixed value and a list: the list's value wins in each point
+    assert [p.overrides for p in points] == [["seed=2", "seed=0"], ["seed=2", "seed=1"]]
 
 
 def test_every_point_is_checked_before_the_first_runs(tmp_path, capsys):
