@@ -22,14 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-DIGITS = ["clients.num=100", "model=mlp", "rounds=30", "evaluate.every=2", "privacy.clipping_norm=0.2"]
+DIGITS = ["clients.num=100", "model=mlp", "rounds=30", "evaluate.every=2"]
 CIFAR10 = ["dataset=cifar10", "model=cnn", "clients.num=100", "train.local_epochs=0",
-           "train.local_steps=5", "rounds=20", "evaluate.every=2", "privacy.clipping_norm=0.3"]
+           "train.local_steps=5", "rounds=20", "evaluate.every=2"]
+CLIP = {"digits": "privacy.clipping_norm=0.2", "cifar10": "privacy.clipping_norm=0.3"}  # the DP rows' clipping bound
 SETTINGS = {
-    "digits": [("none", ["privacy=none"]), ("central", ["privacy=central", "privacy.noise_multiplier=1,2,4,8"]),
-               ("local", ["privacy=local", "privacy.noise_multiplier=4"]),
-               ("adaptive", ["privacy=central-adaptive", "privacy.noise_multiplier=2"])],
-    "cifar10": [("none", ["privacy=none"]), ("central", ["privacy=central", "privacy.noise_multiplier=0.3,1,3"])],
+    "digits": [("none", ["privacy=none"]), ("central", ["privacy=central", CLIP["digits"], "privacy.noise_multiplier=1,2,4,8"]),
+               ("local", ["privacy=local", CLIP["digits"], "privacy.noise_multiplier=4"]),
+               ("adaptive", ["privacy=central-adaptive", CLIP["digits"], "privacy.noise_multiplier=2"])],
+    "cifar10": [("none", ["privacy=none"]), ("central", ["privacy=central", CLIP["cifar10"], "privacy.noise_multiplier=0.3,1,3"])],
 }
 
 

@@ -338,6 +338,7 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     device = str(flat["train.device"])
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ConfigError.invalid("train.device", device, "auto, cpu, cuda or cuda:N", ("auto", "cpu", "cuda"))
+    _check_privacy_off(flat)
     if any(flat.get(key, off) != off for key, off in (("privacy.name", "none"), ("privacy.secagg", False),
                                                     ("privacy.target_epsilon", "none"))):
         from strategies.registry import build_strategy
@@ -345,6 +346,24 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
         build_strategy(flat)  # the privacy mode must fit the algorithm (strategies/privacy.py)
     if load_data:
         validate_data(flat)
+
+
+DP_KEYS = ("clipping", "clipping_norm", "noise_multiplier", "delta", "target_quantile", "clip_lr", "clipped_count_stddev")
+
+
+@functools.lru_cache(maxsize=1)
+def _defaults() -> dict[str, Scalar]:
+    return to_run_config(compose([]))
+
+
+def _check_privacy_off(flat: dict) -> None:
+    """A noise or clipping setting under privacy=none would leave the user believing DP is on."""
+    if flat.get("privacy.name") != "none":
+        return
+    for key in (f"privacy.{k}" for k in DP_KEYS):
+        if key in flat and flat[key] != _defaults()[key]:
+            raise ConfigError(f"{key}={flat[key]!r} has no effect with privacy=none: choose the mode too, "
+                              "privacy=central, central-adaptive or local")
 
 
 def _check_augment(flat: dict, name: str) -> None:

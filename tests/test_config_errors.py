@@ -46,6 +46,9 @@ BAD_INPUTS = [
     (["resume=true", "overwrite=true"], "resume=true and overwrite=true contradict each other"),
     # flwr-datasets' own multi-sentence message before
     (["partition=pathological", "partition.classes_per_client=11"], "partition.classes_per_client=11 is not valid: at most the 10 classes"),
+    # noise or clipping without a DP mode: the user would believe the run is private
+    (["privacy.noise_multiplier=2"], "privacy.noise_multiplier=2 has no effect with privacy=none: choose the mode too"),
+    (["privacy.clipping=client"], "privacy.clipping='client' has no effect with privacy=none"),
     # a GPU this machine does not have: before any work, not three rounds of failing clients
     ([f"train.device=cuda:{torch.cuda.device_count()}"], f"train.device='cuda:{torch.cuda.device_count()}' is not valid"),
 ]
