@@ -48,7 +48,8 @@ def cmd_fetch(name: str) -> int:
     from tasks.datasets import HUB_DATASETS, load_hub
 
     if name not in HUB_DATASETS:
-        raise ConfigError.invalid("dataset", name, "one of " + ", ".join(HUB_DATASETS))
+        raise ConfigError.invalid("dataset", name, "one of " + ", ".join(HUB_DATASETS)
+                                  + " (digits, mnist5k, synthetic and fake-images ship with flowerbed: nothing to fetch)", HUB_DATASETS)
     data = load_hub(name, {}, allow_download=True)
     console.print(f"{name}: {len(data.y_train)} train / {len(data.y_test)} test images cached")
     return 0

@@ -156,3 +156,9 @@ def test_the_installed_command_exits_2_without_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.strip().startswith("flowerbed: error: partition.alpha=0")
+
+
+def test_fetch_of_a_bundled_dataset_says_it_ships(capsys):
+    assert flowerbed("fetch", "digits") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "digits, mnist5k, synthetic and fake-images ship with flowerbed" in err
