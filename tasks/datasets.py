@@ -128,23 +128,13 @@ def load_synthetic(cfg: dict) -> ArrayDataset:
 
 def load_fake_images(cfg: dict) -> ArrayDataset:
     """Random images of a given shape ("3x32x32") and class count, for throughput measurements."""
-    shape = parse_shape(cfg["shape"])
+    shape = imagefolder.parse_shape(cfg["shape"])
     rng = np.random.default_rng(int(cfg.get("seed", 0)))
     classes, n_train, n_test = int(cfg["num_classes"]), int(cfg["num_train"]), int(cfg["num_test"])
     fits_in_memory("dataset.num_train", n_train, (n_train + n_test) * float(np.prod(shape)) * 4)
     make = lambda n: rng.standard_normal((n, *shape), dtype=np.float32)  # noqa: E731
     y = lambda n: rng.integers(0, classes, n)  # noqa: E731
     return ArrayDataset(make(n_train), y(n_train), make(n_test), y(n_test), classes)
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(part) for part in str(text).lower().split("x"))
-    except ValueError:
-        shape = ()
-    if not shape or min(shape) <= 0:
-        raise ConfigError.invalid("dataset.shape", text, "positive sizes joined by 'x', e.g. 3x32x32")
-    return shape
 
 
 @dataclass(frozen=True)

@@ -52,14 +52,23 @@ class FolderImages:
     y_test: np.ndarray | None = None
 
 
-def image_shape(text: str, key: str) -> tuple[int, int, int]:
-    """"3x32x32" -> (3, 32, 32): a resize target with 1 (grey) or 3 (RGB) channels."""
+def parse_shape(text: str, key: str = "dataset.shape", allowed: str = "positive sizes joined by 'x', e.g. 3x32x32") -> tuple[int, ...]:
+    """"3x32x32" -> (3, 32, 32); anything else is `key`'s one-line error."""
     try:
         shape = tuple(int(part) for part in str(text).lower().split("x"))
     except ValueError:
         shape = ()
-    if len(shape) != 3 or shape[0] not in (1, 3) or min(shape) <= 0:
-        raise ConfigError.invalid(key, text, "CxHxW with 1 or 3 channels, e.g. 3x32x32")
+    if not shape or min(shape) <= 0:
+        raise ConfigError.invalid(key, text, allowed)
+    return shape
+
+
+def image_shape(text: str, key: str) -> tuple[int, int, int]:
+    """"3x32x32" -> (3, 32, 32): a resize target with 1 (grey) or 3 (RGB) channels."""
+    allowed = "CxHxW with 1 or 3 channels, e.g. 3x32x32"
+    shape = parse_shape(text, key, allowed)
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise ConfigError.invalid(key, text, allowed)
     return shape  # type: ignore[return-value]
 
 
