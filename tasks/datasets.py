@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -291,6 +292,42 @@ def _download(spec: HubDataset, path: Path) -> None:
     tmp.replace(path)
 
 
+def read_npz(path: Path, key: str) -> dict[str, np.ndarray]:
+    """Every array of an `.npz` that holds at least `x` and `y`; anything else is `key`'s one-line error.
+
+    Shared by `dataset=npz` and a device's `--node-config data-path=...`.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: np.asarray(f[k]) for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # not a zip, truncated, pickled objects
+        detail = str(err).splitlines()[0] if str(err) else ""
+        raise ConfigError.invalid(key, str(path), f"a readable .npz ({type(err).__name__}: {detail})") from err
+    if "x" not in arrays or "y" not in arrays:
+        raise ConfigError.invalid(key, str(path), f"an .npz with arrays x and y (it has {', '.join(sorted(arrays)) or 'none'})")
+    return arrays
+
+
+def numeric_samples(where: str, name: str, x: np.ndarray) -> np.ndarray:
+    """`x` as float32 samples-first, or one line naming `where` (`key='path'`) and the array."""
+    if x.dtype.kind not in "biuf" or x.ndim < 2:
+        raise ConfigError(f"{where}: {name} must be numeric with shape (n, ...) ({name} {x.dtype}{x.shape})")
+    bad = int((~np.isfinite(x.astype(np.float64))).sum())
+    if bad:
+        raise ConfigError(f"{where}: {name} holds {bad} NaN/Inf values; clean them before training")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def integer_labels(where: str, name: str, y: np.ndarray, n: int, low: int = 0) -> np.ndarray:
+    """`y` as n int64 labels >= `low` (-1: unknown, for unlabeled samples), or one line naming
+    `where` and the array."""
+    ok = y.ndim == 1 and len(y) == n and y.dtype.kind in "biuf" and np.isfinite(y.astype(np.float64)).all()
+    if not ok or (y != np.round(y)).any() or (y < low).any():
+        raise ConfigError(f"{where}: {name} must hold one integer label >= {low} per sample "
+                          f"({name} {y.dtype}{y.shape}, {n} samples)")
+    return y.astype(np.int64)
+
+
 def load_npz(cfg: dict) -> ArrayDataset:
     """Your own data: an `.npz` with `x` (samples first, any shape) and integer labels `y`.
 
@@ -302,22 +339,11 @@ def load_npz(cfg: dict) -> ArrayDataset:
     key = "dataset.path"
     if not path.is_file():
         raise ConfigError.invalid(key, str(path), "an existing .npz file with arrays x and y")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if "x" not in f or "y" not in f:
-                raise ConfigError.invalid(key, str(path), f"an .npz with arrays x and y (it has {', '.join(f.files) or 'none'})")
-            x, y = np.asarray(f["x"]), np.asarray(f["y"])
-    except (OSError, ValueError, EOFError) as err:  # not a zip, truncated, pickled objects
-        raise ConfigError.invalid(key, str(path), f"a readable .npz ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from err
-    if x.dtype.kind not in "biuf" or x.ndim < 2 or len(x) != len(y) or len(x) < 2:
-        raise ConfigError(f"{key}={str(path)!r}: x must be numeric with shape (n, ...), n >= 2, and y must hold n labels "
-                          f"(x {x.dtype}{x.shape}, y {y.shape})")
-    bad = int((~np.isfinite(x.astype(np.float64))).sum())
-    if bad:
-        raise ConfigError(f"{key}={str(path)!r}: x holds {bad} NaN/Inf values; clean them before training")
-    if y.ndim != 1 or y.dtype.kind not in "biuf" or not np.isfinite(y.astype(np.float64)).all() or (y < 0).any() or (y != np.round(y)).any():
-        raise ConfigError(f"{key}={str(path)!r}: y must be one non-negative integer label per sample")
-    y = y.astype(np.int64)
+    arrays, where = read_npz(path, key), f"{key}={str(path)!r}"
+    x = numeric_samples(where, "x", arrays["x"])
+    y = integer_labels(where, "y", arrays["y"], len(x))
+    if len(x) < 2:
+        raise ConfigError(f"{where}: x holds {len(x)} samples; a train/test split needs at least 2")
     test_fraction = float(cfg.get("test_fraction", 0.2))
     num_classes = int(y.max()) + 1  # a class absent everywhere below the largest label stays a class
     try:

@@ -19,14 +19,13 @@ fixed seed. Every way a data path can be unusable is one `ConfigError` line nami
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tasks import domains, imagefolder
-from tasks.datasets import HUB_DATASETS, MNIST_MEAN, MNIST_STD, load_dataset, scale
+from tasks.datasets import HUB_DATASETS, MNIST_MEAN, MNIST_STD, integer_labels, load_dataset, numeric_samples, read_npz, scale
 from tasks.errors import ConfigError
 from tasks.partitions import build_federation, section
 
@@ -136,16 +135,7 @@ def _num_classes(run_config: dict, options: dict, stored: int | None) -> int:
 
 
 def _load_npz(path: Path, run_config: dict, options: dict) -> ClientArrays:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            files = set(f.files)
-            if "x" not in files or "y" not in files:
-                has = ", ".join(sorted(files)) or "none"
-                raise ConfigError.invalid(KEY, str(path), f"an .npz with arrays x and y (it has {has})")
-            arrays = {k: np.asarray(f[k]) for k in files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # not a zip, truncated, pickled objects
-        detail = str(err).splitlines()[0] if str(err) else ""
-        raise ConfigError.invalid(KEY, str(path), f"a readable .npz ({type(err).__name__}: {detail})") from err
+    arrays = read_npz(path, KEY)
     for x_key, y_key in (("x", "y"), ("x_test", "y_test"), ("x_unlabeled", "y_unlabeled")):
         if x_key in arrays and y_key not in arrays and x_key != "x_unlabeled":
             raise ConfigError(f"{KEY}={str(path)!r}: {x_key} without {y_key}")
@@ -172,19 +162,11 @@ def _load_npz(path: Path, run_config: dict, options: dict) -> ClientArrays:
 
 
 def _checked(path: Path, name: str, x: np.ndarray) -> np.ndarray:
-    if x.dtype.kind not in "biuf" or x.ndim < 2:
-        raise ConfigError(f"{KEY}={str(path)!r}: {name} must be numeric with shape (n, ...) ({name} {x.dtype}{x.shape})")
-    if not np.isfinite(x.astype(np.float64)).all():
-        raise ConfigError(f"{KEY}={str(path)!r}: {name} holds NaN/Inf values; clean them before training")
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return numeric_samples(f"{KEY}={str(path)!r}", name, x)
 
 
 def _labels(path: Path, name: str, y: np.ndarray, n: int) -> np.ndarray:
-    ok = y.ndim == 1 and len(y) == n and y.dtype.kind in "biuf" and np.isfinite(y.astype(np.float64)).all()
-    if not ok or (y != np.round(y)).any():
-        raise ConfigError(f"{KEY}={str(path)!r}: {name} must hold one integer label per sample "
-                          f"({name} {y.dtype}{y.shape}, {n} samples)")
-    return y.astype(np.int64)
+    return integer_labels(f"{KEY}={str(path)!r}", name, y, n, low=-1 if name == "y_unlabeled" else 0)
 
 
 def _check_labels(path: Path, a: ClientArrays) -> None:

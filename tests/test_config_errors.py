@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -162,3 +163,10 @@ def test_fetch_of_a_bundled_dataset_says_it_ships(capsys):
     assert flowerbed("fetch", "digits") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "digits, mnist5k, synthetic and fake-images ship with flowerbed" in err
+
+
+def test_npz_without_labels_is_named_once(capsys, tmp_path):
+    np.savez(tmp_path / "x-only.npz", x=np.zeros((6, 3)))
+    assert flowerbed("run", "dataset=npz", f"dataset.path={tmp_path}/x-only.npz", "model=mlp", f"output.dir={tmp_path}/r") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("is not valid: an .npz with arrays x and y (it has x)") and "ConfigError" not in err

@@ -67,3 +67,7 @@ def test_bad_device_data_is_one_config_error_naming_data_path(tmp_path):
         load_local(str(tmp_path / "nan.npz"), DIGITS, {})
     with pytest.raises(ConfigError, match="image-shape"):
         load_local(str(tmp_path), {"dataset.name": "synthetic"}, {})
+    np.savez(tmp_path / "no-y.npz", x=np.zeros((4, 1, 8, 8)))
+    with pytest.raises(ConfigError) as err:  # one message, not "a readable .npz (ConfigError: ...)" around it
+        load_local(str(tmp_path / "no-y.npz"), DIGITS, {})
+    assert str(err.value).endswith("is not valid: an .npz with arrays x and y (it has x)") and "ConfigError" not in str(err.value)
