@@ -36,11 +36,11 @@ def compose(overrides: list[str]):
             raise ConfigError.invalid(key, value, "one of " + ", ".join(group_options(key)), group_options(key))
         if "=" not in item:
             raise ConfigError(f"{item!r} is not an override: write key=value (e.g. algorithm=fedprox partition.alpha=0.1)")
-    _check_single_run(overrides)
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             return hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
+        _check_single_run(overrides)  # Hydra's own words for these name no key: say which override, and what was meant
         raise ConfigError(_first_line(err)) from err
 
 
