@@ -52,7 +52,7 @@ def run_all(experiment: str, out: Path, seeds: list[int], methods: list[str], ex
         for method in methods:
             overrides = METHODS[method][1]
             target = run_dir(out, overrides, seed)
-            run_once(target, [f"experiment={experiment}", f"seed={seed}", f"output.dir={target}", "overwrite=true", *overrides, *start, *extra])
+            run_once(target, [f"experiment={experiment}", f"seed={seed}", f"output.dir={target}", *overrides, *start, *extra])
     return load(out, seeds, methods)
 
 

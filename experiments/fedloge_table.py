@@ -42,7 +42,7 @@ def run_all(out: Path, seeds: list[int], extra: list[str], methods: list[str] = 
     for method in methods:
         for seed in seeds:
             target = run_dir(out, method, seed)
-            run_once(target, [*extra, f"algorithm={method}", f"seed={seed}", f"output.dir={target}", "overwrite=true"])
+            run_once(target, [*extra, f"algorithm={method}", f"seed={seed}", f"output.dir={target}"])
 
 
 def final(out: Path, method: str, seeds: list[int]) -> list[dict]:

@@ -49,7 +49,7 @@ def run_all(out: Path, preset: str, seeds: list[int], extra: list[str], only: li
         for seed in seeds:
             path = run_dir(out, preset, overrides, seed)
             if only is None or method in only:
-                run_once(path, [f"experiment={preset}", f"seed={seed}", f"output.dir={path}", "overwrite=true", *overrides, *extra])
+                run_once(path, [f"experiment={preset}", f"seed={seed}", f"output.dir={path}", *overrides, *extra])
             if finished(path):
                 histories.setdefault(method, []).append(history(path))
     return histories
