@@ -135,44 +135,43 @@ def _num_classes(run_config: dict, options: dict, stored: int | None) -> int:
 
 
 def _load_npz(path: Path, run_config: dict, options: dict) -> ClientArrays:
-    arrays = read_npz(path, KEY)
+    arrays, where = read_npz(path, KEY), _where(path)
     for x_key, y_key in (("x", "y"), ("x_test", "y_test"), ("x_unlabeled", "y_unlabeled")):
         if x_key in arrays and y_key not in arrays and x_key != "x_unlabeled":
-            raise ConfigError(f"{KEY}={str(path)!r}: {x_key} without {y_key}")
-    x, y = _checked(path, "x", arrays["x"]), _labels(path, "y", arrays["y"], len(arrays["x"]))
+            raise ConfigError(f"{where}: {x_key} without {y_key}")
+    x = numeric_samples(where, "x", arrays["x"])
+    y = integer_labels(where, "y", arrays["y"], len(x))
     if len(x) == 0:
-        raise ConfigError(f"{KEY}={str(path)!r}: x holds no samples")
+        raise ConfigError(f"{where}: x holds no samples")
     stored = int(arrays["num_classes"]) if "num_classes" in arrays else None
     if "x_test" in arrays:
-        x_te, y_te = _checked(path, "x_test", arrays["x_test"]), _labels(path, "y_test", arrays["y_test"], len(arrays["x_test"]))
+        x_te = numeric_samples(where, "x_test", arrays["x_test"])
+        y_te = integer_labels(where, "y_test", arrays["y_test"], len(x_te))
     else:
         x, y, x_te, y_te = _hold_out(x, y, float(options.get("test-fraction", 0.2)))
     if "x_unlabeled" in arrays:
-        x_u = _checked(path, "x_unlabeled", arrays["x_unlabeled"])
+        x_u = numeric_samples(where, "x_unlabeled", arrays["x_unlabeled"])
         # unknown labels are -1: they only feed pseudo-label diagnostics, never training
         y_u = np.full(len(x_u), -1, np.int64)
         if "y_unlabeled" in arrays:
-            y_u = _labels(path, "y_unlabeled", arrays["y_unlabeled"], len(x_u))
+            y_u = integer_labels(where, "y_unlabeled", arrays["y_unlabeled"], len(x_u), low=-1)
     else:
         x_u, y_u = x[:0], y[:0]
     for name, other in (("x_test", x_te), ("x_unlabeled", x_u)):
         if len(other) and other.shape[1:] != x.shape[1:]:
-            raise ConfigError(f"{KEY}={str(path)!r}: {name} samples have shape {other.shape[1:]}, x samples {x.shape[1:]}")
+            raise ConfigError(f"{where}: {name} samples have shape {other.shape[1:]}, x samples {x.shape[1:]}")
     return ClientArrays(x, y, x_u, y_u, x_te, y_te, _num_classes(run_config, options, stored))
 
 
-def _checked(path: Path, name: str, x: np.ndarray) -> np.ndarray:
-    return numeric_samples(f"{KEY}={str(path)!r}", name, x)
-
-
-def _labels(path: Path, name: str, y: np.ndarray, n: int) -> np.ndarray:
-    return integer_labels(f"{KEY}={str(path)!r}", name, y, n, low=-1 if name == "y_unlabeled" else 0)
+def _where(path: Path) -> str:
+    """`data-path='...'`: how every message about this file starts."""
+    return f"{KEY}={str(path)!r}"
 
 
 def _check_labels(path: Path, a: ClientArrays) -> None:
     for name, y in (("y", a.y_labeled), ("y_test", a.y_test)):
         if len(y) and (y.min() < 0 or y.max() >= a.num_classes):
-            raise ConfigError(f"{KEY}={str(path)!r}: {name} holds labels outside 0..{a.num_classes - 1} "
+            raise ConfigError(f"{_where(path)}: {name} holds labels outside 0..{a.num_classes - 1} "
                               f"(the run's model has {a.num_classes} classes; set num-classes in --node-config if that is wrong)")
 
 
@@ -193,7 +192,7 @@ def _load_folder(root: Path, run_config: dict, options: dict) -> ClientArrays:
         same = form is not None and form.shape[0] == shape[0]
         form = ImageForm(shape, form.mean if same else (0.5,) * shape[0], form.std if same else (0.5,) * shape[0])
     if form is None:
-        raise ConfigError(f"{KEY}={str(root)!r}: dataset.name={run_config.get('dataset.name')!r} has no image form; "
+        raise ConfigError(f"{_where(root)}: dataset.name={run_config.get('dataset.name')!r} has no image form; "
                           f"set image-shape (e.g. image-shape=\"3x32x32\") in --node-config")
     images = imagefolder.read(root, form.shape, KEY, "image-shape", same_classes=False)
     label_of = _class_labels(root, list(images.classes), options)
@@ -216,6 +215,6 @@ def _class_labels(root: Path, names: list[str], options: dict) -> dict[str, int]
         order = [c.strip() for c in str(options["classes"]).split(",")]
         unknown = [n for n in names if n not in order]
         if unknown:
-            raise ConfigError(f"{KEY}={str(root)!r}: class folder {unknown[0]!r} is not in classes={options['classes']!r}")
+            raise ConfigError(f"{_where(root)}: class folder {unknown[0]!r} is not in classes={options['classes']!r}")
         return {n: order.index(n) for n in names}
     return {n: i for i, n in enumerate(names)}
