@@ -11,9 +11,9 @@ leaves the model as it was (`round_stats["short"]`); `aggregation` (strategies/r
 optionally replaces the mean by a robust statistic.
 
 Replies that hold tensors (the in-process engines, tasks/records.py) are screened on their device
-in one pass: per array one `isfinite` over all replies and, when a bound is set, one float64 norm
-of all updates; one host copy of the per-reply results. Replies that hold bytes are read in place
-(`float_values`).
+in one pass: the batched engine's per stacked array, separate replies with one foreach norm over
+all their arrays; updates in float64; one host copy of the per-reply results. Replies that hold
+bytes are read in place (`float_values`).
 """
 
 from __future__ import annotations
@@ -118,42 +118,62 @@ def reply_checks(replies: list[Message], sent: ArrayRecord | None, with_norm: bo
 
 
 def _tensor_checks(records: list[ArrayRecord], sent: ArrayRecord | None, with_norm: bool) -> list[tuple[bool, float]]:
-    """`reply_checks` on the replies' device: per array one finiteness check over every reply and,
-    with a bound, one float64 norm of every reply's update (the batched engine's replies: over
-    their stacked tensor, whose rows are then picked; others: array by array, never copied into
-    one); one copy of the results to the host."""
+    """`reply_checks` on the replies' device, one copy of the results to the host. The batched
+    engine's replies are checked over their stacked tensors, whose rows are then picked; separate
+    replies with one foreach over all their arrays, never copied into one."""
     base = tensors(sent) if with_norm and sent is not None else {}
     names = [k for k, t in tensors(records[0]).items() if t.is_floating_point()]
+    if not names:
+        return [(True, 0.0)] * len(records)
     found = stacked(records)
-    finite: list[torch.Tensor] = []  # per array: [replies] booleans
-    squares: list[torch.Tensor] = []  # per array: [replies] squared norms of the update
-    for name in names:
-        if found is not None:
-            stack = found[0][name]
-            rows, pick = [stack.reshape(len(stack), -1)], torch.as_tensor(found[1], device=stack.device)
-        else:
-            rows, pick = [r[name].tensor.reshape(1, -1) for r in records], None  # type: ignore[union-attr]
-        ok = torch.cat([_finite_rows(r) for r in rows])
-        finite.append(ok if pick is None else ok[pick])
-        if with_norm:
-            old = base[name].reshape(1, -1).double() if name in base else None
-            sq = torch.cat([(r.double() - old.to(r.device) if old is not None else r.double()).square().sum(1) for r in rows])
-            squares.append(sq if pick is None else sq[pick])
-    ok = torch.stack(finite).all(0).cpu().tolist() if finite else [True] * len(records)
-    norms = torch.stack(squares).sum(0).sqrt().cpu().tolist() if squares else [0.0] * len(records)
-    return list(zip(ok, norms))
+    if found is None:
+        ok, squares = _separate_checks([[r[n].tensor for n in names] for r in records], [base.get(n) for n in names], with_norm)
+    else:
+        pick = torch.as_tensor(found[1], device=found[0][names[0]].device)
+        rows = [found[0][n].reshape(len(found[0][n]), -1) for n in names]
+        ok = torch.stack([_finite_rows(r)[pick] for r in rows]).all(0)
+        squares = torch.stack([_update_squares(r, base.get(n))[pick] for r, n in zip(rows, names)]).sum(0) if with_norm else None
+    norms = squares.sqrt().cpu().tolist() if squares is not None else [0.0] * len(records)
+    return list(zip(ok.cpu().tolist(), norms))
+
+
+def _separate_checks(arrays: list[list[torch.Tensor]], sent: list[torch.Tensor | None], with_norm: bool):
+    """Per reply (rows of `arrays`, one tensor per name): all values finite, and the squared norm
+    of the update against `sent`. Through the arrays' L2 norms, one foreach call over all replies:
+    a NaN or Inf anywhere makes the norm NaN or Inf. Per-array Python calls (a sum, an isfinite)
+    cost five times more on a small model's 50 replies."""
+    flat = [t for row in arrays for t in row]
+    device = flat[0].device
+    finite = _overflow_checked(torch.stack([n.to(device) for n in torch._foreach_norm(flat)]).isfinite(), flat)
+    ok = finite.view(len(arrays), -1).all(1)
+    if not with_norm:
+        return ok, None
+    updates = [t.double() - (old.to(t.device).double() if old is not None else 0.0) for row in arrays for t, old in zip(row, sent)]
+    squares = torch.stack([n.to(device) for n in torch._foreach_norm(updates)]).square()
+    return ok, squares.view(len(arrays), -1).sum(1)
 
 
 def _finite_rows(rows: torch.Tensor) -> torch.Tensor:
     """[rows] booleans: is every value of the row finite. On a CPU through the row sums (a NaN or
-    Inf anywhere makes the sum NaN or Inf; a sum that overflowed is checked value by value), which
-    is several times faster there than an elementwise isfinite."""
+    Inf anywhere makes the sum NaN or Inf), which is several times faster there than an
+    elementwise isfinite."""
     if rows.device.type != "cpu":
         return torch.isfinite(rows).all(1)
-    ok = torch.isfinite(rows.sum(1))
+    return _overflow_checked(torch.isfinite(rows.sum(1)), rows)
+
+
+def _overflow_checked(ok: torch.Tensor, values) -> torch.Tensor:
+    """`ok` from sums or norms of `values[i]`; where one is not finite, whether the values are
+    (a sum or norm of finite values can overflow)."""
     for i in (~ok).nonzero().flatten().tolist():
-        ok[i] = bool(torch.isfinite(rows[i]).all())
+        ok[i] = bool(torch.isfinite(values[i]).all())
     return ok
+
+
+def _update_squares(rows: torch.Tensor, sent: torch.Tensor | None) -> torch.Tensor:
+    """[rows] squared float64 norms of each row minus `sent`."""
+    old = sent.reshape(1, -1).to(rows.device).double() if sent is not None else 0.0
+    return (rows.double() - old).square().sum(1)
 
 
 def sample_size(num_clients: int, fraction: float, minimum: int) -> int:

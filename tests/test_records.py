@@ -106,6 +106,37 @@ def test_device_screening_rejects_what_the_numpy_screening_rejects():
     assert [m.metadata.src_node_id for m in strategy.screen(replies)] == [1, 4] and strategy.round_stats["rejected_norm"] == 1
 
 
+def test_each_in_process_node_edits_its_own_records_and_shares_the_arrays():
+    """A mod may pop a key from what its node received (SecAgg+ pops its stage); the other nodes of
+    the round, sent the same content, must not see that. The arrays are shared, never serialised."""
+    from simulations.engines.inprocess import node_copy
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
+    arrays = snapshot(_state(0))
+    sent = Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"stage": "setup", "lr": 0.1})}), dst_node_id=5, message_type="train")
+    sent.metadata.__dict__["_message_id"] = "m1"
+    received = node_copy(sent)
+    received.content.config_records["config"].pop("stage")
+    del received.content.array_records["arrays"]["w"]
+    received.metadata.__dict__["_message_id"] = "m2"
+    assert dict(sent.content.config_records["config"]) == {"stage": "setup", "lr": 0.1} and list(sent.content["arrays"]) == ["w", "b", "steps"]
+    assert sent.metadata.message_id == "m1" and received.metadata.dst_node_id == 5
+    assert received.content["arrays"]["b"] is arrays["b"] and "_data" not in vars(arrays["b"])
+
+
+def test_screening_keeps_finite_values_whose_sum_or_norm_overflows():
+    """Screening reads NaN/Inf from sums and norms; a float32 reply of 1e30s overflows both and is
+    still finite, as the value-by-value NumPy screening says."""
+    huge = OrderedDict((k, torch.full_like(v, 1e30) if v.is_floating_point() else v) for k, v in _state(0).items())
+    poisoned = OrderedDict((k, v.clone()) for k, v in huge.items())
+    poisoned["b"][0] = float("inf")
+    for make in (snapshot, ArrayRecord):
+        strategy = build_strategy({**app_config_defaults(), "clients.num": 2})
+        strategy.client_of_node = {1: 0, 2: 1}
+        kept = strategy.screen([_reply(1, make(huge), 1), _reply(2, make(poisoned), 1)])
+        assert [m.metadata.src_node_id for m in kept] == [1] and strategy.round_stats["rejected"] == 1
+
+
 class _Nodes:
     """The part of a Grid that configure_train reads."""
 

@@ -104,9 +104,7 @@ class InProcessGrid(Grid):
         """Run the ClientApp on one message; an exception becomes an error reply, as in Flower."""
         context = self.contexts[message.metadata.dst_node_id]
         TaskIdentity.node_id = context.node_id
-        # each node gets its own copy, as over the network: Flower's mods may edit what they receive
-        # (SecAgg+'s pops its stage), and the strategy may send one content object to every node
-        message = copy.deepcopy(message)  # the arrays' bytes are immutable and stay shared
+        message = node_copy(message)
         try:
             reply = self.client_app(message, context)
         except Exception as err:  # a failing client must not stop the round
@@ -114,6 +112,16 @@ class InProcessGrid(Grid):
         finally:
             TaskIdentity.node_id = SERVER_NODE_ID
         return reply
+
+
+def node_copy(message: Message) -> Message:
+    """The node's own copy of a message, as over the network: Flower's mods may edit the records
+    they receive (SecAgg+'s pops its stage), and a strategy may send one content object to every
+    node. Records are copied, not the values in them: arrays are never written in place (their
+    bytes are immutable, a tensor is loaded into a model by copy). `copy.deepcopy` rebuilt every
+    value through Flower's type checks: 0.18 ms of a sequential client call."""
+    content = RecordDict({name: record.copy() for name, record in message.content.items()})
+    return Message(content=content, metadata=copy.copy(message.metadata))
 
 
 def _run_record(run_id: int, run_config: dict) -> Run:
