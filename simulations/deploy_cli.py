@@ -5,12 +5,27 @@ These only prepare and print; see deploy/ for what each step writes.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from deploy.certs import make_certificates
 from deploy.commands import DEVICE_DIR, describe, plan_from_args
 from deploy.export import export_partitions
 from simulations.args import nonempty_path
+
+
+def node_config_entries(text: str) -> dict:
+    """`--node-config` parsed as flower-supernode parses it. Flower drops what is not `key=value`
+    without a word (`garbage` gives an empty node config); a check should say so."""
+    from flwr.common.config import parse_config_args
+
+    try:
+        entries = parse_config_args([text]) if text.strip() else {}
+    except Exception as err:  # Flower raises click's exception with its own explanation
+        raise argparse.ArgumentTypeError(f"{text!r}: {getattr(err, 'message', err)}") from None
+    if text.strip() and not entries:
+        raise argparse.ArgumentTypeError(f"{text!r} holds no key=value entry, e.g. 'num-classes=10'")
+    return entries
 
 
 def add_parser(sub) -> None:
@@ -36,7 +51,7 @@ def add_parser(sub) -> None:
     commands.add_argument("--insecure", action="store_true", help="no TLS, no node authentication (trusted networks only)")
     check = steps.add_parser("check", help="read a device's data-path as its ClientApp would, and say what is in it")
     check.add_argument("data_path", type=nonempty_path)
-    check.add_argument("--node-config", default="", help="the device's other node-config entries, e.g. 'num-classes=10'")
+    check.add_argument("--node-config", type=node_config_entries, default={}, help="the device's other node-config entries, e.g. 'num-classes=10'")
     check.add_argument("overrides", nargs="*", help="Hydra overrides naming the run's dataset (for its class count)")
 
 
@@ -56,12 +71,10 @@ def run(args, console) -> int:
         plan = plan_from_args(args.host, args.port, args.certs, args.nodes, args.insecure, args.data, args.device_dir)
         print(describe(plan, Path(args.data).expanduser().resolve() if args.data else None))
         return 0
-    from flwr.common.config import parse_config_args
-
     from tasks.local_data import load_local
 
     flat = config.load(args.overrides, load_data=False)
-    a = load_local(args.data_path, flat, parse_config_args([args.node_config]) if args.node_config else {})
+    a = load_local(args.data_path, flat, args.node_config)
     console.print(f"{args.data_path}: {len(a.y_labeled)} labeled, {len(a.y_unlabeled)} unlabeled, {len(a.y_test)} test samples "
                   f"of shape {tuple(a.x_labeled.shape[1:])}, {a.num_classes} classes")
     return 0

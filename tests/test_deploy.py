@@ -189,9 +189,14 @@ def test_deploy_helpers_fail_in_one_line(tmp_path, capsys):
     assert flowerbed("deploy", "check", str(tmp_path / "missing.npz")) == 2
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     assert flowerbed("deploy", "check", str(tmp_path / "bad.npz")) == 2
+    for garbage in ("garbage", "a=b c"):  # Flower would drop the first silently and refuse the second
+        with pytest.raises(SystemExit) as stopped:  # argparse's exit, which `flowerbed` ends with
+            flowerbed("deploy", "check", str(tmp_path / "bad.npz"), "--node-config", garbage)
+        assert stopped.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line]
-    assert len(errors) == 4 and all(line.startswith("flowerbed: error: ") for line in errors), errors
+    assert len(errors) == 6 and all(line.startswith("flowerbed: error: ") for line in errors), errors
     assert "data-path=" in errors[2] and "data-path=" in errors[3]
+    assert "--node-config" in errors[4] and "key=value" in errors[4] and "--node-config" in errors[5]
     assert flowerbed("deploy", "commands", "--certs", str(tmp_path / "certs"), "--host", "10.0.0.6") == 2
     assert "is not a name in" in capsys.readouterr().err  # devices would refuse the certificate
     assert flowerbed("deploy", "commands", "--certs", str(tmp_path / "certs"), "--host", "10.0.0.5") == 0
