@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--title", default=None, help="the figure's title (default: the preset's name)")
     parser.add_argument("--out", default="/tmp/fedlabel")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--plot", default="docs/results/fedlabel.png")
+    parser.add_argument("--plot", type=Path, help="the figure (default: OUT/accuracy.png; docs/results/ only when named)")
     parser.add_argument("--no-run", action="store_true", help="only tabulate the runs already in --out")
     parser.add_argument("--warm-from", type=Path, metavar="OUT", help="start each seed's runs from the labeled-only FedAvg run of that seed in OUT")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
@@ -123,7 +123,7 @@ def main() -> None:
     out = Path(args.out)
     histories = load(out, args.seeds, args.methods) if args.no_run else run_all(args.experiment, out, args.seeds, args.methods, args.overrides, args.warm_from)
     print(table(histories))
-    print(f"figure: {plot(histories, Path(args.plot), args.title or args.experiment)}")
+    print(f"figure: {plot(histories, args.plot or out / 'accuracy.png', args.title or args.experiment)}")
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/fedloge-table"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--plot", type=Path, default=Path("docs/results/fedloge-norms.png"))
+    parser.add_argument("--plot", type=Path, help="the figure (default: OUT/norms.png; docs/results/ only when named)")
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--preset", default="fedloge-small", help="experiment preset of every run")
     parser.add_argument("extra", nargs="*", help="more overrides for every run, e.g. rounds=60")
@@ -114,8 +114,9 @@ def main() -> None:
     args.extra = [f"experiment={args.preset}", *args.extra]  # the preset first, then the user's overrides
     run_all(args.out, args.seeds, args.extra, args.methods)
     print(table(args.out, args.seeds, args.methods))
-    plot(args.out, args.seeds, args.plot, args.extra)
-    print(f"wrote {args.plot}")
+    figure = args.plot or args.out / "norms.png"
+    plot(args.out, args.seeds, figure, args.extra)
+    print(f"wrote {figure}")
 
 
 if __name__ == "__main__":

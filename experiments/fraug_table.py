@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--plot", type=Path, default=Path("docs/results/fraug-accuracy.png"))
+    parser.add_argument("--plot", type=Path, help="the figure (default: OUT/accuracy.png; docs/results/ only when named)")
     parser.add_argument("--no-run", action="store_true", help="only read finished runs")
     parser.add_argument("--domains-plot", type=Path, help="also draw what each client sees (one row per domain)")
     parser.add_argument("extra", nargs="*", help="more overrides for every run, e.g. dataset.path=../shared/data/cifar10-jpeg.tar.gz")
@@ -179,8 +179,9 @@ def main() -> None:
         print(f"\n### {dataset}\n\n{table(args.out, dataset, done, args.seeds) if done else 'no method has finished every seed'}")
         if "fraug" in done:
             print(f"\n{sizes(args.out, dataset, args.seeds[0])}")
-    plot(args.out, args.datasets, finished(args.datasets), args.seeds, args.plot)
-    print(f"\nwrote {args.plot}")
+    figure = args.plot or args.out / "accuracy.png"
+    plot(args.out, args.datasets, finished(args.datasets), args.seeds, figure)
+    print(f"\nwrote {figure}")
 
 
 if __name__ == "__main__":

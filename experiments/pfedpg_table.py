@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/pfedpg")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", help="run only these rows (the table shows every finished run)")
-    parser.add_argument("--plots", default="docs/results", help="folder for pfedpg-PRESET.png")
+    parser.add_argument("--plots", help="folder for pfedpg-PRESET.png (default: OUT; docs/results only when named)")
     parser.add_argument("--headroom", type=int, metavar="EPOCHS", help="instead of runs: prompt_headroom() per preset, seed 0")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
@@ -183,7 +183,7 @@ def main() -> None:
         print()
         print(paired(histories))
         if histories:
-            print(f"\nfigure: {plot(histories, Path(args.plots) / f'pfedpg-{preset}.png', PRESETS[preset])}")
+            print(f"\nfigure: {plot(histories, Path(args.plots or args.out) / f'pfedpg-{preset}.png', PRESETS[preset])}")
 
 
 if __name__ == "__main__":
