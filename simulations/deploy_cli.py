@@ -19,11 +19,13 @@ def node_config_entries(text: str) -> dict:
     without a word (`garbage` gives an empty node config); a check should say so."""
     from flwr.common.config import parse_config_args
 
+    if not text.strip():
+        return {}
     try:
-        entries = parse_config_args([text]) if text.strip() else {}
+        entries = parse_config_args([text])
     except Exception as err:  # Flower raises click's exception with its own explanation
         raise argparse.ArgumentTypeError(f"{text!r}: {getattr(err, 'message', err)}") from None
-    if text.strip() and not entries:
+    if not entries:
         raise argparse.ArgumentTypeError(f"{text!r} holds no key=value entry, e.g. 'num-classes=10'")
     return entries
 

@@ -143,14 +143,16 @@ def _separate_checks(arrays: list[list[torch.Tensor]], sent: list[torch.Tensor |
     a NaN or Inf anywhere makes the norm NaN or Inf. Per-array Python calls (a sum, an isfinite)
     cost five times more on a small model's 50 replies."""
     flat = [t for row in arrays for t in row]
-    device = flat[0].device
-    finite = _overflow_checked(torch.stack([n.to(device) for n in torch._foreach_norm(flat)]).isfinite(), flat)
-    ok = finite.view(len(arrays), -1).all(1)
+    ok = _overflow_checked(_norms(flat).isfinite(), flat).view(len(arrays), -1).all(1)
     if not with_norm:
         return ok, None
     updates = [t.double() - (old.to(t.device).double() if old is not None else 0.0) for row in arrays for t, old in zip(row, sent)]
-    squares = torch.stack([n.to(device) for n in torch._foreach_norm(updates)]).square()
-    return ok, squares.view(len(arrays), -1).sum(1)
+    return ok, _norms(updates).square().view(len(arrays), -1).sum(1)
+
+
+def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """[len(tensors)] L2 norms, one foreach call, on the first tensor's device."""
+    return torch.stack([n.to(tensors[0].device) for n in torch._foreach_norm(tensors)])
 
 
 def _finite_rows(rows: torch.Tensor) -> torch.Tensor:
