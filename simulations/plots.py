@@ -59,6 +59,12 @@ def _colors(names: list[str]) -> dict[str, tuple]:
     return {name: cmap(i % cmap.N) for i, name in enumerate(sorted(names))}
 
 
+def _line_styles(panels: dict[str, dict]) -> tuple[list[str], dict[str, tuple]]:
+    """Every line name across the panels, sorted, and its colour: a name keeps its colour in every panel."""
+    names = sorted({n for lines in panels.values() for n in lines})
+    return names, _colors(names)
+
+
 def _dashes(names: list[str]) -> dict[str, str]:
     """With more than 10 lines tab20 pairs a dark and a light shade: dash the light one."""
     return {name: "--" if len(names) > 10 and i % 2 else "-" for i, name in enumerate(sorted(names))}
@@ -90,8 +96,7 @@ def accuracy_curves(panels: dict[str, dict[str, tuple]], path: Path) -> Path | N
     """Accuracy (%) vs round, one panel per setting, mean line and ± std band per algorithm."""
     if not any(panels.values()):
         return None
-    names = sorted({n for lines in panels.values() for n in lines})
-    colors = _colors(names)
+    names, colors = _line_styles(panels)
     fig, axes = _grid(len(panels))
     for ax, (panel, lines) in zip(axes, panels.items()):
         for name, (rounds, mean, std) in sorted(lines.items()):
@@ -108,8 +113,7 @@ def accuracy_vs_bytes(panels: dict[str, dict[str, tuple]], path: Path) -> Path |
     """Accuracy (%) vs cumulative megabytes communicated (up + down)."""
     if not any(panels.values()):
         return None
-    names = sorted({n for lines in panels.values() for n in lines})
-    colors = _colors(names)
+    names, colors = _line_styles(panels)
     fig, axes = _grid(len(panels))
     for ax, (panel, lines) in zip(axes, panels.items()):
         for name, (mb, acc) in sorted(lines.items()):
@@ -123,8 +127,7 @@ def accuracy_vs_epsilon(panels: dict[str, dict[str, tuple]], path: Path) -> Path
     """Accuracy (%) vs epsilon (log x): one line per privacy setting, runs without DP as dashed levels."""
     if not any(panels.values()):
         return None
-    names = sorted({n for lines in panels.values() for n in lines})
-    colors = _colors(names)
+    names, colors = _line_styles(panels)
     fig, axes = _grid(len(panels), width=8.0 if len(panels) == 1 else 5.6, height=4.2)
     for ax, (panel, lines) in zip(axes, panels.items()):
         for name, (eps, mean, std) in sorted(lines.items()):
@@ -148,8 +151,7 @@ def personal_boxes(panels: dict[str, dict[str, list[float]]], path: Path) -> Pat
     """Per-client personalized accuracy (%): one panel per setting, one box per algorithm, clients as dots."""
     if not panels:
         return None
-    names = sorted({n for lines in panels.values() for n in lines})
-    colors = _colors(names)
+    names, colors = _line_styles(panels)
     fig, axes = _grid(len(panels), width=max(4.6, 0.42 * len(names) + 1.5))
     rng = np.random.default_rng(0)
     for ax, (panel, lines) in zip(axes, panels.items()):
