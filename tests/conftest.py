@@ -23,6 +23,11 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def untimed(metrics: list[dict]) -> list[dict]:
+    """Metrics lines without their wall-clock `time/*` keys: what must repeat exactly."""
+    return [{k: v for k, v in m.items() if not k.startswith("time/")} for m in metrics]
+
+
 def run(run_dir: Path, *overrides: str) -> list[dict]:
     """A smoke-sized run into `run_dir`; returns its metrics lines."""
     code = flowerbed("run", "experiment=smoke", f"output.dir={run_dir}", *overrides)

@@ -155,6 +155,7 @@ def test_a_restarted_supernode_rejoins_the_run_with_its_state(tmp_path):
     device trains again from round 2, its personal head restored: the sequential run's numbers."""
     sequential, rejoined, grid = _device_run(tmp_path, RejoinsWithNewNodeId, list(OVERRIDES))
     assert grid.restarts == 1 and [r["clients/trained"] for r in rejoined[1:]] == [3, 3, 3]
+    assert len(sequential) == len(rejoined)
     for a, b in zip(sequential, rejoined):
         assert close(a, b) == [], a["round"]
 
@@ -340,6 +341,7 @@ def test_deployment_on_loopback(tmp_path, processes):
     sequential, sequential_killed = read_metrics(tmp_path / "seq"), read_metrics(tmp_path / "seq-killed")
     for a, b in zip(sequential[:2], deployed[:2]):
         assert close(a, b) == [], a["round"]
+    assert len(sequential_killed) == len(deployed) == 4
     for a, b in zip(sequential_killed, deployed):
         assert close(a, b) == [], a["round"]
 

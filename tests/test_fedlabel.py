@@ -90,8 +90,17 @@ def test_views_are_seeded_and_keep_shape(shape):
         assert a.amin() >= x.amin() - 1e-5 and a.amax() <= x.amax() + 1e-5  # no values outside the images' range
 
 
-def test_colour_images_draw_torchvision_s_fourteen_ops_and_grey_images_nine():
+def test_colour_images_draw_torchvision_s_fourteen_ops_and_grey_images_nine(monkeypatch):
     from clients import augment
+
+    def unchanged(images: torch.Tensor) -> float:  # the share that drew identity: every other op moves noise images
+        out = strong_view(images, torch.Generator().manual_seed(1))
+        return float(((out - images).abs().amax(dim=(1, 2, 3)) < 1e-5).float().mean())
+
+    assert unchanged(torch.randn(9000, 3, 8, 8)) == pytest.approx(1 / 14, abs=0.015)
+    monkeypatch.setattr(augment, "_colour_ops", lambda *a: pytest.fail("a colour op on grey images"))
+    assert unchanged(torch.randn(9000, 1, 8, 8)) == pytest.approx(1 / 9, abs=0.015)
+    monkeypatch.undo()
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2000, 3, 8, 8)
@@ -149,8 +158,8 @@ def test_fedlabel_and_fixmatch_run_end_to_end(tmp_path):
         assert key in last, key
     assert 0 < last["fedlabel/coverage"] <= 1 and 0 <= last["fedlabel/local_share"] <= 1
     assert last["global/acc"] > metrics[0]["global/acc"]
-    fixmatch = run(tmp_path / "fixmatch", "algorithm=fixmatch", "partition.labeled_fraction=0.3")
-    assert "fixmatch/coverage" in fixmatch[-1]
+    fixmatch = run(tmp_path / "fixmatch", "algorithm=fixmatch", "partition.labeled_fraction=0.3", "rounds=3", "algorithm.threshold=0.2")
+    assert 0 < fixmatch[-1]["fixmatch/coverage"] <= 1 and fixmatch[-1]["global/acc"] > fixmatch[0]["global/acc"]
 
 
 @pytest.mark.parametrize("override,message", [

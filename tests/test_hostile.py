@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from simulations import config
 from tasks.errors import ConfigError
 
-TRIED = {"config": 0, "data": 0, "errors": 0, "accepted": 0}
+TRIED = {kind: {"inputs": 0, "errors": 0, "accepted": 0} for kind in ("config", "data")}
 EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "60"))  # per property; raise it for a longer hunt
 HUNTING = "HOSTILE_EXAMPLES" in os.environ  # a hunt draws new inputs; the suite replays the same ones every time
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=not HUNTING,
@@ -30,9 +30,11 @@ SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=not HUNTIN
 @pytest.fixture(scope="module", autouse=True)
 def report():
     yield
-    total = TRIED["config"] + TRIED["data"]
-    print(f"\nhostile inputs tried: {total} (config {TRIED['config']}, data {TRIED['data']}); "
-          f"clean ConfigError {TRIED['errors']}, accepted {TRIED['accepted']}, crashes 0")
+    for kind, counts in TRIED.items():
+        print(f"\nhostile {kind} inputs tried: {counts['inputs']}; clean ConfigError {counts['errors']}, "
+              f"accepted {counts['accepted']}, crashes 0")
+        # a property that only ever errors (or only accepts) has stopped exploring half of its claim
+        assert not counts["inputs"] or (counts["errors"] and counts["accepted"]), (kind, counts)
 
 
 def _numeric_keys(group: str) -> list[str]:
@@ -53,30 +55,30 @@ values = st.one_of(
 )
 
 
-def _judge(call) -> object | None:
+def _judge(call, kind: str) -> object | None:
     """The result, or None for a clean ConfigError (one line); anything else propagates (a crash)."""
     try:
         result = call()
     except ConfigError as err:
         assert "\n" not in str(err).strip() and str(err).strip(), repr(err)
-        TRIED["errors"] += 1
+        TRIED[kind]["errors"] += 1
         return None
-    TRIED["accepted"] += 1
+    TRIED[kind]["accepted"] += 1
     return result
 
 
 @SETTINGS
 @given(item=st.sampled_from(KEYS), value=values)
 def test_random_overrides_give_a_config_error_or_a_valid_config(item, value):
-    TRIED["config"] += 1
+    TRIED["config"]["inputs"] += 1
     group, key = item
-    flat = _judge(lambda: config.load(["experiment=smoke", group, f"{key}={value}"], load_data=False))
+    flat = _judge(lambda: config.load(["experiment=smoke", group, f"{key}={value}"], load_data=False), "config")
     if flat is None:
         return
     for k, v in flat.items():  # what passed validation is a usable number
         assert not (isinstance(v, float) and not math.isfinite(v)), (k, v)
     if key.startswith(DATA_PREFIXES) and flat["clients.num"] <= 200:  # building data is the expensive part
-        _judge(lambda: config.validate(flat, load_data=True))
+        _judge(lambda: config.validate(flat, load_data=True), "config")
 
 
 # -- local data (.npz) and partitions -----------------------------------------------------------------
@@ -112,13 +114,13 @@ def _write(tmp: Path, n: int, shape: tuple, x_kind: str, y_kind: str, seed: int)
 def test_local_data_and_partitions_give_a_config_error_or_a_sound_federation(tmp_path, data, clients, scheme, labeled, seed):
     from tasks.partitions import build_federation
 
-    TRIED["data"] += 1
+    TRIED["data"]["inputs"] += 1
     n, shape, x_kind, y_kind = data
     path = _write(tmp_path, n, shape, x_kind, y_kind, seed)
     model = "cnn" if len(shape) == 3 else "logreg"
     overrides = ["experiment=smoke", "dataset=npz", f"dataset.path={path}", f"clients.num={clients}", f"partition={scheme}",
                  f"partition.labeled_fraction={labeled}", f"seed={seed}", f"model={model}"]
-    flat = _judge(lambda: config.load(overrides))
+    flat = _judge(lambda: config.load(overrides), "data")
     if flat is None:
         return
     assert x_kind in ("normal", "huge") and y_kind in ("ok", "one-class", "sparse")  # bad files never pass

@@ -164,10 +164,13 @@ def test_the_shared_cifar10_archive_loads_and_is_cached(tmp_path):
     data = load_hub("cifar10", cfg)
     assert data.class_names == HUB_DATASETS["cifar10"].class_names
     assert np.bincount(data.y_train).tolist() == [5000] * 10 and np.bincount(data.y_test).tolist() == [1000] * 10
+    cached = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.npz")}
+    assert len(cached) == 1  # the decoded arrays, once
     start = time.perf_counter()
     again = load_hub("cifar10", cfg)
     print(f"second load: {time.perf_counter() - start:.2f} s")  # benchmark output, not an assert
     assert np.array_equal(again.y_train, data.y_train)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.npz")} == cached  # read, not decoded and written again
 
 
 def test_reports_name_the_classes_of_an_image_folder(tmp_path):

@@ -63,6 +63,20 @@ def test_the_accountant_bounds_the_exact_gaussian_epsilon_closely(z, releases):
     assert exact <= accountant.epsilon(releases) <= 1.35 * exact
 
 
+def test_sampling_clients_amplifies_privacy():
+    """Ten of a hundred clients a round spend less than all of them, and more as the share grows: the
+    sampled accountant is wired to the sample, not to the whole population."""
+    def sampled(k: int) -> float:
+        accountant = Accountant(1.0, k, 100, amplified=True)
+        accountant.delta = 1e-3
+        return accountant.epsilon(30)
+
+    everyone = Accountant(1.0, 100, 100, amplified=False)
+    everyone.delta = 1e-3
+    assert sampled(5) < sampled(10) < sampled(50) < everyone.epsilon(30)
+    assert sampled(10) < everyone.epsilon(30) / 3
+
+
 def test_central_dp_spends_epsilon_round_by_round_and_its_noise_is_the_runs(tmp_path):
     """Clipped on the server or by Flower's fixedclipping_mod on the clients: the same clipping and the
     same noise, drawn from the run's seed; the accountant's epsilon after every round."""
@@ -82,9 +96,10 @@ def test_central_dp_spends_epsilon_round_by_round_and_its_noise_is_the_runs(tmp_
 
 
 @pytest.mark.parametrize("mode", [("privacy=central", "privacy.clipping=client"), ("privacy=local",)])
-def test_client_side_privacy_gives_the_same_numbers_on_the_batched_engine(tmp_path, mode):
+def test_client_side_privacy_gives_the_same_numbers_on_the_batched_engine(tmp_path, mode, capsys):
     overrides = (*mode, "privacy.noise_multiplier=0.1", "privacy.clipping_norm=0.3")
     sequential, batched = run(tmp_path / "s", *overrides), run(tmp_path / "b", *overrides, "engine=batched")
+    assert len(sequential) == len(batched) == 3 and capsys.readouterr().err.count("one after another") == 0
     for a, b in zip(sequential, batched):
         assert a["global/loss"] == pytest.approx(b["global/loss"], abs=1e-4), a["round"]
         assert a["privacy/epsilon"] == b["privacy/epsilon"]

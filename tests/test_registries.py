@@ -26,6 +26,13 @@ def test_strategies_build_from_the_default_config():
     for name, build in STRATEGIES.items():
         strategy = build({**config, "algorithm.name": name})
         assert hasattr(strategy, "configure_train"), name
+    # a name that promises one of Flower's strategies builds that one (not FedAvg under another name)
+    import flwr.serverapp.strategy as flower
+
+    flower_names = {"fedavg": "FedAvg", "fedprox": "FedProx", "fedavgm": "FedAvgM", "fedadam": "FedAdam", "fedyogi": "FedYogi",
+                    "fedtrimmedavg": "FedTrimmedAvg", "fedmedian": "FedMedian", "krum": "Krum"}
+    for name, cls in flower_names.items():
+        assert isinstance(STRATEGIES[name]({**config, "algorithm.name": name}), getattr(flower, cls)), name
 
 
 def test_readme_lists_every_option_of_every_config_group():

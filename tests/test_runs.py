@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import flowerbed, read_metrics, run
+from tests.conftest import flowerbed, read_metrics, run, untimed
 
 
 def test_a_run_writes_config_metrics_summary_and_checkpoint(run_dir):
@@ -37,26 +37,25 @@ def test_federated_training_learns(run_dir):
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
-    strip = lambda ms: [{k: v for k, v in m.items() if not k.startswith("time/")} for m in ms]  # noqa: E731
-    a = strip(run(tmp_path / "a", "seed=5", "clients.fraction_train=0.5"))
-    b = strip(run(tmp_path / "b", "seed=5", "clients.fraction_train=0.5"))
-    c = strip(run(tmp_path / "c", "seed=6", "clients.fraction_train=0.5"))
+    a = untimed(run(tmp_path / "a", "seed=5", "clients.fraction_train=0.5"))
+    b = untimed(run(tmp_path / "b", "seed=5", "clients.fraction_train=0.5"))
+    c = untimed(run(tmp_path / "c", "seed=6", "clients.fraction_train=0.5"))
     assert a == b
     assert a != c
 
 
-def test_fedprox_runs_and_differs_from_fedavg(tmp_path):
-    avg = run(tmp_path / "avg")
+def test_fedprox_is_fedavg_at_mu_0_and_differs_from_it_otherwise(tmp_path):
+    avg = untimed(run(tmp_path / "avg"))
+    assert untimed(run(tmp_path / "prox0", "algorithm=fedprox", "algorithm.proximal_mu=0")) == avg  # the same loop
     prox = run(tmp_path / "prox", "algorithm=fedprox", "algorithm.proximal_mu=1.0")
     assert avg[-1]["train/loss"] != prox[-1]["train/loss"]
 
 
 @pytest.mark.parametrize("view", ["crop-flip", "strong"])
 def test_train_augment_draws_seeded_views_that_change_training(tmp_path, view):
-    strip = lambda ms: [{k: v for k, v in m.items() if not k.startswith("time/")} for m in ms]  # noqa: E731
-    plain = strip(run(tmp_path / "plain", "algorithm=fedprox"))
-    a = strip(run(tmp_path / "a", "algorithm=fedprox", f"train.augment={view}"))
-    b = strip(run(tmp_path / "b", "algorithm=fedprox", f"train.augment={view}"))
+    plain = untimed(run(tmp_path / "plain", "algorithm=fedprox"))
+    a = untimed(run(tmp_path / "a", "algorithm=fedprox", f"train.augment={view}"))
+    b = untimed(run(tmp_path / "b", "algorithm=fedprox", f"train.augment={view}"))
     assert a == b  # the views come from (seed, round, client), not from torch's global RNG
     assert a[-1]["train/loss"] != plain[-1]["train/loss"]
 
@@ -70,14 +69,13 @@ def test_flower_strategies_run_by_name(tmp_path, algorithm):
 
 
 def test_resume_after_interruption_ends_with_the_same_numbers(tmp_path):
-    strip = lambda ms: [{k: v for k, v in m.items() if not k.startswith("time/")} for m in ms]  # noqa: E731
     full = run(tmp_path / "full", "rounds=4", "algorithm=fedavgm")  # server state (momentum) must survive too
     run(tmp_path / "cut", "rounds=2", "algorithm=fedavgm")  # stopped after round 2
     # a round that was half written when the process died: its line is dropped and recomputed
     with open(tmp_path / "cut" / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"round": 3, "global/acc": -1}) + "\n")
     resumed = run(tmp_path / "cut", "rounds=4", "algorithm=fedavgm", "resume=true")
-    assert strip(resumed) == strip(full)
+    assert untimed(resumed) == untimed(full)
 
 
 def test_resume_refuses_a_changed_config(tmp_path, capsys):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 from simulations.sweep import expand, split_args
-from tests.conftest import flowerbed, read_metrics
+from tests.conftest import flowerbed, read_metrics, untimed
 
 
 def test_comma_lists_expand_to_their_product(tmp_path):
@@ -64,13 +65,18 @@ def test_rerun_skips_finished_runs_and_resumes_the_half_done_one(tmp_path):
     assert [row["name"] for row in index] == ["seed-0", "seed-1"]
     done, half = tmp_path / "seed-0", tmp_path / "seed-1"
     finished_at = (done / "summary.json").stat().st_mtime_ns
-    # seed-1 "interrupted" after round 1: no summary, a metrics line past the checkpoint
+    straight = untimed(read_metrics(half))
+    # seed-1 interrupted after round 1: its checkpoint at round 1, no summary, a metrics line past the checkpoint
+    shutil.rmtree(half)
+    assert flowerbed("run", "experiment=smoke", "seed=1", "rounds=1", f"output.dir={half}") == 0
     (half / "summary.json").unlink()
+    first_rows = (half / "metrics.jsonl").read_text()
     with (half / "metrics.jsonl").open("a") as f:
-        f.write(json.dumps({"round": 3, "global/acc": 0.0}) + "\n")
+        f.write(json.dumps({"round": 2, "global/acc": 0.0}) + "\n")
 
     assert flowerbed(*args) == 0
     assert (done / "summary.json").stat().st_mtime_ns == finished_at  # untouched
     assert (half / "summary.json").exists()
-    assert [r["round"] for r in read_metrics(half)] == [0, 1, 2]  # resumed from its checkpoint, nothing doubled
+    assert (half / "metrics.jsonl").read_text().startswith(first_rows)  # rounds 0-1 kept, not trained again
+    assert untimed(read_metrics(half)) == straight  # round 2 from the checkpoint, as the run without a stop
     assert set(json.loads((tmp_path / "times.json").read_text())) == {"seed-0", "seed-1"}
