@@ -31,7 +31,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-# performance.md's workloads -> $(RUNS)/bench/bench.md, the tables of docs/results/bench.md (~40 min on 2 cores):
+# the benchmark workloads -> $(RUNS)/bench/bench.md, the tables of docs/results/bench.md (~40 min on 2 cores):
 # framework ms per client call and B2 on every engine (medians of 3, pfl-research too if installed), profiles
 # of a B2 round and of a B1-shaped round, B3 at 1k/10k/100k clients. On a GPU: make bench B1="--rounds 200".
 B1 ?= --rounds 20 --engines sequential,batched

@@ -183,7 +183,13 @@ def main() -> None:
         print()
         print(paired(histories))
         if histories:
-            print(f"\nfigure: {plot(histories, Path(args.plots or args.out) / f'pfedpg-{preset}.png', PRESETS[preset])}")
+            print(f"\nfigure: {plot(histories, Path(args.plots or args.out) / figure_name(preset), PRESETS[preset])}")
+
+
+def figure_name(preset: str) -> str:
+    """The names docs/results/pfedpg.md shows: pfedpg.png for the digits preset, pfedpg-cifar10-dir.png ..."""
+    setting = preset.removeprefix("pfedpg-").removeprefix("small")
+    return f"pfedpg-{setting}.png" if setting else "pfedpg.png"
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`flowerbed bench`: the workloads of docs (shared performance.md) on every engine, in one table.
+"""`flowerbed bench`: the project's benchmark workloads (calls, B1, B2, B3) on every engine, in one table.
 
     flowerbed bench b2 --repeats 3                       # digits, 20 clients: sequential, batched, flower
     flowerbed bench calls --repeats 3                    # framework time per client call (50 one-step clients)
@@ -63,7 +63,7 @@ WORKLOADS: dict[str, list[str]] = {
         "dataset=digits", "partition=dirichlet", "partition.alpha=0.5", "clients.num=20", "clients.fraction_train=1.0",
         "rounds=10", "train.local_epochs=1", "model=cnn",
     ],
-    # performance.md's per-call anchor: digits, cnn, 50 clients of one SGD step each, train + evaluate every round
+    # the per-call workload: digits, cnn, 50 clients of one SGD step each, train + evaluate every round
     "calls": [
         "dataset=digits", "partition=iid", "clients.num=50", "clients.fraction_train=1.0", "clients.fraction_evaluate=1.0",
         "rounds=10", "train.local_steps=1", "train.local_epochs=0", "model=cnn",

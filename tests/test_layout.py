@@ -1,4 +1,4 @@
-"""The layout's arrows (docs: design.md): each folder imports only the folders below it.
+"""The layout's arrows (README, "Layout"): each folder imports only the folders below it.
 
     experiments --> simulations --> server --> strategies --> tasks
                     simulations --> clients -------------> tasks

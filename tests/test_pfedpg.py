@@ -79,7 +79,7 @@ def test_server_update_moves_generated_prompt_toward_adapted_prompt(cls_kw):
         s.aggregate_train(rnd, [reply(msg, adapted - prompt_of(msg))])
     after = prompt_of(list(s.configure_train(6, ArrayRecord(), ConfigRecord(), grid=None))[1])
     moved = after - before
-    assert float((moved * delta).sum()) > 0  # toward P~_n, not away (the sign the spec warns about)
+    assert float((moved * delta).sum()) > 0  # toward P~_n, not away (pFedPG's update moves the generated prompt toward the adapted one)
     assert (after - (before + delta)).norm() < delta.norm()
     # the descriptors of clients that did not reply are untouched; client 1's moved
     now = s.generator.descriptors.detach()
