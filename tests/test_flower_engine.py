@@ -1,5 +1,6 @@
 """The `flower` engine (Ray, through `flwr run` and a real SuperLink) gives the sequential numbers."""
 
+import os
 import subprocess
 
 import pytest
@@ -22,8 +23,8 @@ def test_flower_engine_matches_sequential_engine(tmp_path):
                 assert abs(value - b[key]) <= 1e-6, (a["round"], key)
             else:
                 assert value == b[key], (a["round"], key)
-    # the engine stopped everything it started (its FLWR_HOME is a flowerbed-flwr-* temp folder)
-    left = subprocess.run(["pgrep", "-f", "flowerbed-flwr-"], capture_output=True, text=True).stdout.split()
+    # the engine stopped everything it started (its FLWR_HOME is a flowerbed-flwr-<this pid>-* temp folder)
+    left = subprocess.run(["pgrep", "-f", f"flowerbed-flwr-{os.getpid()}-"], capture_output=True, text=True).stdout.split()
     assert left == []
 
 

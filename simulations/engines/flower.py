@@ -8,6 +8,7 @@ SuperLink by PID afterwards. The path to several GPUs (`engine.num_gpus`) and to
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -47,7 +48,8 @@ def simulation_superlink(home: Path) -> Iterator[dict[str, str]]:
 
 def run_on_flower(run_config: dict) -> None:
     """Run the app on Flower's Ray engine with one simulated SuperNode per client."""
-    with tempfile.TemporaryDirectory(prefix="flowerbed-flwr-") as tmp, simulation_superlink(Path(tmp)) as env:
+    # the folder names this process, so that what it started can be found (and must be gone) afterwards
+    with tempfile.TemporaryDirectory(prefix=f"flowerbed-flwr-{os.getpid()}-") as tmp, simulation_superlink(Path(tmp)) as env:
         overrides = Path(tmp) / "overrides.toml"
         overrides.write_text(run_config_toml(run_config))
         federation = (
