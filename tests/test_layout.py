@@ -11,6 +11,7 @@ inside a function counts as much as one at the top.
 from __future__ import annotations
 
 import ast
+import graphlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,3 +43,27 @@ def test_every_folder_imports_only_what_the_design_allows():
             for other in sorted(imported_packages(path) - allowed - {package}):
                 wrong.append(f"{path.relative_to(ROOT)} imports {other}")
     assert not wrong, "\n".join(wrong)
+
+
+def imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """The project's modules a file imports (`from strategies import fedbn` names strategies.fedbn)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.update(f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
+                         for alias in node.names)
+    return found & modules
+
+
+def test_no_import_cycles_between_files():
+    """Within a folder too, files import one way: a cycle (cli -> bench -> cli) fails with its path."""
+    files = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+             for package in ALLOWED for p in (ROOT / package).rglob("*.py")}
+    graph = {name: imported_modules(path, set(files)) - {name} for name, path in files.items()}
+    assert len(graph) > 50 and sum(map(len, graph.values())) > 100  # the reading found the imports
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as cycle:
+        raise AssertionError(f"import cycle: {' -> '.join(cycle.args[1])}") from None
