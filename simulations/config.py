@@ -230,6 +230,7 @@ CHECKS: dict[str, Callable] = {
     "partition.samples_per_client": _num(int, 0),
     "model.prompts": _num(int, 1),
     "algorithm.generator_lr": _num(float, 0, low_open=True),
+    "algorithm.prompt_generator_lr": _num(float, 0, low_open=True),
     "algorithm.proximal_mu": _num(float, 0),
     "algorithm.trim_beta": _num(float, 0, 0.5, high_open=True),
     "algorithm.num_malicious": _num(int, 0),

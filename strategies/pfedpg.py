@@ -5,7 +5,7 @@ client and a cross-attention generator G; each round it sends client n its own p
 P_n = G(P_base, d_n), the client trains P_n and its personal head on a frozen ViT and replies
 dP_n = P~_n - P_n. Since dP_n approximates -lr * dL_n/dP_n, the server backpropagates
 (P_n - P~_n) through G (`autograd` with grad_outputs = -dP_n, the pFedHN rule) and takes one Adam
-step (lr `algorithm.generator_lr`, 1e-3) per round: G and P_base learn from every client, d_n
+step (lr `algorithm.prompt_generator_lr`, 1e-3) per round: G and P_base learn from every client, d_n
 only from client n. No global model exists, so the loop skips central evaluation
 (`central_evaluation` hook); the metric is per-client accuracy (`personal/acc`).
 
@@ -209,4 +209,4 @@ def options(cfg: dict) -> dict:
 
 
 def generator_options(cfg: dict) -> dict:
-    return {"lr": float(cfg.get("algorithm.generator_lr", 1e-3)), "residual": bool(cfg.get("algorithm.residual", True))}
+    return {"lr": float(cfg.get("algorithm.prompt_generator_lr", 1e-3)), "residual": bool(cfg.get("algorithm.residual", True))}
