@@ -62,7 +62,8 @@ def template(name: str, input_shape: tuple[int, ...], num_classes: int, seed: in
 
 
 class ClientAlgorithm:
-    """The client half of FedAvg; other algorithms override the parts that differ."""
+    """What every client half shares (its data, model template, evaluation and state); each algorithm
+    writes `fit` (FedAvg's: clients/fedavg.py) and overrides the other parts that differ."""
 
     def __init__(self, context: Context) -> None:
         self.context = context

@@ -391,7 +391,7 @@ def fedlabel(cohort: Cohort) -> list[RecordDict]:
              for c in cohort.client_ids]
     local, loss_l = _train_from(model, start, param_names, plans, x, y, cohort, cross_entropy)
 
-    # 2-3. pseudo-labels, client by client
+    # 2. pseudo-labels, client by client
     rows = [torch.as_tensor(clients[c].unlabeled, device=device) for c in cohort.client_ids]
     pseudo = []
     for k, r in enumerate(rows):
@@ -399,7 +399,7 @@ def fedlabel(cohort: Cohort) -> list[RecordDict]:
         p_global = F.softmax(predict(model, x[r], state=own(start)), dim=1)
         pseudo.append(pseudo_labels(cfg, p_global, F.softmax(predict(model, x[r], state=own(local)), dim=1)))
 
-    # 4. the unlabeled models on a table of (plain, strong) pairs and their targets
+    # 3. the unlabeled models on a table of (plain, strong) pairs and their targets
     pairs, targets, plans, at = [], [], [], 0
     for c, r, pl in zip(cohort.client_ids, rows, pseudo):
         plans.append([])
@@ -417,7 +417,7 @@ def fedlabel(cohort: Cohort) -> list[RecordDict]:
     else:
         unlabeled, loss_u = start, torch.zeros(len(rows))
 
-    # replies: w_G + (w_L - w_G) + (w_U - w_G), in the sequential client's key order
+    # 4. replies: w_G + (w_L - w_G) + (w_U - w_G), in the sequential client's key order
     stacks = {n: t.detach() for n, t in combine(start, local, unlabeled).items()}
     loss_l, loss_u = loss_l.cpu().tolist(), loss_u.cpu().tolist()
     replies = []

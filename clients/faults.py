@@ -7,8 +7,8 @@ engine and a real deployment fail in the same way. Which client fails, and how, 
 - raise:   the client half raises; Flower turns that into an error reply.
 - timeout: the client sleeps past `clients.timeout`; the server stops waiting and counts it failed.
 - dropout: the client leaves mid-round; its node answers with an error reply (`ClientDropout`).
-- poison:  the client trains, then sends NaN (`faults.poison=nan`) or the global model plus a
-           huge random update (`faults.poison=huge`), for the server's screening to catch.
+- poison:  the client trains, then sends NaN (`faults.poison=nonfinite`) or its trained model plus
+           a random update of norm 1e6 per array (`faults.poison=huge`), for the server's screening.
 """
 
 from __future__ import annotations

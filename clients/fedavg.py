@@ -1,6 +1,6 @@
 """FedAvg's client half: E local epochs (or S steps) of SGD from the global weights.
 
-Also the client half of the server-side variants (FedAvgM, FedAdam, FedYogi, FedTrimmedAvg, Krum):
+Also the client half of the server-side variants (FedAvgM, FedAdam, FedYogi, FedTrimmedAvg, FedMedian, Krum):
 they differ only in how the server combines the same updates. `train.augment` picks the view of
 the labeled images each batch trains on (clients/augment.py), for FedAvg and every client half
 built on it (FedProx, FedBN).

@@ -177,15 +177,16 @@ class FedLabelClient(ClientAlgorithm):
         plan = local_plan(cfg, len(d.y_labeled), "algorithm.tau_l", self.generator(rnd))
         loss_l = sgd_train(local, d.x_labeled, d.y_labeled, plan, sgd(local.parameters(), cfg))
 
-        # 2-3. pseudo-labels from the more confident of the two models, above beta
+        # 2. pseudo-labels from the more confident of the two models, above beta
         with torch.no_grad():
             pseudo = pseudo_labels(cfg, F.softmax(predict(model, d.x_unlabeled), dim=1), F.softmax(predict(local, d.x_unlabeled), dim=1))
 
-        # 4. w_U from the global weights on the unlabeled data (`model` itself: w_G is saved)
+        # 3. w_U from the global weights on the unlabeled data (`model` itself: w_G is saved)
         loss_u = 0.0
         if pseudo.accepted.any():
             plan = local_plan(cfg, len(d.y_unlabeled), "algorithm.tau_u", self.generator(rnd, "unlabeled"))
             index = torch.arange(len(d.y_unlabeled), device=d.x_unlabeled.device)
             loss_u = sgd_train(model, d.x_unlabeled, index, plan, sgd(model.parameters(), cfg), unlabeled_loss(pseudo, self.generator(rnd, "strong")))
+        # 4. the reply: w_G + (w_L - w_G) + (w_U - w_G)
         model.load_state_dict(combine(global_state, local.state_dict(), model.state_dict()))
         return fit_metrics(loss_l, loss_u, pseudo, d.y_unlabeled, len(d.y_labeled))

@@ -33,8 +33,9 @@ PROMPT_BASED = {"pfedpg", "pbase-only", "fedvpt", "singleset-vpt"}  # need a (pr
 CPU_SIZED = {"fedloge": ["algorithm.etf_steps=1000", "algorithm.etf_lr=0.001"]}  # as experiment=fedloge-small
 # What an algorithm computes per round beyond its local SGD steps on the uploaded model (the budget table).
 EXTRA_WORK = {
-    "fedlabel": "a second model per round: `tau_l` steps of the local model on labeled data, then `tau_u` steps of the "
-                "uploaded model on pseudo-labeled data; pseudo-labeling predicts the unlabeled set with both models",
+    "fedlabel": "two runs from the global model per round: `tau_l` steps of the local model on labeled data, then `tau_u` "
+                "steps of a second model on pseudo-labeled data; the reply adds both changes to the global model; "
+                "pseudo-labeling predicts the unlabeled set with both models",
     "fixmatch": "each step adds an unlabeled batch of the same size (weak view labels, strong view learns)",
     "fedrep": "`head_epochs` epoch(s) of the personal head (body fixed) before the body's steps",
     "fedbabu": "the head never trains; `finetune_epochs` epochs of fine-tuning (whole model, not uploaded) before "
@@ -54,8 +55,8 @@ EXTRA_WORK = {
 def equal_steps(name: str, steps: int) -> list[str]:
     """`steps` SGD steps from the global model to the uploaded one, for every algorithm.
 
-    FedLabel's uploaded model is its unlabeled model (tau_u steps); its local pseudo-labeler takes
-    tau_l more, set to the same count as in the paper (tau = tau').
+    FedLabel's reply adds two runs' changes to the global model, the local model's tau_l steps and the
+    unlabeled model's tau_u, each set to `steps` (tau = tau', as in the paper).
     """
     if steps <= 0:
         return []
@@ -198,7 +199,7 @@ def intro(args: argparse.Namespace, runs: list, todo: list[Point], total: float,
         f"(all train every round), {args.rounds} rounds, seeds {args.seeds}"
         + (f", {', '.join(f'`{x}`' for x in args.extra)}" if args.extra else "")
         + (f", **{args.steps} local SGD steps per round for every algorithm** (FedLabel: tau_l = tau_u = {args.steps}; "
-           "the uploaded model of each took the same number of steps from the global one)" if args.steps else "")
+           "its reply adds both runs' changes; every other uploaded model took that many steps from the global one)" if args.steps else "")
         + "; the flowerbed defaults otherwise (" + ("" if args.steps else "2 local epochs, ") + "batch 16, SGD lr 0.05). "
         "Same partitions and seeds for every algorithm.",
         "",
@@ -225,7 +226,8 @@ def intro(args: argparse.Namespace, runs: list, todo: list[Point], total: float,
         "## Each algorithm's budget",
         "",
         f"Every algorithm: {args.rounds} rounds, {args.clients} clients, all of them training every round. Per round and "
-        "client (settings as the runs resolved them; `algorithm.etf_norm=auto` is 3.0 for this BatchNorm-free model):",
+        "client (settings as the runs resolved them; `algorithm.etf_norm=auto` is 3.0 for a BatchNorm-free model "
+        "such as `cnn`, 0.1 with BatchNorm):",
         "",
         budget(runs),
         "",

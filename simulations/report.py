@@ -84,6 +84,11 @@ def group(runs: list[Run], keys: list[str]) -> dict[tuple, list[Run]]:
     return groups
 
 
+def seed_std(values: np.ndarray) -> np.ndarray:
+    """The sample std over seeds (axis 0) that the figures' bands show, as the table does; 0 for one seed."""
+    return values.std(0, ddof=1) if len(values) > 1 else np.zeros(values.shape[1:])
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
@@ -190,7 +195,7 @@ def accuracy_curves(runs: list[Run], keys: list[str], panel_of: PanelOf = None) 
             if rounds:
                 values = np.array([[c[r] for r in rounds] for c in curves])
                 name = line if key == "global/acc" else f"{line} (personal)"
-                data[panel][name] = (np.array(rounds), values.mean(0), values.std(0))
+                data[panel][name] = (np.array(rounds), values.mean(0), seed_std(values))
     return data
 
 
@@ -258,12 +263,12 @@ def accuracy_vs_epsilon(runs: list[Run], keys: list[str], panel_of: PanelOf = No
             accs, eps = [m.curve(key) for m in members], [m.curve("privacy/epsilon") for m in members]
             if not all(eps):  # no differential privacy: the final accuracy as a reference
                 finals = [c[max(c)] for c in accs if c]
-                out[panel][line] = (None, float(np.mean(finals)), float(np.std(finals)))
+                out[panel][line] = (None, float(np.mean(finals)), float(seed_std(np.array(finals))))
                 continue
             rounds = sorted(set.intersection(*(set(c) for c in accs), *(set(e) for e in eps)) - {0})
             if rounds:
                 acc = np.array([[c[r] for r in rounds] for c in accs])
-                out[panel][line] = (np.mean([[e[r] for r in rounds] for e in eps], axis=0), acc.mean(0), acc.std(0))
+                out[panel][line] = (np.mean([[e[r] for r in rounds] for e in eps], axis=0), acc.mean(0), seed_std(acc))
     return out
 
 

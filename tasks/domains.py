@@ -98,7 +98,8 @@ def _gaussian_blur(p: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def _contrast(p: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Pulled toward each image's mean pixel value (per channel, as CIFAR-10-C does), factor 0.3."""
+    """Pulled toward each image's mean over all its pixels and channels, factor 0.3 (CIFAR-10-C
+    takes the mean per channel; one mean also keeps a grey image grey after any colour transform)."""
     mu = p.mean(dim=(1, 2, 3), keepdim=True)
     return (p - mu) * 0.3 + mu
 
@@ -119,7 +120,7 @@ def _jpeg(p: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def _fog(p: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Haze: a bright, smooth random field per image (bilinear 4x4 noise), blended in where it is thick."""
+    """Haze: a bright, smooth random field per image (bicubic 4x4 noise), blended in where it is thick."""
     n, _, h, w = p.shape
     field = torch.nn.functional.interpolate(torch.rand(n, 1, 4, 4, generator=gen), size=(h, w), mode="bicubic", align_corners=False)
     thickness = (0.35 + 0.4 * field).clamp(0, 1)

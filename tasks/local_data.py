@@ -136,9 +136,8 @@ def _num_classes(run_config: dict, options: dict, stored: int | None) -> int:
 
 def _load_npz(path: Path, run_config: dict, options: dict) -> ClientArrays:
     arrays, where = read_npz(path, KEY), _where(path)
-    for x_key, y_key in (("x", "y"), ("x_test", "y_test"), ("x_unlabeled", "y_unlabeled")):
-        if x_key in arrays and y_key not in arrays and x_key != "x_unlabeled":
-            raise ConfigError(f"{where}: {x_key} without {y_key}")
+    if "x_test" in arrays and "y_test" not in arrays:  # read_npz holds x and y; x_unlabeled needs no labels
+        raise ConfigError(f"{where}: x_test without y_test")
     x = numeric_samples(where, "x", arrays["x"])
     y = integer_labels(where, "y", arrays["y"], len(x))
     if len(x) == 0:

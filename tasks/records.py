@@ -139,11 +139,9 @@ def tensors(record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:
     return out
 
 
-def as_tensor_record(record: ArrayRecord, device: torch.device | str | None = None) -> ArrayRecord:
-    """The same arrays as a tensor-backed record (on `device` if given): once per round on the server."""
-    if is_tensor_backed(record) and device is None:
-        return record
-    return tensor_record(OrderedDict((k, t if device is None else t.to(device)) for k, t in tensors(record).items()))
+def as_tensor_record(record: ArrayRecord) -> ArrayRecord:
+    """The same arrays as a tensor-backed record: once per round on the server."""
+    return record if is_tensor_backed(record) else tensor_record(tensors(record))
 
 
 def wire_bytes(record: ArrayRecord) -> int:

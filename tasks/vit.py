@@ -61,10 +61,10 @@ class ViTFeatures(nn.Module):
         return self
 
 
-def init_prompt(num_prompts: int, dim: int, gen: torch.Generator | None = None) -> torch.Tensor:
+def init_prompt(num_prompts: int, dim: int) -> torch.Tensor:
     """VPT's uniform (Xavier-style) prompt initialisation."""
     bound = (6.0 / (num_prompts + dim)) ** 0.5
-    return (torch.rand(num_prompts, dim, generator=gen) * 2 - 1) * bound
+    return (torch.rand(num_prompts, dim) * 2 - 1) * bound
 
 
 def tiny_backbone(input_shape: tuple[int, ...]) -> nn.Module:
