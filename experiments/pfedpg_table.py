@@ -187,9 +187,8 @@ def main() -> None:
 
 
 def figure_name(preset: str) -> str:
-    """The names docs/results/pfedpg.md shows: pfedpg.png for the digits preset, pfedpg-cifar10-dir.png ..."""
-    setting = preset.removeprefix("pfedpg-").removeprefix("small")
-    return f"pfedpg-{setting}.png" if setting else "pfedpg.png"
+    """The names docs/results/pfedpg.md shows: the preset's own, pfedpg.png for the digits one."""
+    return "pfedpg.png" if preset == "pfedpg-small" else f"{preset}.png"
 
 
 if __name__ == "__main__":

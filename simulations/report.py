@@ -93,7 +93,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return math.nan, math.nan
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return float(np.mean(values)), float(seed_std(np.array(values)))
 
 
 def label(keys: list[str], values: tuple) -> str:

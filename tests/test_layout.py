@@ -11,6 +11,7 @@ inside a function counts as much as one at the top.
 from __future__ import annotations
 
 import ast
+import functools
 import graphlib
 from pathlib import Path
 
@@ -26,25 +27,6 @@ ALLOWED = {
 }
 
 
-def imported_packages(path: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module.split(".")[0])
-    return found & set(ALLOWED)
-
-
-def test_every_folder_imports_only_what_the_design_allows():
-    wrong = []
-    for package, allowed in ALLOWED.items():
-        for path in sorted((ROOT / package).rglob("*.py")):
-            for other in sorted(imported_packages(path) - allowed - {package}):
-                wrong.append(f"{path.relative_to(ROOT)} imports {other}")
-    assert not wrong, "\n".join(wrong)
-
-
 def imported_modules(path: Path, modules: set[str]) -> set[str]:
     """The project's modules a file imports (`from strategies import fedbn` names strategies.fedbn)."""
     found = set()
@@ -57,11 +39,26 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
     return found & modules
 
 
+@functools.cache
+def import_graph() -> dict[str, set[str]]:
+    """module -> the project's modules it imports, for every file of the layout's folders."""
+    files = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+             for package in ALLOWED for p in sorted((ROOT / package).rglob("*.py"))}
+    return {name: imported_modules(path, set(files)) - {name} for name, path in files.items()}
+
+
+def test_every_folder_imports_only_what_the_design_allows():
+    wrong = []
+    for module, imports in import_graph().items():
+        package = module.split(".")[0]
+        for other in sorted({m.split(".")[0] for m in imports} - ALLOWED[package] - {package}):
+            wrong.append(f"{module} imports {other}")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_no_import_cycles_between_files():
     """Within a folder too, files import one way: a cycle (cli -> bench -> cli) fails with its path."""
-    files = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
-             for package in ALLOWED for p in (ROOT / package).rglob("*.py")}
-    graph = {name: imported_modules(path, set(files)) - {name} for name, path in files.items()}
+    graph = import_graph()
     assert len(graph) > 50 and sum(map(len, graph.values())) > 100  # the reading found the imports
     try:
         tuple(graphlib.TopologicalSorter(graph).static_order())

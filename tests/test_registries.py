@@ -3,7 +3,7 @@
 import tomllib
 
 from clients.registry import CLIENTS
-from simulations.config import GROUPS, app_config_defaults, compose, group_options, known_keys, pyproject_path, to_run_config
+from simulations.config import app_config_defaults, group_options, known_keys, option_defaults, pyproject_path
 from strategies.registry import STRATEGIES
 
 
@@ -25,14 +25,12 @@ def test_a_key_means_one_default_whichever_option_sets_it():
     """`flwr run . -c "algorithm.name='pfedpg'"` takes every other key from pyproject, which holds one
     default per key: a key whose default differs between options would get another option's value
     there (pFedPG's generator once ran at FRAug's lr, 50 times its own)."""
-    differing = {}
-    for group in GROUPS[:-1]:
-        seen: dict[str, set] = {}
-        for option in group_options(group):
-            for key, value in to_run_config(compose([f"{group}={option}"])).items():
-                if key.startswith(group + ".") and key != f"{group}.name":
-                    seen.setdefault(key, set()).add(repr(value))
-        differing.update({key: values for key, values in seen.items() if len(values) > 1})
+    seen: dict[str, set] = {}
+    for options in option_defaults().values():
+        for keys in options.values():
+            for key, value in keys.items():
+                seen.setdefault(key, set()).add(repr(value))
+    differing = {key: values for key, values in seen.items() if len(values) > 1}
     # the one documented exception (README, "The same app with `flwr run`"): central-adaptive's initial norm
     assert differing == {"privacy.clipping_norm": {"1.0", "0.1"}}
 
