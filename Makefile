@@ -45,7 +45,7 @@ bench: $(STAMP)
 # Every algorithm that applies on digits, 5 partition settings x 2 seeds, 20 local steps each per round -> docs/results/leaderboard.md (~30 min on 2 cores).
 LEADERBOARD ?= --seeds 0,1 --rounds 10 --steps 20
 leaderboard: $(STAMP)
-	$(BIN)/python -m experiments.leaderboard $(LEADERBOARD) --dir $(RUNS)/leaderboard --out docs/results
+	$(BIN)/python -m flowerbed.experiments.leaderboard $(LEADERBOARD) --dir $(RUNS)/leaderboard --out docs/results
 
 clean:
 	rm -rf $(VENV) $(RUNS)

@@ -9,11 +9,11 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from flwr.common.logger import log
 
-from clients import faults, state
-from clients.data import client_index
-from clients.privacy import privacy_mod
-from clients.registry import CLIENTS
-from tasks.errors import ConfigError
+from flowerbed.clients import faults, state
+from flowerbed.clients.data import client_index
+from flowerbed.clients.privacy import privacy_mod
+from flowerbed.clients.registry import CLIENTS
+from flowerbed.tasks.errors import ConfigError
 
 app = ClientApp()
 

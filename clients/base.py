@@ -2,7 +2,7 @@
 
 A client half subclasses `ClientAlgorithm` and overrides `fit` (local training) and, where it
 keeps a personal model, `evaluate`. One instance serves one ClientApp call; anything that must
-outlive the call goes into `context.state`, which `clients.state` also writes to disk.
+outlive the call goes into `context.state`, which `flowerbed.clients.state` also writes to disk.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
-from clients.core import generator
-from clients.data import LocalData, client_index, local_data
-from tasks.metrics import classification_metrics, predict
-from tasks.models import build_model, resolve_device, set_training
-from tasks.records import snapshot, tensors
+from flowerbed.clients.core import generator
+from flowerbed.clients.data import LocalData, client_index, local_data
+from flowerbed.tasks.metrics import classification_metrics, predict
+from flowerbed.tasks.models import build_model, resolve_device, set_training
+from flowerbed.tasks.records import snapshot, tensors
 
 
 @dataclass

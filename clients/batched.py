@@ -41,20 +41,20 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from clients.augment import strong_view
-from clients.base import ClientAlgorithm, Template, local_test_metrics, template
-from clients.core import batches_from, generator
-from clients.data import local_data
-from clients.fedavg import FedAvgClient
-from clients.fedlabel import FedLabelClient, combine, fit_metrics, local_plan, pseudo_labels, semi_supervised_loss
-from clients.fedloge import FedLoGeClient, FedLoGeNet
-from clients.fedprox import FedProxClient
-from tasks.etf import options as etf_options
-from tasks.etf import sse_c_for
-from tasks.metrics import predict
-from tasks.models import build_model
-from tasks.partitions import build_federation
-from tasks.records import tensor_record, tensors
+from flowerbed.clients.augment import strong_view
+from flowerbed.clients.base import ClientAlgorithm, Template, local_test_metrics, template
+from flowerbed.clients.core import batches_from, generator
+from flowerbed.clients.data import local_data
+from flowerbed.clients.fedavg import FedAvgClient
+from flowerbed.clients.fedlabel import FedLabelClient, combine, fit_metrics, local_plan, pseudo_labels, semi_supervised_loss
+from flowerbed.clients.fedloge import FedLoGeClient, FedLoGeNet
+from flowerbed.clients.fedprox import FedProxClient
+from flowerbed.tasks.etf import options as etf_options
+from flowerbed.tasks.etf import sse_c_for
+from flowerbed.tasks.metrics import predict
+from flowerbed.tasks.models import build_model
+from flowerbed.tasks.partitions import build_federation
+from flowerbed.tasks.records import tensor_record, tensors
 
 Tensors = dict[str, torch.Tensor]
 # loss(model, params, buffers, x, y, extra) for ONE client; vmapped over the cohort.
@@ -444,7 +444,7 @@ BATCHED_EVALUATE: dict[type[ClientAlgorithm], Callable[[Cohort], list[RecordDict
 def batched_form(algorithm: str, table: dict | None = None) -> Callable[[Cohort], list[RecordDict]] | None:
     """The batched form of the named algorithm's client half (`table`: BATCHED, or BATCHED_EVALUATE),
     or None (its messages go through the ClientApp one by one)."""
-    from clients.registry import CLIENTS
+    from flowerbed.clients.registry import CLIENTS
 
     table = BATCHED if table is None else table
     return table.get(CLIENTS[algorithm]) if algorithm in CLIENTS else None

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tasks.models import set_training
+from flowerbed.tasks.models import set_training
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 

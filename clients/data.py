@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tasks.errors import ConfigError
-from tasks.local_data import ClientArrays, load_local, partition_arrays
+from flowerbed.tasks.errors import ConfigError
+from flowerbed.tasks.local_data import ClientArrays, load_local, partition_arrays
 
 NODE_OPTIONS = ("num-classes", "test-fraction", "image-shape", "classes")  # read with data-path
 

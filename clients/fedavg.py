@@ -11,9 +11,9 @@ from __future__ import annotations
 from flwr.app import Message
 from torch import nn
 
-from clients.augment import with_view
-from clients.base import ClientAlgorithm
-from clients.core import batches_from, cross_entropy, sgd, sgd_train
+from flowerbed.clients.augment import with_view
+from flowerbed.clients.base import ClientAlgorithm
+from flowerbed.clients.core import batches_from, cross_entropy, sgd, sgd_train
 
 
 class FedAvgClient(ClientAlgorithm):

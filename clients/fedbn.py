@@ -14,9 +14,9 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, Message
 from torch import nn
 
-from clients.fedavg import FedAvgClient
-from tasks.models import BATCHNORM_RECORD, batchnorm_keys, build_model
-from tasks.records import snapshot, tensors
+from flowerbed.clients.fedavg import FedAvgClient
+from flowerbed.tasks.models import BATCHNORM_RECORD, batchnorm_keys, build_model
+from flowerbed.tasks.records import snapshot, tensors
 
 STATE_KEY = "fedbn/bn"
 

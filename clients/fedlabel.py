@@ -16,7 +16,7 @@ Choices the paper leaves open (numbered N1-N7, as docs/results/fedlabel.md cites
   and beta is compared with its top probability. `confidence=entropy` uses h = 1 - H(s)/log C,
   in [0, 1] and increasing with confidence, so that the ratio in lambda stays meaningful.
 - N2: selection and threshold read the un-augmented sample; the pseudo-label cross-entropy reads
-  the strong view (`clients.augment.strong_view`, RandAugment(1, 10) at tensor level); the KL
+  the strong view (`flowerbed.clients.augment.strong_view`, RandAugment(1, 10) at tensor level); the KL
   student reads the un-augmented sample, as Eq. 6 is written.
 - N3: the KL is KL(teacher || student) with the discarded model's output as a constant teacher.
 - N4: mini-batches are drawn from the whole unlabeled set and the loss is averaged over the batch,
@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from flwr.app import Message
 from torch import nn
 
-from clients.augment import strong_view
-from clients.base import ClientAlgorithm
-from clients.core import batch_plan, sgd, sgd_train
-from tasks.metrics import predict
+from flowerbed.clients.augment import strong_view
+from flowerbed.clients.base import ClientAlgorithm
+from flowerbed.clients.core import batch_plan, sgd, sgd_train
+from flowerbed.tasks.metrics import predict
 
 SELECTIONS = ("both", "local", "global")
 CONFIDENCES = ("variance", "entropy")

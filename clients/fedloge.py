@@ -24,10 +24,10 @@ import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from torch import nn
 
-from clients.base import ClientAlgorithm, local_test_metrics
-from clients.core import batches_from, sgd, sgd_train
-from tasks.etf import options as etf_options
-from tasks.etf import row_normalized, sse_c_for
+from flowerbed.clients.base import ClientAlgorithm, local_test_metrics
+from flowerbed.clients.core import batches_from, sgd, sgd_train
+from flowerbed.tasks.etf import options as etf_options
+from flowerbed.tasks.etf import row_normalized, sse_c_for
 
 
 def norm_transfer(psi: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,8 @@ import torch
 from flwr.app import Message
 from torch import nn
 
-from clients.core import cross_entropy
-from clients.fedavg import FedAvgClient
+from flowerbed.clients.core import cross_entropy
+from flowerbed.clients.fedavg import FedAvgClient
 
 
 class FedProxClient(FedAvgClient):

@@ -12,8 +12,8 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from torch import nn
 
-from clients.base import ClientAlgorithm
-from clients.core import batch_plan, batches_from, sgd, sgd_train
+from flowerbed.clients.base import ClientAlgorithm
+from flowerbed.clients.core import batch_plan, batches_from, sgd, sgd_train
 
 
 class FedRepClient(ClientAlgorithm):

@@ -7,7 +7,7 @@ itself labels the weak view (no gradient), keeps labels whose top probability ex
 FedLabel only the local (current) model labels, and there is no consistency term.
 
 The steps follow `train.local_steps`/`train.local_epochs` over the labeled data, as FedAvg's do;
-each step draws an unlabeled batch of the same size. Views come from `clients.augment`.
+each step draws an unlabeled batch of the same size. Views come from `flowerbed.clients.augment`.
 The reply weighs the client by all its samples, labeled and unlabeled.
 """
 
@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from flwr.app import Message
 from torch import nn
 
-from clients.augment import strong_view, weak_view
-from clients.base import ClientAlgorithm
-from clients.core import batch_plan, batches_from, sgd, sgd_train
+from flowerbed.clients.augment import strong_view, weak_view
+from flowerbed.clients.base import ClientAlgorithm
+from flowerbed.clients.core import batch_plan, batches_from, sgd, sgd_train
 
 
 class FixMatchClient(ClientAlgorithm):

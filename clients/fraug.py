@@ -59,11 +59,11 @@ import torch.nn.functional as F
 from flwr.app import ArrayRecord, Message
 from torch import nn
 
-from clients.base import ClientAlgorithm
-from clients.core import batches_from, generator, sgd, sgd_step
-from clients.fedbn import LocalBatchNorm
-from tasks.fraug import EmbeddingGenerator, build_generator, with_prefix, without_prefix
-from tasks.records import snapshot, tensors
+from flowerbed.clients.base import ClientAlgorithm
+from flowerbed.clients.core import batches_from, generator, sgd, sgd_step
+from flowerbed.clients.fedbn import LocalBatchNorm
+from flowerbed.tasks.fraug import EmbeddingGenerator, build_generator, with_prefix, without_prefix
+from flowerbed.tasks.records import snapshot, tensors
 
 RTNET_KEY, MEANS_KEY = "fraug/rtnet", "fraug/class_means"
 

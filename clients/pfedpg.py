@@ -16,8 +16,8 @@ import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from torch import nn
 
-from clients.base import ClientAlgorithm
-from clients.core import batches_from, sgd, sgd_train
+from flowerbed.clients.base import ClientAlgorithm
+from flowerbed.clients.core import batches_from, sgd, sgd_train
 
 STATE_KEY = "prompt-client"
 

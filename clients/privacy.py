@@ -24,9 +24,9 @@ from flwr.client.mod.utils import make_ffn
 from flwr.clientapp.mod import LocalDpMod, adaptiveclipping_mod, fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
-from clients.data import client_index
-from clients.secagg import secagg_mods
-from tasks.noise import numpy_seeded
+from flowerbed.clients.data import client_index
+from flowerbed.clients.secagg import secagg_mods
+from flowerbed.tasks.noise import numpy_seeded
 
 LOCAL_DP_DELTA = 1e-5  # only a parameter of LocalDpMod's std formula (module doc)
 NOISE_STREAM = 0x10C  # keeps the clients' noise apart from the server's

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from clients.base import ClientAlgorithm
-from clients.fedavg import FedAvgClient
-from clients.fedbabu import FedBABUClient
-from clients.fedbn import FedBNClient
-from clients.fedloge import FedLoGeClient
-from clients.fedlabel import FedLabelClient
-from clients.fedprox import FedProxClient
-from clients.fedrep import FedRepClient
-from clients.fixmatch import FixMatchClient
-from clients.fraug import FRAugClient
-from clients.pfedpg import PromptClient
+from flowerbed.clients.base import ClientAlgorithm
+from flowerbed.clients.fedavg import FedAvgClient
+from flowerbed.clients.fedbabu import FedBABUClient
+from flowerbed.clients.fedbn import FedBNClient
+from flowerbed.clients.fedloge import FedLoGeClient
+from flowerbed.clients.fedlabel import FedLabelClient
+from flowerbed.clients.fedprox import FedProxClient
+from flowerbed.clients.fedrep import FedRepClient
+from flowerbed.clients.fixmatch import FixMatchClient
+from flowerbed.clients.fraug import FRAugClient
+from flowerbed.clients.pfedpg import PromptClient
 
 CLIENTS: dict[str, type[ClientAlgorithm]] = {
     "fedavg": FedAvgClient,

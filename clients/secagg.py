@@ -19,7 +19,7 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
 
-from tasks.records import SECAGG_ARRAY_KEYS as KEYS  # set by the server's hand-over (strategies/secagg.py)
+from flowerbed.tasks.records import SECAGG_ARRAY_KEYS as KEYS  # set by the server's hand-over (strategies/secagg.py)
 
 
 def message_api_fit(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:

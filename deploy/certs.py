@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.errors import ConfigError
+from flowerbed.tasks.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.certs import Certificates, certificate_names
-from tasks.errors import ConfigError
+from flowerbed.deploy.certs import Certificates, certificate_names
+from flowerbed.tasks.errors import ConfigError
 
 CONNECTION = "flowerbed"  # the connection name in $FLWR_HOME/config.toml
 DEVICE_DIR = "~/flowerbed"  # where the guide copies a device's files

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.local_data import partition_arrays, save_npz
+from flowerbed.tasks.local_data import partition_arrays, save_npz
 
 
 def toml_value(value: bool | int | float | str) -> str:

@@ -1,6 +1,6 @@
 """Host cost of the replies of one B1 round: 50 replies of pfl_cnn (1.63M parameters).
 
-    python -m experiments.bench_overhead
+    python -m flowerbed.experiments.bench_overhead
 
 Builds the 50 reply records an engine sends, as Flower's `ArrayRecord` (bytes, what the `flower`
 engine and deployments carry) and as the in-process engines' tensor records (tasks/records.py:
@@ -19,10 +19,10 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from simulations import config
-from strategies.registry import build_strategy
-from tasks.models import build_model
-from tasks.records import tensor_record
+from flowerbed.simulations import config
+from flowerbed.strategies.registry import build_strategy
+from flowerbed.tasks.models import build_model
+from flowerbed.tasks.records import tensor_record
 
 COHORT = 50
 

@@ -1,7 +1,7 @@
 """Each registered algorithm's accuracy after tests/test_defaults_learn.py's short run, as a table;
 the test takes its list, round count and per-algorithm model from here.
 
-    python -m experiments.defaults_table --out /tmp/defaults
+    python -m flowerbed.experiments.defaults_table --out /tmp/defaults
 
 Runs `flowerbed run algorithm=<name> rounds=6` with nothing else changed (the prompt methods on
 the tiny ViT pretrained as the test does; FedBN/FRAug on `cnn_bn`, the model they name when given
@@ -14,17 +14,17 @@ import argparse
 import json
 from pathlib import Path
 
-from clients.registry import CLIENTS
-from simulations.config import group_options
-from strategies.pfedpg import PromptStrategy
-from strategies.registry import LOCAL_BATCHNORM, STRATEGIES
+from flowerbed.clients.registry import CLIENTS
+from flowerbed.simulations.config import group_options
+from flowerbed.strategies.pfedpg import PromptStrategy
+from flowerbed.strategies.registry import LOCAL_BATCHNORM, STRATEGIES
 
 ROUNDS = 6  # the slowest starters (Krum, FedMedian, FedAdam on Dir(0.5)) need about this many
 ALGORITHMS = sorted(set(CLIENTS) & set(STRATEGIES) & set(group_options("algorithm")))
 
 
 def prompt_method(name: str) -> bool:
-    from simulations import config
+    from flowerbed.simulations import config
 
     cfg = config.load([f"algorithm={name}"], load_data=False)
     return isinstance(STRATEGIES[name](cfg), PromptStrategy)
@@ -40,8 +40,8 @@ def model_overrides(name: str, checkpoint: Path) -> list[str]:
     if not prompt_method(name):
         return []
     if not checkpoint.exists():
-        from simulations import config
-        from simulations.pretrain import pretrain
+        from flowerbed.simulations import config
+        from flowerbed.simulations.pretrain import pretrain
 
         pretrain(config.load(["model=tiny-vit", "partition.pretrain_fraction=0.5"], load_data=False), epochs=10, out=str(checkpoint))
     return ["model=prompted-tiny-vit", "partition.pretrain_fraction=0.5", f"model.weights={checkpoint}"]
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/defaults"))
     parser.add_argument("algorithms", nargs="*", default=ALGORITHMS)
     args = parser.parse_args()
-    from simulations.cli import main as flowerbed
+    from flowerbed.simulations.cli import main as flowerbed
 
     lines = ["| algorithm | model | global acc | personalized acc |", "|---|---|---|---|"]
     for name in args.algorithms:

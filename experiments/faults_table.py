@@ -1,6 +1,6 @@
 """The fault-scenario table of docs/reliability.md: one config and seed, one injected fault per row.
 
-    python -m experiments.faults_table --out /tmp/9/faults
+    python -m flowerbed.experiments.faults_table --out /tmp/9/faults
 
 Each row is a real `flowerbed run` (sequential engine) of the same base config; the table gives
 what the metrics counted and the final global accuracy next to the fault-free run's.
@@ -32,7 +32,7 @@ SCENARIOS: list[tuple[str, list[str]]] = [
 
 def run(out: Path, name: str, overrides: list[str]) -> dict:
     run_dir = out / name.replace(" ", "_").replace("%", "pct").replace("(", "").replace(")", "").replace("=", "-").replace(",", "")
-    cmd = [sys.executable, "-m", "simulations.cli", "run", *BASE, *overrides, f"output.dir={run_dir}", "overwrite=true"]
+    cmd = [sys.executable, "-m", "flowerbed.simulations.cli", "run", *BASE, *overrides, f"output.dir={run_dir}", "overwrite=true"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()] if (run_dir / "metrics.jsonl").exists() else []
     rounds = [m for m in lines if m["round"] > 0]

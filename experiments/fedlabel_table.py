@@ -1,9 +1,9 @@
 """Regenerate docs/results/fedlabel.md's tables and figures: methods x seeds on one preset.
 
-    python -m experiments.fedlabel_table --experiment fedlabel-cifar10-cpu --out runs/fedlabel-cifar10 \
+    python -m flowerbed.experiments.fedlabel_table --experiment fedlabel-cifar10-cpu --out runs/fedlabel-cifar10 \
         --plot docs/results/fedlabel-cifar10.png dataset.path=../shared/data/cifar10-jpeg.tar.gz
-    python -m experiments.fedlabel_table --out runs/fedlabel --plot docs/results/fedlabel.png
-    python -m experiments.fedlabel_table rounds=40 dataset.path=../shared/data/cifar10-jpeg.tar.gz --experiment fedlabel-cifar10-cpu \
+    python -m flowerbed.experiments.fedlabel_table --out runs/fedlabel --plot docs/results/fedlabel.png
+    python -m flowerbed.experiments.fedlabel_table rounds=40 dataset.path=../shared/data/cifar10-jpeg.tar.gz --experiment fedlabel-cifar10-cpu \
         --warm-from runs/fedlabel-cifar10 --out runs/fedlabel-cifar10-warm --methods fedlabel fedavg fedavg-100
 
 Runs `flowerbed run experiment=<preset>` per method and seed (seeds in the outer loop, so an
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.runs import finished, history, plus_minus, run_once
-from simulations.plots import save_figure
+from flowerbed.experiments.runs import finished, history, plus_minus, run_once
+from flowerbed.simulations.plots import save_figure
 
 METHODS = {  # key: (row label, overrides)
     "fedlabel": ("FedLabel", ["algorithm=fedlabel"]),

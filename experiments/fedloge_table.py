@@ -1,7 +1,7 @@
 """Regenerate docs/results/fedloge.md's tables and figures: FedLoGe and its baselines x seeds on `fedloge-small`.
 
-    python -m experiments.fedloge_table --out /tmp/fedloge --plot docs/results/fedloge-norms.png
-    python -m experiments.fedloge_table --out /tmp/fedloge-c10 --plot docs/results/fedloge-norms-cifar10-lt.png \
+    python -m flowerbed.experiments.fedloge_table --out /tmp/fedloge --plot docs/results/fedloge-norms.png
+    python -m flowerbed.experiments.fedloge_table --out /tmp/fedloge-c10 --plot docs/results/fedloge-norms-cifar10-lt.png \
         --preset fedloge-cifar10-lt-cpu dataset.path=../shared/data/cifar10-jpeg.tar.gz --methods fedloge fedavg
 
 Runs `flowerbed run experiment=<--preset> <overrides> algorithm=... seed=...` per method and seed
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.runs import history, plus_minus, run_once
-from simulations.plots import save_figure
+from flowerbed.experiments.runs import history, plus_minus, run_once
+from flowerbed.simulations.plots import save_figure
 
 METHODS = ["fedloge", "fedavg", "fedprox", "fedrep", "fedbabu"]
 # (row label, method, metric prefix for generic acc, metric prefix for personalized acc)
@@ -66,8 +66,8 @@ def class_norms(out: Path, seed: int, extra: list[str]) -> tuple[np.ndarray, np.
     """(global class counts, |psi_c|, [(client counts, |phi_k,c|) for each client that trained])."""
     import torch
 
-    from simulations import config
-    from tasks.partitions import build_federation
+    from flowerbed.simulations import config
+    from flowerbed.tasks.partitions import build_federation
 
     folder = run_dir(out, "fedloge", seed)
     cfg = config.load([*extra, "algorithm=fedloge", f"seed={seed}"], load_data=False)

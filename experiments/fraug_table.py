@@ -1,7 +1,7 @@
 """Regenerate docs/results/fraug.md's tables and figure: FRAug, its two ablations, FedBN, FedAvg,
 FedProx and FedRep on digits with domain shift and on CIFAR-10 with corruption domains, 3 seeds.
 
-    python -m experiments.fraug_table --out runs/fraug-table --datasets digits cifar10-c \\
+    python -m flowerbed.experiments.fraug_table --out runs/fraug-table --datasets digits cifar10-c \\
         --plot docs/results/fraug-accuracy.png dataset.path=../shared/data/cifar10-jpeg.tar.gz
 
 Runs `flowerbed run experiment=<preset> algorithm=... seed=...` per dataset, method and seed
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.runs import finished, plus_minus, run_once
-from experiments.runs import history as run_history
-from simulations.plots import save_figure
+from flowerbed.experiments.runs import finished, plus_minus, run_once
+from flowerbed.experiments.runs import history as run_history
+from flowerbed.simulations.plots import save_figure
 
 PRESETS = {"digits": "experiment=fraug-digits", "cifar10-c": "experiment=fraug-cifar10-c"}
 METHODS = ["fraug", "fraug-no-rtnet", "fraug-no-generator", "fedbn", "fedavg", "fedprox", "fedrep"]
@@ -55,7 +55,7 @@ def history(out: Path, dataset: str, method: str, seed: int) -> list[dict]:
 def domain_names(out: Path, dataset: str, method: str, seed: int) -> list[str]:
     import yaml
 
-    from tasks import domains
+    from flowerbed.tasks import domains
 
     cfg = yaml.safe_load((run_dir(out, dataset, method, seed) / "config.yaml").read_text())
     names = domains.parse(cfg.get("partition.domains"))
@@ -86,10 +86,10 @@ def sizes(out: Path, dataset: str, seed: int) -> str:
     """What one client sends per round: the model (without BatchNorm where it stays local) and G."""
     import yaml
 
-    from simulations import config
-    from tasks.fraug import build_generator
-    from tasks.models import batchnorm_keys, build_model
-    from tasks.partitions import build_federation
+    from flowerbed.simulations import config
+    from flowerbed.tasks.fraug import build_generator
+    from flowerbed.tasks.models import batchnorm_keys, build_model
+    from flowerbed.tasks.partitions import build_federation
 
     cfg = yaml.safe_load((run_dir(out, dataset, "fraug", seed) / "config.yaml").read_text())
     flat = config.load([PRESETS[dataset], f"dataset.cache_dir={cfg.get('dataset.cache_dir', '')}"] if dataset.startswith("cifar")
@@ -134,10 +134,10 @@ def domains_figure(datasets: list[str], extra: list[str], path: Path, images: in
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from simulations import config
-    from tasks import domains
-    from tasks.local_data import IMAGE_FORMS
-    from tasks.partitions import build_federation
+    from flowerbed.simulations import config
+    from flowerbed.tasks import domains
+    from flowerbed.tasks.local_data import IMAGE_FORMS
+    from flowerbed.tasks.partitions import build_federation
 
     fig, axes = plt.subplots(6, len(datasets) * images, figsize=(1.1 * len(datasets) * images, 7), squeeze=False)
     for col, dataset in enumerate(datasets):

@@ -27,7 +27,7 @@ if [ -z "${SKIP_INSTALL:-}" ]; then  # the device has torch, timm and numpy; flw
     > "$OUT/install.log" 2>&1 || { tail -5 "$OUT/install.log"; exit 1; }
   export PYTHONPATH=/tmp/site:$PWD
 fi
-FLOWERBED=("$PYTHON" -m simulations.cli)  # an array, not a function: `timeout` runs programs only
+FLOWERBED=("$PYTHON" -m flowerbed.simulations.cli)  # an array, not a function: `timeout` runs programs only
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU"
   "$PYTHON" -c "import torch, flwr; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'flwr', flwr.__version__)"
   nproc; uptime; } > "$OUT/gpu.txt" 2>&1

@@ -1,8 +1,8 @@
 """A leaderboard: every registered algorithm that applies, on the same partitions and seeds.
 
-    python -m experiments.leaderboard --dataset digits --seeds 0,1 --rounds 10   (make leaderboard)
+    python -m flowerbed.experiments.leaderboard --dataset digits --seeds 0,1 --rounds 10   (make leaderboard)
 
-Algorithms are discovered at run time from clients.registry.CLIENTS and strategies.registry.STRATEGIES,
+Algorithms are discovered at run time from flowerbed.clients.registry.CLIENTS and flowerbed.strategies.registry.STRATEGIES,
 so new ones join without an edit here. Whether one applies to a setting: a client class may say so
 itself (`applies_to(setting: dict) -> bool`, with the setting's flat overrides); otherwise the small
 rule table below; otherwise it is taken to be a plain image classifier and applies everywhere.
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from simulations.sweep import Point, run_sweep
+from flowerbed.simulations.sweep import Point, run_sweep
 
 # name -> partition overrides; every setting shares the dataset, model, clients, rounds and seeds
 SETTINGS: dict[str, list[str]] = {
@@ -70,7 +70,7 @@ def _value(overrides: list[str], key: str, default: str) -> str:
 
 
 def applies(name: str, setting: list[str], model: str) -> bool:
-    from clients.registry import CLIENTS
+    from flowerbed.clients.registry import CLIENTS
 
     own = getattr(CLIENTS[name], "applies_to", None)
     if callable(own):
@@ -84,9 +84,9 @@ def applies(name: str, setting: list[str], model: str) -> bool:
 
 def algorithms() -> list[str]:
     """Registered on both sides and with a config option to compose (simulations/conf/algorithm/)."""
-    from clients.registry import CLIENTS
-    from simulations.config import group_options
-    from strategies.registry import STRATEGIES
+    from flowerbed.clients.registry import CLIENTS
+    from flowerbed.simulations.config import group_options
+    from flowerbed.strategies.registry import STRATEGIES
 
     return sorted(set(CLIENTS) & set(STRATEGIES) & set(group_options("algorithm")))
 
@@ -112,7 +112,7 @@ def points(dataset: str, model: str, seeds: list[int], rounds: int, clients: int
 
 def pivot(runs, metric: str, setting_of) -> str:
     """Algorithms x settings, `metric` in % as mean ± std over seeds; rows by their mean over settings."""
-    from simulations.report import mean_std
+    from flowerbed.simulations.report import mean_std
 
     cells: dict[str, dict[str, list[float]]] = {}
     for run in runs:
@@ -154,7 +154,7 @@ def own_settings(name: str) -> list[str]:
     """The keys an algorithm's own config file (simulations/conf/algorithm/<name>.yaml) sets."""
     from omegaconf import OmegaConf
 
-    from simulations.config import CONF_DIR
+    from flowerbed.simulations.config import CONF_DIR
 
     return [k for k in OmegaConf.to_container(OmegaConf.load(CONF_DIR / "algorithm" / f"{name}.yaml")) if k != "name"]
 
@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def command(args: argparse.Namespace) -> str:
     """The command line that regenerates the page, as the page quotes it."""
-    return (f"python -m experiments.leaderboard --dataset {args.dataset} --model {args.model} --seeds {args.seeds} "
+    return (f"python -m flowerbed.experiments.leaderboard --dataset {args.dataset} --model {args.model} --seeds {args.seeds} "
             f"--rounds {args.rounds} --clients {args.clients} --jobs {args.jobs}"
             + (f" --steps {args.steps}" if args.steps else "")
             + "".join(f" --set {x}" for x in args.extra)
@@ -246,7 +246,7 @@ def intro(args: argparse.Namespace, runs: list, todo: list[Point], total: float,
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
-    from simulations.report import find_runs, write_report
+    from flowerbed.simulations.report import find_runs, write_report
 
     args = build_parser().parse_args(argv)
     console = Console()

@@ -1,6 +1,6 @@
 """Regenerate docs/results/pfedpg.md's tables and figures: the prompt methods x seeds per preset.
 
-    python -m experiments.pfedpg_table --preset pfedpg-cifar10-dir pfedpg-cifar10-disjoint \\
+    python -m flowerbed.experiments.pfedpg_table --preset pfedpg-cifar10-dir pfedpg-cifar10-disjoint \\
         --out /tmp/pfedpg --plots docs/results dataset.cache_dir=~/.cache/flowerbed
 
 Runs `flowerbed run experiment=PRESET algorithm=...` per method and seed into
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.runs import finished, history, plus_minus, run_once
-from simulations.plots import save_figure
+from flowerbed.experiments.runs import finished, history, plus_minus, run_once
+from flowerbed.simulations.plots import save_figure
 
 PRESETS = {
     "pfedpg-cifar10-dir": "CIFAR-10, Dir(0.1) over 10 clients",
@@ -98,11 +98,11 @@ def prompt_headroom(preset: str, seed: int, epochs: int, extra: list[str]) -> st
     """
     import torch
 
-    from clients.core import batch_plan, generator, sgd, sgd_train
-    from clients.data import local_data
-    from simulations import config
-    from tasks.metrics import classification_metrics, predict
-    from tasks.models import build_model
+    from flowerbed.clients.core import batch_plan, generator, sgd, sgd_train
+    from flowerbed.clients.data import local_data
+    from flowerbed.simulations import config
+    from flowerbed.tasks.metrics import classification_metrics, predict
+    from flowerbed.tasks.models import build_model
 
     cfg = config.load([f"experiment={preset}", f"seed={seed}", *extra])
     torch.set_num_threads(int(cfg["train.num_threads"]))

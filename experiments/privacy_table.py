@@ -1,8 +1,8 @@
 """The numbers of docs/privacy.md: accuracy vs epsilon for FedAvg on digits (and CIFAR-10), and the
 epsilon cross-checked against other accountants.
 
-    python -m experiments.privacy_table --out runs/privacy            # digits: 18 runs + 3 adaptive
-    python -m experiments.privacy_table --out runs/privacy --cifar10 dataset.path=../shared/data/cifar10-jpeg.tar.gz  # + CIFAR-10
+    python -m flowerbed.experiments.privacy_table --out runs/privacy            # digits: 18 runs + 3 adaptive
+    python -m flowerbed.experiments.privacy_table --out runs/privacy --cifar10 dataset.path=../shared/data/cifar10-jpeg.tar.gz  # + CIFAR-10
 
 Each setting is a `flowerbed sweep` over `--seeds` (default 0, 1, 2) into OUT/<dataset>/<setting> (a rerun skips
 finished runs); the tables go to stdout as markdown, `flowerbed report` figures to OUT/<dataset>/report.
@@ -36,7 +36,7 @@ SETTINGS = {
 
 def sweep(base: list[str], settings: list[tuple[str, list[str]]], out: Path, seeds: str) -> None:
     for name, overrides in settings:
-        cmd = [sys.executable, "-m", "simulations.cli", "sweep", *base, f"seed={seeds}", *overrides, f"sweep.dir={out / name}"]
+        cmd = [sys.executable, "-m", "flowerbed.simulations.cli", "sweep", *base, f"seed={seeds}", *overrides, f"sweep.dir={out / name}"]
         subprocess.run(cmd, check=True)
 
 
@@ -82,7 +82,7 @@ def cross_check(noise_multipliers: list[float], releases: int, delta: float) -> 
     from dp_accounting import dp_event
     from dp_accounting.pld import pld_privacy_accountant
 
-    from strategies.privacy import Accountant
+    from flowerbed.strategies.privacy import Accountant
 
     lines = ["| z | rounds | Flower RdpAccountant (what runs report) | dp-accounting PLD | Opacus RDP | exact (analytic Gaussian) |",
              "|---|---|---|---|---|---|"]
@@ -115,7 +115,7 @@ def main() -> None:
     datasets = [("digits", DIGITS)] + ([("cifar10", CIFAR10 + args.cifar10_data)] if args.cifar10 else [])
     for name, base in datasets:
         sweep(base, SETTINGS[name], out / name, args.seeds)
-        subprocess.run([sys.executable, "-m", "simulations.cli", "report", str(out / name), "--out", str(out / name / "report")],
+        subprocess.run([sys.executable, "-m", "flowerbed.simulations.cli", "report", str(out / name), "--out", str(out / name / "report")],
                        check=True)
         print(f"\n## {name}\n\n{accuracy_table(out / name)}")
     print("\n## cross-check (digits, full participation, δ = 1/1437)\n")

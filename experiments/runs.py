@@ -22,7 +22,7 @@ def run_once(run_dir: Path, args: list[str]) -> None:
     """`flowerbed run ARGS` (ARGS name `output.dir=run_dir`) unless that run finished; an interrupted
     one (config.yaml but no summary.json) continues with resume=true; a failed run stops the script
     with its exit status."""
-    from simulations.cli import main
+    from flowerbed.simulations.cli import main
 
     if finished(run_dir):
         return

@@ -1,6 +1,6 @@
 """Memory over a long run: RSS of a `flowerbed run` sampled from outside, per finished round.
 
-    python -m experiments.soak --rounds 1000 --out /tmp/9/soak
+    python -m flowerbed.experiments.soak --rounds 1000 --out /tmp/9/soak
 
 Runs the real CLI as a child process (the sequential engine: server and clients in that one
 process) and reads its VmRSS from /proc every 50 ms; a round's RSS is the first sample taken
@@ -32,7 +32,7 @@ def rss_mb(pid: int) -> float | None:
 def soak(rounds: int, out: Path, overrides: list[str]) -> dict[int, float]:
     run_dir = out / "run"
     metrics = run_dir / "metrics.jsonl"
-    cmd = [sys.executable, "-m", "simulations.cli", "run", *DEFAULT, f"rounds={rounds}", f"output.dir={run_dir}", "overwrite=true", *overrides]
+    cmd = [sys.executable, "-m", "flowerbed.simulations.cli", "run", *DEFAULT, f"rounds={rounds}", f"output.dir={run_dir}", "overwrite=true", *overrides]
     child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     by_round: dict[int, float] = {}
     while child.poll() is None:

@@ -8,9 +8,9 @@ from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from server.loop import check_algorithm, check_simulation_size, is_simulation, run_federated
-from server.results import RunDirectory
-from tasks.errors import ConfigError
+from flowerbed.server.loop import check_algorithm, check_simulation_size, is_simulation, run_federated
+from flowerbed.server.results import RunDirectory
+from flowerbed.tasks.errors import ConfigError
 
 app = ServerApp()
 

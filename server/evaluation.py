@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from flwr.app import ArrayRecord
 
-from tasks.metrics import classification_metrics, group_accuracy, predict
-from tasks.models import build_model
-from tasks.partitions import Federation
-from tasks.records import tensors
+from flowerbed.tasks.metrics import classification_metrics, group_accuracy, predict
+from flowerbed.tasks.models import build_model
+from flowerbed.tasks.partitions import Federation
+from flowerbed.tasks.records import tensors
 
 Head = tuple[torch.Tensor, torch.Tensor]  # (weight [C, d], bias [C]) of a linear classifier
 

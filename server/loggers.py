@@ -11,7 +11,7 @@ import importlib.util
 from pathlib import Path
 from typing import Protocol
 
-from tasks.errors import ConfigError
+from flowerbed.tasks.errors import ConfigError
 
 
 class MetricsLogger(Protocol):

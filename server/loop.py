@@ -26,15 +26,15 @@ from flwr.serverapp import Grid
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from server.evaluation import CentralEvaluator
-from server.loggers import build_logger
-from server.results import CheckpointWriter, RunDirectory, initial_weights
-from strategies.registry import build_strategy
-from strategies.secagg import secure_round
-from tasks.errors import ConfigError, RunAborted
-from tasks.models import build_model, resolve_device
-from tasks.partitions import Federation, build_federation
-from tasks.records import as_tensor_record, tensor_record, wire_bytes
+from flowerbed.server.evaluation import CentralEvaluator
+from flowerbed.server.loggers import build_logger
+from flowerbed.server.results import CheckpointWriter, RunDirectory, initial_weights
+from flowerbed.strategies.registry import build_strategy
+from flowerbed.strategies.secagg import secure_round
+from flowerbed.tasks.errors import ConfigError, RunAborted
+from flowerbed.tasks.models import build_model, resolve_device
+from flowerbed.tasks.partitions import Federation, build_federation
+from flowerbed.tasks.records import as_tensor_record, tensor_record, wire_bytes
 
 console = Console(stderr=True)
 
@@ -302,7 +302,7 @@ def summarize(history: list[dict], elapsed: float) -> dict:
 
 
 def check_algorithm(cfg: dict) -> None:
-    from strategies.registry import STRATEGIES
+    from flowerbed.strategies.registry import STRATEGIES
 
     if cfg.get("algorithm.name") not in STRATEGIES:
         raise ConfigError.invalid("algorithm.name", cfg.get("algorithm.name"), "one of " + ", ".join(STRATEGIES))

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from flwr.app import ArrayRecord
 
-from tasks.errors import ConfigError
-from tasks.holdout import pretrained_part
+from flowerbed.tasks.errors import ConfigError
+from flowerbed.tasks.holdout import pretrained_part
 
 
 class RunDirectory:

@@ -35,7 +35,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tasks.errors import ConfigError
+from flowerbed.tasks.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,7 +111,7 @@ def _gpu_peak() -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
-COMPUTE = (("clients.core", "sgd_train"), ("clients.batched", "train_stacked"), ("tasks.metrics", "predict"))
+COMPUTE = (("flowerbed.clients.core", "sgd_train"), ("flowerbed.clients.batched", "train_stacked"), ("flowerbed.tasks.metrics", "predict"))
 
 
 def _clock_compute(profiler=None) -> tuple[list[tuple[float, float]], list[float]]:
@@ -122,10 +122,10 @@ def _clock_compute(profiler=None) -> tuple[list[tuple[float, float]], list[float
 
     import torch
 
-    import clients.app  # noqa: F401 - every module that holds a COMPUTE function by name
-    import server.app  # noqa: F401
-    import simulations.engines.batched  # noqa: F401
-    from server.results import RunDirectory
+    import flowerbed.clients.app  # noqa: F401 - every module that holds a COMPUTE function by name
+    import flowerbed.server.app  # noqa: F401
+    import flowerbed.simulations.engines.batched  # noqa: F401
+    from flowerbed.server.results import RunDirectory
 
     calls: list[tuple[float, float]] = []
     stamps: list[float] = []
@@ -163,9 +163,9 @@ def _clock_compute(profiler=None) -> tuple[list[tuple[float, float]], list[float
 
 
 def child_flowerbed(overrides: list[str], out: Path, profile: str | None = None) -> dict:
-    from simulations import config
-    from simulations.runner import run
-    from tasks.partitions import build_federation
+    from flowerbed.simulations import config
+    from flowerbed.simulations.runner import run
+    from flowerbed.tasks.partitions import build_federation
 
     import datasets  # noqa: F401 - imported by the partitioners: not partitioning time
     import flwr_datasets  # noqa: F401
@@ -220,9 +220,9 @@ def child_pfl(overrides: list[str]) -> dict:
     from pfl.metrics import Metrics, Weighted
     from pfl.model.pytorch import PyTorchModel
 
-    from simulations import config
-    from tasks.models import build_model
-    from tasks.partitions import build_federation
+    from flowerbed.simulations import config
+    from flowerbed.tasks.models import build_model
+    from flowerbed.tasks.partitions import build_federation
 
     cfg = config.load(overrides)
     fed, device = build_federation(cfg), get_default_device()
@@ -296,7 +296,7 @@ def measure(workload: str, engine: str, overrides: list[str], scratch: Path, pro
     log = open(folder / "log.txt", "w")
     start = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "simulations.bench", "--child", json.dumps(spec)]
+    command = [sys.executable, "-m", "flowerbed.simulations.bench", "--child", json.dumps(spec)]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start

@@ -13,15 +13,15 @@ from pathlib import Path
 
 from rich.table import Table
 
-from simulations import config, runner
-from simulations.args import Parser, nonempty_path
-from simulations.runner import console
-from tasks.errors import ConfigError
+from flowerbed.simulations import config, runner
+from flowerbed.simulations.args import Parser, nonempty_path
+from flowerbed.simulations.runner import console
+from flowerbed.tasks.errors import ConfigError
 
 
 def cmd_partitions(overrides: list[str], out: str | None) -> int:
-    from simulations.plots import partition_heatmap
-    from tasks.partitions import build_federation
+    from flowerbed.simulations.plots import partition_heatmap
+    from flowerbed.tasks.partitions import build_federation
 
     flat = config.load(overrides)
     path = Path(out or f"runs/partitions-{flat['dataset.name']}-{flat['partition.name']}-seed{flat['seed']}.png")
@@ -45,7 +45,7 @@ def cmd_partitions(overrides: list[str], out: str | None) -> int:
 
 
 def cmd_fetch(name: str) -> int:
-    from tasks.datasets import HUB_DATASETS, load_hub
+    from flowerbed.tasks.datasets import HUB_DATASETS, load_hub
 
     if name not in HUB_DATASETS:
         raise ConfigError.invalid("dataset", name, "one of " + ", ".join(HUB_DATASETS)
@@ -56,7 +56,7 @@ def cmd_fetch(name: str) -> int:
 
 
 def cmd_pretrain(overrides: list[str], epochs: int, out: str | None, augment: bool) -> int:
-    from simulations.pretrain import pretrain
+    from flowerbed.simulations.pretrain import pretrain
 
     flat = config.load(overrides, load_data=False)
     stats = pretrain(flat, epochs=epochs, out=out, augment=augment, console=console)
@@ -69,14 +69,14 @@ def cmd_pretrain(overrides: list[str], epochs: int, out: str | None, augment: bo
 
 def cmd_bench(workloads: list[str], engines: str | None, rounds: int | None, repeats: int, out: str, overrides: list[str],
               profile: bool = False) -> int:
-    from simulations.bench import bench
+    from flowerbed.simulations.bench import bench
 
     bench(workloads, engines.split(",") if engines else None, rounds, repeats, overrides, Path(out), console, profile)
     return 0
 
 
 def cmd_sweep(args: list[str]) -> int:
-    from simulations.sweep import expand, run_sweep, split_args
+    from flowerbed.simulations.sweep import expand, run_sweep, split_args
 
     overrides, sweep_dir, jobs = split_args(args)
     status = run_sweep(expand(overrides, sweep_dir), sweep_dir, jobs, console)
@@ -85,8 +85,8 @@ def cmd_sweep(args: list[str]) -> int:
 
 
 def cmd_report(paths: list[str], out: str | None, one_panel: bool = False) -> int:
-    from server.results import RunDirectory
-    from simulations.report import one_panel_per_setting, write_report
+    from flowerbed.server.results import RunDirectory
+    from flowerbed.simulations.report import one_panel_per_setting, write_report
 
     folder = Path(out or Path(paths[0]) / "report")
     RunDirectory(folder).check_writable("--out")
@@ -97,7 +97,7 @@ def cmd_report(paths: list[str], out: str | None, one_panel: bool = False) -> in
 
 def check_figure_path(figure: Path, key: str) -> None:
     """Before any work: a format matplotlib writes, in a folder that can be written."""
-    from server.results import RunDirectory
+    from flowerbed.server.results import RunDirectory
 
     formats = ("png", "pdf", "svg", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp")
     if figure.suffix.lstrip(".").lower() not in formats:
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--out", type=nonempty_path, help="folder for report.md and its figures (default: FIRST_PATH/report)")
     report.add_argument("--one-panel", action="store_true",
                         help="one figure panel per data setting, every run's line in it (default: a panel per swept value)")
-    from simulations import deploy_cli
+    from flowerbed.simulations import deploy_cli
 
     deploy_cli.add_parser(sub)
     args = parse(parser, argv)

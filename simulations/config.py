@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from tasks.errors import ConfigError, did_you_mean
+from flowerbed.tasks.errors import ConfigError, did_you_mean
 
 CONF_DIR = Path(__file__).parent / "conf"
 GROUPS = ("dataset", "partition", "model", "algorithm", "engine", "privacy", "experiment")
@@ -298,8 +298,8 @@ CHECKS: dict[str, Callable] = {
 def _owned_choices() -> dict[str, Callable]:
     """Checks for the keys whose choices the module that reads them lists, so that a new choice is
     added in one place (imported here, not at the top: client and strategy modules bring torch)."""
-    from clients.fedlabel import CONFIDENCES, SELECTIONS
-    from strategies.robust import AGGREGATIONS
+    from flowerbed.clients.fedlabel import CONFIDENCES, SELECTIONS
+    from flowerbed.strategies.robust import AGGREGATIONS
 
     return {"algorithm.selection": _one_of(*SELECTIONS), "algorithm.confidence": _one_of(*CONFIDENCES),
             "algorithm.aggregation": _one_of(*AGGREGATIONS)}
@@ -307,9 +307,9 @@ def _owned_choices() -> dict[str, Callable]:
 
 def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     """Raise `ConfigError` for the first bad value; optionally build the federation too."""
-    from clients import faults
-    from clients.registry import CLIENTS
-    from strategies.registry import STRATEGIES
+    from flowerbed.clients import faults
+    from flowerbed.clients.registry import CLIENTS
+    from flowerbed.strategies.registry import STRATEGIES
 
     for key, check in {**CHECKS, **_owned_choices()}.items():
         if key in flat and not check(flat[key]):
@@ -342,7 +342,7 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     _check_privacy_off(flat)
     if any(flat.get(key, off) != off for key, off in (("privacy.name", "none"), ("privacy.secagg", False),
                                                     ("privacy.target_epsilon", "none"))):
-        from strategies.registry import build_strategy
+        from flowerbed.strategies.registry import build_strategy
 
         build_strategy(flat)  # the privacy mode must fit the algorithm (strategies/privacy.py)
     if load_data:
@@ -370,9 +370,9 @@ def _check_privacy_off(flat: dict) -> None:
 def _check_augment(flat: dict, name: str) -> None:
     """`train.augment`: a view of clients/augment.py, read by FedAvg's loop only (other client halves
     train on views of their own)."""
-    from clients.augment import VIEWS
-    from clients.fedavg import FedAvgClient
-    from clients.registry import CLIENTS
+    from flowerbed.clients.augment import VIEWS
+    from flowerbed.clients.fedavg import FedAvgClient
+    from flowerbed.clients.registry import CLIENTS
 
     view, check = flat.get("train.augment", "none"), _one_of(*VIEWS)
     if not check(view):
@@ -385,8 +385,8 @@ def _check_augment(flat: dict, name: str) -> None:
 
 def _check_domains(flat: dict) -> None:
     """`partition.domains`: known transform names; the pixel-space ones only on images of known scale."""
-    from tasks import domains
-    from tasks.local_data import IMAGE_FORMS
+    from flowerbed.tasks import domains
+    from flowerbed.tasks.local_data import IMAGE_FORMS
 
     value = flat.get("partition.domains", "")
     if not isinstance(value, str):
@@ -402,9 +402,9 @@ def _check_domains(flat: dict) -> None:
 
 def validate_data(flat: dict[str, Scalar]) -> None:
     """Build the federation and the model once: what only the data can tell (classes, sizes, files)."""
-    from strategies.registry import LOCAL_BATCHNORM
-    from tasks.models import batchnorm_keys, build_model
-    from tasks.partitions import build_federation
+    from flowerbed.strategies.registry import LOCAL_BATCHNORM
+    from flowerbed.tasks.models import batchnorm_keys, build_model
+    from flowerbed.tasks.partitions import build_federation
 
     fed = build_federation(flat)
     classes = fed.data.num_classes
@@ -414,10 +414,10 @@ def validate_data(flat: dict[str, Scalar]) -> None:
         raise ConfigError.invalid("model.name", flat["model.name"], f"a model with BatchNorm layers for algorithm.name={name} "
                                   "(cnn_bn, resnet8, resnet18, resnet34)")
     if flat.get("model.init"):
-        from server.results import initial_weights
+        from flowerbed.server.results import initial_weights
 
         initial_weights(str(flat["model.init"]), model, flat)
-    from strategies import privacy
+    from flowerbed.strategies import privacy
 
     privacy.check_model(flat, model.state_dict())
 
@@ -431,8 +431,8 @@ def check_here(flat: dict[str, Scalar]) -> None:
     """
     import torch
 
-    from server.loggers import check_sinks
-    from server.results import RunDirectory
+    from flowerbed.server.loggers import check_sinks
+    from flowerbed.server.results import RunDirectory
 
     RunDirectory(str(flat["output.dir"])).check_writable("output.dir")
     check_sinks(flat)
@@ -505,11 +505,11 @@ def option_defaults() -> dict[str, dict[str, dict[str, Scalar]]]:
             for group in GROUPS[:-1]}
 
 
-BEGIN, END = "# BEGIN generated by `python -m simulations.config`", "# END generated"
+BEGIN, END = "# BEGIN generated by `python -m flowerbed.simulations.config`", "# END generated"
 
 
 def app_config_toml() -> str:
-    from deploy.export import toml_value
+    from flowerbed.deploy.export import toml_value
 
     lines = [BEGIN, "[tool.flwr.app.config]"]
     for key, value in app_config_defaults().items():

@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from deploy.certs import make_certificates
-from deploy.commands import DEVICE_DIR, describe, plan_from_args
-from deploy.export import export_partitions
-from simulations.args import nonempty_path
+from flowerbed.deploy.certs import make_certificates
+from flowerbed.deploy.commands import DEVICE_DIR, describe, plan_from_args
+from flowerbed.deploy.export import export_partitions
+from flowerbed.simulations.args import nonempty_path
 
 
 def node_config_entries(text: str) -> dict:
@@ -58,7 +58,7 @@ def add_parser(sub) -> None:
 
 
 def run(args, console) -> int:
-    from simulations import config
+    from flowerbed.simulations import config
 
     if args.step == "certs":
         certs = make_certificates(Path(args.out), args.nodes, args.host, args.days, args.force)
@@ -73,7 +73,7 @@ def run(args, console) -> int:
         plan = plan_from_args(args.host, args.port, args.certs, args.nodes, args.insecure, args.data, args.device_dir)
         print(describe(plan, Path(args.data).expanduser().resolve() if args.data else None))
         return 0
-    from tasks.local_data import load_local
+    from flowerbed.tasks.local_data import load_local
 
     flat = config.load(args.overrides, load_data=False)
     a = load_local(args.data_path, flat, args.node_config)

@@ -2,7 +2,7 @@
 
 pFedPG assumes a frozen backbone pretrained on other data, and FRAug's natural-image results start
 from an ImageNet-pretrained ResNet. Offline, the stand-in is `model.name` trained centrally (AdamW,
-all classes, no domain shift) on the training samples `tasks.holdout.pretrain_indices` holds out;
+all classes, no domain shift) on the training samples `flowerbed.tasks.holdout.pretrain_indices` holds out;
 runs with the same `partition.pretrain_fraction` exclude exactly these samples from every client.
 For the tiny ViT (`tiny-vit`, `prompted-tiny-vit`) the checkpoint is its backbone, which those
 models load through `model.weights`; for any other model it is the whole model, which a run
@@ -24,16 +24,16 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from clients.augment import with_view
-from clients.core import batch_plan, cross_entropy, generator, sgd_train
-from tasks.classifier import Classifier
-from tasks.datasets import cache_dir, load_dataset
-from tasks.errors import ConfigError
-from tasks.holdout import fingerprint, pretrain_indices
-from tasks.metrics import classification_metrics, predict
-from tasks.models import build_model
-from tasks.partitions import section
-from tasks.vit import ViTFeatures, tiny_backbone, tiny_checkpoint
+from flowerbed.clients.augment import with_view
+from flowerbed.clients.core import batch_plan, cross_entropy, generator, sgd_train
+from flowerbed.tasks.classifier import Classifier
+from flowerbed.tasks.datasets import cache_dir, load_dataset
+from flowerbed.tasks.errors import ConfigError
+from flowerbed.tasks.holdout import fingerprint, pretrain_indices
+from flowerbed.tasks.metrics import classification_metrics, predict
+from flowerbed.tasks.models import build_model
+from flowerbed.tasks.partitions import section
+from flowerbed.tasks.vit import ViTFeatures, tiny_backbone, tiny_checkpoint
 
 DEFAULT_FRACTION = 0.5
 TINY_VITS = ("tiny-vit", "prompted-tiny-vit")  # pretrained as a backbone, loaded through model.weights

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from tasks.errors import ConfigError
+from flowerbed.tasks.errors import ConfigError
 
 IGNORED = ("seed", "output.dir", "resume", "overwrite", "engine.", "train.device", "train.num_threads", "clients.timeout",
            "logging.")  # how a run was executed, not what it computed
@@ -231,7 +231,7 @@ def personal_distribution(runs: list[Run], keys: list[str], panel_of: PanelOf = 
 def class_frequency(run: Run) -> tuple[np.ndarray, tuple[str, ...]]:
     """Training samples per class over the whole federation, and the class names (if the dataset has
     them), rebuilt from the run's config."""
-    from tasks.partitions import build_federation
+    from flowerbed.tasks.partitions import build_federation
 
     fed = build_federation(run.config)
     return fed.label_counts().sum(0), fed.data.class_names
@@ -292,7 +292,7 @@ def per_class(runs: list[Run], keys: list[str], panel_of: PanelOf = None) -> dic
 def write_report(paths: list[str | Path], out: Path, title: str = "flowerbed report", intro: str = "",
                  panel_of: PanelOf = None, order: Callable[[Run], object] | None = None) -> Path:
     """report.md and its PNGs in `out`; `panel_of` titles figure panels, `order` sorts runs (and so panels)."""
-    from simulations import plots
+    from flowerbed.simulations import plots
 
     runs = find_runs(paths)
     keys = swept_keys(runs)

@@ -18,7 +18,7 @@ os.environ.setdefault("HYDRA_FULL_ERROR", "0")
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from tasks.errors import ConfigError  # noqa: E402
+from flowerbed.tasks.errors import ConfigError  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole in logs
 IGNORED_ON_RESUME = ("resume", "overwrite", "rounds", "clients.timeout", "engine.", "train.device", "train.num_threads",
@@ -29,7 +29,7 @@ def _prepare_output(flat: dict) -> Path:
     """Make output.dir absolute and decide what to do with an earlier run there."""
     import yaml
 
-    from server.results import RunDirectory
+    from flowerbed.server.results import RunDirectory
 
     out = Path(str(flat["output.dir"])).expanduser().resolve()
     flat["output.dir"] = str(out)
@@ -56,7 +56,7 @@ def _prepare_output(flat: dict) -> Path:
 
 def run(overrides: list[str]) -> int:
     """Run one simulation; returns the exit status (0, or 130/143 when interrupted)."""
-    from simulations import config
+    from flowerbed.simulations import config
 
     flat = config.load(overrides, here=True)
     out = _prepare_output(flat)
@@ -65,14 +65,14 @@ def run(overrides: list[str]) -> int:
                   f"({flat['partition.name']}, {flat['clients.num']} clients, {flat['rounds']} rounds, engine {flat['engine.name']})")
     try:
         if flat["engine.name"] == "flower":
-            from simulations.engines.flower import run_on_flower
+            from flowerbed.simulations.engines.flower import run_on_flower
 
             run_on_flower(flat)
         else:
-            from clients.app import app as client_app
-            from server.app import app as server_app
-            from simulations.engines.batched import BatchedGrid
-            from simulations.engines.inprocess import InProcessGrid, run_in_process
+            from flowerbed.clients.app import app as client_app
+            from flowerbed.server.app import app as server_app
+            from flowerbed.simulations.engines.batched import BatchedGrid
+            from flowerbed.simulations.engines.inprocess import InProcessGrid, run_in_process
 
             logging.getLogger("flwr").setLevel(logging.WARNING)  # the progress bar says it all
             grid_class = BatchedGrid if flat["engine.name"] == "batched" else InProcessGrid

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.errors import ConfigError
+from flowerbed.tasks.errors import ConfigError
 
 
 @dataclass
@@ -66,7 +66,7 @@ def _slug(combo: tuple[str, ...]) -> str:
 
 def expand(overrides: list[str], sweep_dir: Path) -> list[Point]:
     """The cartesian product of the comma-list overrides; fixed overrides go to every point."""
-    from simulations.config import parse_overrides
+    from flowerbed.simulations.config import parse_overrides
 
     fixed, axes, swept = [], [], {}
     for text, override in zip(overrides, parse_overrides(overrides)):
@@ -107,8 +107,8 @@ def check_points(points: list[Point], sweep_dir: Path, console) -> None:
     A bad value in the last point of a long sweep is reported now, in one line, not after the
     valid points have run for hours; nothing is written before every point has passed.
     """
-    from server.results import RunDirectory
-    from simulations import config
+    from flowerbed.server.results import RunDirectory
+    from flowerbed.simulations import config
 
     if len({p.name for p in points}) != len(points):
         raise ConfigError("two sweep points share a name; give each comma list distinct values")
@@ -132,7 +132,7 @@ def run_sweep(points: list[Point], sweep_dir: Path, jobs: int, console) -> dict[
     if status:
         console.print(f"sweep: {len(status)} finished runs skipped")
     start = time.perf_counter()
-    from simulations.runner import sigterm_interrupts
+    from flowerbed.simulations.runner import sigterm_interrupts
 
     sigterm_interrupts()  # a SIGTERM to the sweep stops its runs cleanly, as Ctrl-C does
     if jobs == 1:
@@ -145,7 +145,7 @@ def run_sweep(points: list[Point], sweep_dir: Path, jobs: int, console) -> dict[
 
 
 def _run_here(todo: list[Point], status: dict[str, str], sweep_dir: Path, console) -> None:
-    from simulations.runner import run
+    from flowerbed.simulations.runner import run
 
     for i, point in enumerate(todo, 1):
         resumed = point.state() == "partial"
@@ -177,7 +177,7 @@ def _run_processes(todo: list[Point], status: dict[str, str], jobs: int, sweep_d
                 point = waiting.pop(0)
                 resumed = point.state() == "partial"
                 log = (logs / f"{point.name.replace('/', '_')}.log").open("a")
-                proc = subprocess.Popen([sys.executable, "-m", "simulations.cli", "run", *point.command()],
+                proc = subprocess.Popen([sys.executable, "-m", "flowerbed.simulations.cli", "run", *point.command()],
                                         stdout=log, stderr=subprocess.STDOUT)
                 running[proc] = (point, resumed, log, time.perf_counter())
                 console.print(f"[bold]sweep[/] started {point.name}{' (resuming)' if resumed else ''}")

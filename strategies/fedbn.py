@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from flwr.app import ArrayRecord
 
-from strategies.flower import FedAvg
-from tasks.errors import ConfigError
-from tasks.models import BATCHNORM_RECORD, batchnorm_keys
+from flowerbed.strategies.flower import FedAvg
+from flowerbed.tasks.errors import ConfigError
+from flowerbed.tasks.models import BATCHNORM_RECORD, batchnorm_keys
 
 
 class FedBN(FedAvg):

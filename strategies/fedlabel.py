@@ -8,7 +8,7 @@ FedAvg+FixMatch uses the same server half.
 
 from __future__ import annotations
 
-from strategies.flower import FedAvg
+from flowerbed.strategies.flower import FedAvg
 
 
 class FedLabel(FedAvg):

@@ -17,9 +17,9 @@ from typing import Callable
 import torch
 from flwr.app import Array, ArrayRecord
 
-from strategies.flower import FedAvg
-from tasks import etf
-from tasks.records import shallow_copy
+from flowerbed.strategies.flower import FedAvg
+from flowerbed.tasks import etf
+from flowerbed.tasks.records import shallow_copy
 
 
 class FedLoGe(FedAvg):

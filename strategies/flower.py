@@ -15,8 +15,8 @@ import torch
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import strategy as flwr_strategy
 
-from strategies.sampling import StableClients
-from tasks.records import is_tensor_backed, stacked, tensor_record, tensors
+from flowerbed.strategies.sampling import StableClients
+from flowerbed.tasks.records import is_tensor_backed, stacked, tensor_record, tensors
 
 
 class DeviceMean(flwr_strategy.FedAvg):

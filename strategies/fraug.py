@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from flwr.app import ArrayRecord
 
-from strategies.fedbn import FedBN
-from tasks.fraug import PREFIX, build_generator, with_prefix
-from tasks.models import batchnorm_keys
+from flowerbed.strategies.fedbn import FedBN
+from flowerbed.tasks.fraug import PREFIX, build_generator, with_prefix
+from flowerbed.tasks.models import batchnorm_keys
 
 
 class FRAug(FedBN):

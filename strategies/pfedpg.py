@@ -33,9 +33,9 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from torch import nn
 
-from strategies.flower import FedAvg
-from tasks.errors import ConfigError
-from tasks.vit import EMBED_DIMS, init_prompt
+from flowerbed.strategies.flower import FedAvg
+from flowerbed.tasks.errors import ConfigError
+from flowerbed.tasks.vit import EMBED_DIMS, init_prompt
 
 
 class PromptGenerator(nn.Module):

@@ -40,10 +40,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import strategy as flwr_strategy
 from flwr.serverapp.grid import Grid
 
-from strategies.robust import carrying, with_content
-from strategies.sampling import StableClients, sample_size
-from tasks.errors import ConfigError
-from tasks.noise import numpy_seeded
+from flowerbed.strategies.robust import carrying, with_content
+from flowerbed.strategies.sampling import StableClients, sample_size
+from flowerbed.tasks.errors import ConfigError
+from flowerbed.tasks.noise import numpy_seeded
 
 NOISE_STREAM = 0x5EC  # keeps the server's noise stream apart from any other seeded by (seed, round)
 

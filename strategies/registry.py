@@ -9,10 +9,10 @@ from typing import Callable
 
 from flwr.serverapp.strategy import Strategy
 
-from strategies import fedbn, fedlabel, fedloge, flower, fraug, pfedpg
-from strategies import privacy, robust
-from strategies.sampling import mean_over_clients
-from tasks.errors import ConfigError
+from flowerbed.strategies import fedbn, fedlabel, fedloge, flower, fraug, pfedpg
+from flowerbed.strategies import privacy, robust
+from flowerbed.strategies.sampling import mean_over_clients
+from flowerbed.tasks.errors import ConfigError
 
 
 def common(cfg: dict) -> dict:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, Message, RecordDict
 from flwr.serverapp import strategy as flwr_strategy
 
-from tasks.records import shallow_copy
+from flowerbed.tasks.records import shallow_copy
 
 AGGREGATIONS = ("mean", "trimmed", "median", "krum")
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 
-from tasks.records import TensorArray, is_tensor_backed, stacked, tensors
+from flowerbed.tasks.records import TensorArray, is_tensor_backed, stacked, tensors
 
 
 class StableClients:
@@ -89,7 +89,7 @@ class StableClients:
         if self.round_stats["short"]:
             return None, None  # too few usable replies: keep the model, the loop counts the round
         if self.aggregation is not None:
-            from strategies.robust import robust_replies
+            from flowerbed.strategies.robust import robust_replies
 
             kept = robust_replies(self.aggregation, server_round, kept)
         if self.privacy is not None:

@@ -33,7 +33,7 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 from flwr.serverapp import Grid
 
-from tasks.records import SECAGG_ARRAY_KEYS as KEYS
+from flowerbed.tasks.records import SECAGG_ARRAY_KEYS as KEYS
 
 SHARE_FRACTION = 1.0  # every sampled client holds a share of every other's secrets
 THRESHOLD_FRACTION = 2 / 3  # shares needed to unmask: a third of the sampled clients may drop out

@@ -20,8 +20,8 @@ from typing import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from tasks import imagefolder
-from tasks.errors import ConfigError
+from flowerbed.tasks import imagefolder
+from flowerbed.tasks.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import hashlib
 
 import numpy as np
 
-from tasks.errors import ConfigError
+from flowerbed.tasks.errors import ConfigError
 
 
 def pretrain_indices(num_train: int, fraction: float) -> np.ndarray:
@@ -33,7 +33,7 @@ def fingerprint(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> str:
 def _held_out(cfg: dict, fraction: float) -> str | None:
     """The fingerprint of the samples this run's federation leaves out; None where the dataset is not
     here (a device with its own data-path has no federation to leak into)."""
-    from tasks.datasets import load_dataset
+    from flowerbed.tasks.datasets import load_dataset
 
     try:
         data = load_dataset({k[len("dataset."):]: v for k, v in cfg.items() if k.startswith("dataset.")})

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks import domains, imagefolder
-from tasks.datasets import HUB_DATASETS, MNIST_MEAN, MNIST_STD, integer_labels, load_dataset, numeric_samples, read_npz, scale
-from tasks.errors import ConfigError
-from tasks.partitions import build_federation, section
+from flowerbed.tasks import domains, imagefolder
+from flowerbed.tasks.datasets import HUB_DATASETS, MNIST_MEAN, MNIST_STD, integer_labels, load_dataset, numeric_samples, read_npz, scale
+from flowerbed.tasks.errors import ConfigError
+from flowerbed.tasks.partitions import build_federation, section
 
 KEY = "data-path"
 

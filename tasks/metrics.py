@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from tasks.models import set_training
+from flowerbed.tasks.models import set_training
 
 CPU_CHUNK_NUMEL = 1 << 18  # input values per inference batch on a CPU: activations stay in cache
 

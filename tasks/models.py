@@ -12,9 +12,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from tasks import vit
-from tasks.classifier import Classifier
-from tasks.errors import ConfigError
+from flowerbed.tasks import vit
+from flowerbed.tasks.classifier import Classifier
+from flowerbed.tasks.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.datasets import ArrayDataset, load_dataset
-from tasks.errors import ConfigError
-from tasks.holdout import pretrain_indices
+from flowerbed.tasks.datasets import ArrayDataset, load_dataset
+from flowerbed.tasks.errors import ConfigError
+from flowerbed.tasks.holdout import pretrain_indices
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 

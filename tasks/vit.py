@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.classifier import Classifier
-from tasks.datasets import cache_dir
-from tasks.errors import ConfigError
-from tasks.holdout import pretrained_part
+from flowerbed.tasks.classifier import Classifier
+from flowerbed.tasks.datasets import cache_dir
+from flowerbed.tasks.errors import ConfigError
+from flowerbed.tasks.holdout import pretrained_part
 
 
 class ViTFeatures(nn.Module):

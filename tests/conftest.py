@@ -14,7 +14,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 def flowerbed(*args: str) -> int:
-    from simulations.cli import main
+    from flowerbed.simulations.cli import main
 
     return main(list(args))
 

@@ -63,14 +63,14 @@ def test_batched_matches_sequential(tmp_path, case, capsys):
 def test_batched_really_batches_and_falls_back(tmp_path, monkeypatch, capsys):
     """With the batched form removed the engine runs the ClientApp per message: the same numbers
     bit for bit, and a one-line notice; with it, no notice and the same numbers to float tolerance."""
-    import clients.batched
+    import flowerbed.clients.batched
 
     common = [*FAKE, "rounds=2", "train.momentum=0.5"]
     sequential = run(tmp_path / "sequential", "engine=sequential", *common)
     capsys.readouterr()
     batched = run(tmp_path / "batched", "engine=batched", *common)
     assert "one after another" not in capsys.readouterr().err
-    monkeypatch.setattr(clients.batched, "BATCHED", {})
+    monkeypatch.setattr(flowerbed.clients.batched, "BATCHED", {})
     fallback = run(tmp_path / "fallback", "engine=batched", *common)
     assert "has no batched form" in capsys.readouterr().err
     assert untimed(fallback) == untimed(sequential)

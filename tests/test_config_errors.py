@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from simulations.config import check_device
+from flowerbed.simulations.config import check_device
 from tests.conftest import flowerbed
 
 BAD_INPUTS = [
@@ -89,7 +89,7 @@ def test_cuda_without_cuda_is_one_line(capsys, tmp_path):
     ("cpu", 0, "flower", 0.0, None),
 ])
 def test_device_must_exist_where_the_clients_run(device, count, engine, gpus, message):
-    from tasks.errors import ConfigError
+    from flowerbed.tasks.errors import ConfigError
 
     if message is None:
         check_device(device, count, engine, gpus)
@@ -152,7 +152,7 @@ def test_existing_run_is_never_overwritten_silently(capsys, tmp_path):
 
 def test_the_installed_command_exits_2_without_traceback(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "simulations.cli", "run", "partition.alpha=0", f"output.dir={tmp_path}/r"],
+        [sys.executable, "-m", "flowerbed.simulations.cli", "run", "partition.alpha=0", f"output.dir={tmp_path}/r"],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 2

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.defaults_table import ALGORITHMS, ROUNDS, model_overrides
+from flowerbed.experiments.defaults_table import ALGORITHMS, ROUNDS, model_overrides
 from tests.conftest import flowerbed, read_metrics
 
 CHANCE = 0.1  # ten balanced classes
@@ -31,8 +31,8 @@ def checkpoint(tmp_path_factory) -> Path:
 
 def majority_share(overrides: list[str]) -> float:
     """What predicting each client's most frequent class scores on its local test set, on average."""
-    from clients.data import local_data
-    from simulations import config
+    from flowerbed.clients.data import local_data
+    from flowerbed.simulations import config
 
     cfg = config.load(overrides)
     shares = []

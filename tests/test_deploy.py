@@ -21,12 +21,12 @@ import pytest
 from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode
 
-from deploy import commands
-from deploy.certs import make_certificates, write_node_key
-from deploy.export import export_partitions, run_config_toml
-from deploy.processes import PROJECT_ROOT, flower_env, free_port, start, stop, wait_healthy
-from simulations import config
-from simulations.engines.inprocess import InProcessGrid, run_in_process
+from flowerbed.deploy import commands
+from flowerbed.deploy.certs import make_certificates, write_node_key
+from flowerbed.deploy.export import export_partitions, run_config_toml
+from flowerbed.deploy.processes import PROJECT_ROOT, flower_env, free_port, start, stop, wait_healthy
+from flowerbed.simulations import config
+from flowerbed.simulations.engines.inprocess import InProcessGrid, run_in_process
 from tests.conftest import flowerbed, read_metrics
 
 BIN = Path(sys.executable).parent
@@ -119,8 +119,8 @@ def _device_run(tmp_path: Path, nodes: type[DeviceNodes], overrides: list[str]) 
     assert flowerbed("run", *overrides, f"output.dir={tmp_path / 'seq'}") == 0
     flat = config.load([*overrides, f"output.dir={tmp_path / 'devices'}"])
     export_partitions(flat, tmp_path / "data")
-    from clients.app import app as client_app
-    from server.app import app as server_app
+    from flowerbed.clients.app import app as client_app
+    from flowerbed.server.app import app as server_app
 
     grid = run_in_process(server_app, client_app, flat, 3,
                           functools.partial(nodes, data_dir=tmp_path / "data", state_root=tmp_path / "state"))
@@ -142,7 +142,7 @@ def test_node_local_data_and_state_dir_survive_restarts(tmp_path):
 def test_restarted_nodes_without_their_state_dir_lose_the_personal_head(tmp_path, monkeypatch):
     """The control for the test above: the same restarts with the restore from state-dir switched
     off give other personalized numbers, so the restarts there really cost the head."""
-    from clients import state
+    from flowerbed.clients import state
 
     monkeypatch.setattr(state, "restore", lambda *args: None)
     sequential, restarted, _ = _device_run(tmp_path, RestartingNodes, [*OVERRIDES, "evaluate.every=1"])
@@ -172,8 +172,8 @@ class MissingData(InProcessGrid):
 
 def test_a_bad_data_path_is_one_log_line_and_a_failed_client(tmp_path, caplog):
     flat = config.load([*OVERRIDES, "rounds=1", f"output.dir={tmp_path / 'run'}"])
-    from clients.app import app as client_app
-    from server.app import app as server_app
+    from flowerbed.clients.app import app as client_app
+    from flowerbed.server.app import app as server_app
 
     run_in_process(server_app, client_app, flat, 3, MissingData)
     lines = [r for r in caplog.records if "nonexistent" in r.getMessage()]
@@ -334,8 +334,8 @@ def test_deployment_on_loopback(tmp_path, processes):
 
     # the same numbers as the sequential engine: before the kill as is, after it with client VICTIM gone
     assert flowerbed("run", *OVERRIDES, f"output.dir={tmp_path / 'seq'}") == 0
-    from clients.app import app as client_app
-    from server.app import app as server_app
+    from flowerbed.clients.app import app as client_app
+    from flowerbed.server.app import app as server_app
 
     run_in_process(server_app, client_app, {**flat, "output.dir": str(tmp_path / "seq-killed")}, 3, KilledAfterRound1)
     sequential, sequential_killed = read_metrics(tmp_path / "seq"), read_metrics(tmp_path / "seq-killed")

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deploy.processes import PROJECT_ROOT
+from flowerbed.deploy.processes import PROJECT_ROOT
 
 GUIDE = PROJECT_ROOT / "docs" / "extending.md"
 BLOCK = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```$", re.S | re.M)
@@ -44,7 +44,7 @@ def add_to_registry(path: Path, registry: str, block: str) -> None:
 DRIVER = r'''
 import os, runpy, shlex, sys
 import pytest
-from simulations.cli import main
+from flowerbed.simulations.cli import main
 
 tests, commands = sys.argv[1].split(","), sys.argv[2:]
 if pytest.main(["-q", "-p", "no:cacheprovider", *tests]) != 0:

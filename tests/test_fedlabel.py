@@ -6,9 +6,9 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
-from clients import fedlabel
-from clients.augment import strong_view, weak_view
-from clients.fedlabel import PseudoLabels, combine, confidence, consistency_weight, select_pseudo_labels
+from flowerbed.clients import fedlabel
+from flowerbed.clients.augment import strong_view, weak_view
+from flowerbed.clients.fedlabel import PseudoLabels, combine, confidence, consistency_weight, select_pseudo_labels
 from tests.conftest import flowerbed, run
 
 # rows: softmax vectors over 3 classes
@@ -91,7 +91,7 @@ def test_views_are_seeded_and_keep_shape(shape):
 
 
 def test_colour_images_draw_torchvision_s_fourteen_ops_and_grey_images_nine(monkeypatch):
-    from clients import augment
+    from flowerbed.clients import augment
 
     def unchanged(images: torch.Tensor) -> float:  # the share that drew identity: every other op moves noise images
         out = strong_view(images, torch.Generator().manual_seed(1))
@@ -113,7 +113,7 @@ def test_colour_images_draw_torchvision_s_fourteen_ops_and_grey_images_nine(monk
 
 
 def _client(*overrides: str):
-    from simulations import config
+    from flowerbed.simulations import config
 
     cfg = config.load(["experiment=smoke", "algorithm=fedlabel", "partition.labeled_fraction=0.3", "train.device=cpu", *overrides])
     context = Context(run_id=1, node_id=5, node_config={"partition-id": 1, "num-partitions": 4}, state=RecordDict(), run_config=cfg)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
-from clients.base import mask_absent
-from clients.core import sgd, sgd_train
-from clients.fedloge import FedLoGeClient, FedLoGeNet, norm_transfer, parameters
-from tasks.etf import (GENERIC_NORM, NO_BATCHNORM_NORM, PAPER_NORM, has_batchnorm, row_normalized, simplex_etf, sparsity_mask,
+from flowerbed.clients.base import mask_absent
+from flowerbed.clients.core import sgd, sgd_train
+from flowerbed.clients.fedloge import FedLoGeClient, FedLoGeNet, norm_transfer, parameters
+from flowerbed.tasks.etf import (GENERIC_NORM, NO_BATCHNORM_NORM, PAPER_NORM, has_batchnorm, row_normalized, simplex_etf, sparsity_mask,
                        sse_c, sse_c_for, target_norm)
 from tests.conftest import run
 
@@ -57,7 +57,7 @@ def _after_etf(dim: int, classes: int, seed: int) -> torch.Generator:
 
 
 def _client(*overrides: str) -> FedLoGeClient:
-    from simulations import config
+    from flowerbed.simulations import config
 
     cfg = config.load(["experiment=fedloge-small", "clients.num=4", "train.device=cpu", *SMALL_ETF, *overrides])
     context = Context(run_id=1, node_id=5, node_config={"partition-id": 1, "num-partitions": 4}, state=RecordDict(), run_config=cfg)
@@ -114,7 +114,7 @@ def test_gla_fr_arithmetic():
 
 
 def test_sse_c_norm_follows_batchnorm_unless_given():
-    from tasks.models import build_model
+    from flowerbed.tasks.models import build_model
 
     cnn, resnet = (build_model(name, (1, 8, 8), 10, 0).state_dict() for name in ("cnn", "resnet8"))
     assert not has_batchnorm(cnn) and has_batchnorm(resnet)
@@ -128,9 +128,9 @@ def test_sse_c_norm_follows_batchnorm_unless_given():
 
 def test_three_global_heads_score_as_three_separate_models():
     """One pass over the test set for FedLoGe's three global models gives what three full passes give."""
-    from server.evaluation import CentralEvaluator
-    from strategies.fedloge import FedLoGe, options, with_head
-    from tasks.partitions import build_federation
+    from flowerbed.server.evaluation import CentralEvaluator
+    from flowerbed.strategies.fedloge import FedLoGe, options, with_head
+    from flowerbed.tasks.partitions import build_federation
 
     client = _client()
     model = client.new_model()

@@ -35,8 +35,8 @@ def test_flwr_run_on_a_simulation_of_the_wrong_size_fails_at_once(tmp_path):
     likewise. Through Flower's own CLI and a real SuperLink (own FLWR_HOME and ports, stopped by PID)."""
     import json
 
-    from deploy.processes import PROJECT_ROOT
-    from simulations.engines.flower import CONNECTION, simulation_superlink
+    from flowerbed.deploy.processes import PROJECT_ROOT
+    from flowerbed.simulations.engines.flower import CONNECTION, simulation_superlink
 
     run_dir = tmp_path / "run"
     submit = ["flwr", "run", str(PROJECT_ROOT), CONNECTION, "--stream", "-c", f"output.dir='{run_dir}' clients.timeout=600.0"]
@@ -67,12 +67,12 @@ def test_a_deployment_says_how_many_nodes_it_is_waiting_for(tmp_path, caplog, mo
 
     import pytest
 
-    from clients.app import app as client_app
-    from server import loop
-    from server.app import app as server_app
-    from simulations import config
-    from simulations.engines.inprocess import InProcessGrid, run_in_process
-    from tasks.errors import RunAborted
+    from flowerbed.clients.app import app as client_app
+    from flowerbed.server import loop
+    from flowerbed.server.app import app as server_app
+    from flowerbed.simulations import config
+    from flowerbed.simulations.engines.inprocess import InProcessGrid, run_in_process
+    from flowerbed.tasks.errors import RunAborted
     from tests.conftest import read_metrics
 
     class LateNodes(InProcessGrid):

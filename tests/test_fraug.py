@@ -8,13 +8,13 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
-from clients.fedbn import FedBNClient
-from clients.fraug import MEANS_KEY, RTNET_KEY, Augmentation, FRAugClient, RTNet, mmd, ramp
-from strategies.registry import STRATEGIES
-from tasks import domains
-from tasks.fraug import build_generator
-from tasks.models import batchnorm_keys
-from tasks.records import wire_bytes
+from flowerbed.clients.fedbn import FedBNClient
+from flowerbed.clients.fraug import MEANS_KEY, RTNET_KEY, Augmentation, FRAugClient, RTNet, mmd, ramp
+from flowerbed.strategies.registry import STRATEGIES
+from flowerbed.tasks import domains
+from flowerbed.tasks.fraug import build_generator
+from flowerbed.tasks.models import batchnorm_keys
+from flowerbed.tasks.records import wire_bytes
 from tests.conftest import flowerbed, run, untimed
 from tests.test_deploy import RestartingNodes, _device_run, close
 
@@ -30,7 +30,7 @@ def task_identity():
 
 
 def _client(algorithm: str):
-    from simulations import config
+    from flowerbed.simulations import config
 
     cfg = config.load(["experiment=fraug-digits", f"algorithm={algorithm}", "train.device=cpu", "train.local_steps=3"])
     context = Context(run_id=1, node_id=5, node_config={"partition-id": 2, "num-partitions": 6}, state=RecordDict(), run_config=cfg)
@@ -134,7 +134,7 @@ def test_local_state_survives_supernode_restarts(tmp_path, algorithm):
 def test_restarted_fraug_nodes_without_their_state_dir_lose_their_state(tmp_path, monkeypatch):
     """The control for the test above: without the restore from state-dir the same restarts give
     other personalized numbers, so the state there is really needed."""
-    from clients import state
+    from flowerbed.clients import state
 
     monkeypatch.setattr(state, "restore", lambda *args: None)
     overrides = ["algorithm=fraug", *BN, "clients.num=3", "rounds=3", "seed=0", "clients.timeout=120"]
@@ -144,9 +144,9 @@ def test_restarted_fraug_nodes_without_their_state_dir_lose_their_state(tmp_path
 
 
 def test_corruption_domains_are_per_client_and_deterministic(tmp_path):
-    from clients.data import local_data
-    from simulations import config
-    from tasks.partitions import build_federation
+    from flowerbed.clients.data import local_data
+    from flowerbed.simulations import config
+    from flowerbed.tasks.partitions import build_federation
 
     names = "gaussian_noise+gaussian_blur+contrast+jpeg+fog+pixelate"
     cfg = config.load(["experiment=fraug-digits", "partition.domains=" + names, "partition.samples_per_client=50", "train.device=cpu"])
@@ -175,8 +175,8 @@ def test_bad_domain_settings_are_one_line(tmp_path, capsys):
 def test_natural_domains_one_image_folder_per_client(tmp_path):
     """`dataset=imagefolder dataset.domains=true partition=natural`: client k trains on the k-th domain
     folder and is scored on that domain's own test split."""
-    from clients.data import local_data
-    from simulations import config
+    from flowerbed.clients.data import local_data
+    from flowerbed.simulations import config
     from tests.test_imagefolder import write_folder
 
     write_folder(tmp_path / "domains" / "photo", {"train": 3, "test": 2}, size=(8, 8))
@@ -192,8 +192,8 @@ def test_natural_domains_one_image_folder_per_client(tmp_path):
 
 def _pretrained_cnn_bn(tmp_path):
     """A cnn_bn that `flowerbed pretrain` trained on the held-out half of digits (2 epochs)."""
-    from simulations import config
-    from simulations.pretrain import pretrain
+    from flowerbed.simulations import config
+    from flowerbed.simulations.pretrain import pretrain
 
     stats = pretrain(config.load(["model=cnn_bn", "partition.pretrain_fraction=0.5"], load_data=False), epochs=2,
                      out=str(tmp_path / "cnn_bn.pt"))
@@ -202,7 +202,7 @@ def _pretrained_cnn_bn(tmp_path):
 
 
 def test_clients_start_from_the_batchnorm_of_model_init_until_they_have_their_own(tmp_path):
-    from simulations import config
+    from flowerbed.simulations import config
 
     path = _pretrained_cnn_bn(tmp_path)
     pretrained = torch.load(path, weights_only=True)["model"]

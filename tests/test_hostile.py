@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simulations import config
-from tasks.errors import ConfigError
+from flowerbed.simulations import config
+from flowerbed.tasks.errors import ConfigError
 
 TRIED = {kind: {"inputs": 0, "errors": 0, "accepted": 0} for kind in ("config", "data")}
 EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "60"))  # per property; raise it for a longer hunt
@@ -112,7 +112,7 @@ def _write(tmp: Path, n: int, shape: tuple, x_kind: str, y_kind: str, seed: int)
 @given(data=local_datasets(), clients=st.integers(1, 70), scheme=st.sampled_from(["iid", "dirichlet", "pathological"]),
        labeled=st.sampled_from([0.01, 0.5, 1.0]), seed=st.integers(0, 3))
 def test_local_data_and_partitions_give_a_config_error_or_a_sound_federation(tmp_path, data, clients, scheme, labeled, seed):
-    from tasks.partitions import build_federation
+    from flowerbed.tasks.partitions import build_federation
 
     TRIED["data"]["inputs"] += 1
     n, shape, x_kind, y_kind = data

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks import imagefolder
-from tasks.datasets import HUB_DATASETS, load_image_folder, load_hub
-from tasks.errors import ConfigError
+from flowerbed.tasks import imagefolder
+from flowerbed.tasks.datasets import HUB_DATASETS, load_image_folder, load_hub
+from flowerbed.tasks.errors import ConfigError
 from tests.conftest import flowerbed
 
 CLASSES = ("cat", "dog", "frog")
@@ -179,7 +179,7 @@ def test_reports_name_the_classes_of_an_image_folder(tmp_path):
 
     import yaml
 
-    from simulations.report import find_runs, per_class, write_report
+    from flowerbed.simulations.report import find_runs, per_class, write_report
 
     write_folder(tmp_path / "d", {"train": 6, "test": 2})
     run = tmp_path / "run"
@@ -218,8 +218,8 @@ def test_processes_loading_at_once_share_one_complete_cache_file(tmp_path):
 
 def test_a_pretrained_backbone_is_refused_for_another_order_of_the_same_images(tmp_path):
     """pretrain_indices are positions: the same images in another order are other held-out samples."""
-    from simulations import config
-    from simulations.pretrain import pretrain
+    from flowerbed.simulations import config
+    from flowerbed.simulations.pretrain import pretrain
 
     write_folder(tmp_path / "a", {"all": 8}, size=(8, 8))
     (tmp_path / "b").mkdir()

@@ -28,7 +28,7 @@ ALLOWED = {
 
 
 def imported_modules(path: Path, modules: set[str]) -> set[str]:
-    """The project's modules a file imports (`from strategies import fedbn` names strategies.fedbn)."""
+    """The project's modules a file imports (`from strategies import fedbn` names flowerbed.strategies.fedbn)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -42,7 +42,7 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
 @functools.cache
 def import_graph() -> dict[str, set[str]]:
     """module -> the project's modules it imports, for every file of the layout's folders."""
-    files = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+    files = {"flowerbed." + ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
              for package in ALLOWED for p in sorted((ROOT / package).rglob("*.py"))}
     return {name: imported_modules(path, set(files)) - {name} for name, path in files.items()}
 
@@ -50,10 +50,22 @@ def import_graph() -> dict[str, set[str]]:
 def test_every_folder_imports_only_what_the_design_allows():
     wrong = []
     for module, imports in import_graph().items():
-        package = module.split(".")[0]
-        for other in sorted({m.split(".")[0] for m in imports} - ALLOWED[package] - {package}):
+        package = module.split(".")[1]
+        for other in sorted({m.split(".")[1] for m in imports} - ALLOWED[package] - {package}):
             wrong.append(f"{module} imports {other}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_every_import_of_the_project_goes_through_the_one_name_flowerbed():
+    """A bare `import tasks` would load a second copy of a module beside `flowerbed.tasks` (two
+    registries) and break for a user whose own project has a `tasks.py` (issue 31, defect 4)."""
+    bare = []
+    for path in sorted(p for folder in [*ALLOWED, "tests"] for p in (ROOT / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            bare += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in ALLOWED]
+    assert not bare, "\n".join(bare)
 
 
 def test_no_import_cycles_between_files():

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from tasks.errors import ConfigError
-from tasks.local_data import load_local
+from flowerbed.tasks.errors import ConfigError
+from flowerbed.tasks.local_data import load_local
 
 DIGITS = {"dataset.name": "digits"}
 

@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from server import loggers
-from tasks.errors import ConfigError
+from flowerbed.server import loggers
+from flowerbed.tasks.errors import ConfigError
 from tests.conftest import flowerbed, run
 
 
@@ -43,7 +43,7 @@ def test_the_loop_logs_each_round_once(run_dir, monkeypatch):
         def close(self):
             seen.append(("closed", True))
 
-    monkeypatch.setattr("server.loop.build_logger", lambda cfg: Recorder())
+    monkeypatch.setattr("flowerbed.server.loop.build_logger", lambda cfg: Recorder())
     metrics = run(run_dir)
     assert seen == [(1, True), (2, True), ("closed", True)]
     assert len(metrics[-1]["personal/acc_per_client"]) == 4  # smoke: 4 clients, each one's own accuracy

@@ -4,7 +4,7 @@ import pytest
 import torch
 from flwr.app import ArrayRecord
 
-from tasks.models import MODELS, build_model
+from flowerbed.tasks.models import MODELS, build_model
 
 
 @pytest.mark.parametrize("name", ["cnn", "cnn_bn", "resnet8", "resnet18"])
@@ -48,7 +48,7 @@ def test_inference_max_pool_is_torch_s_max_pool_bit_for_bit(k, shape):
     with autograd on, the module is torch's kernel, so training is unchanged."""
     from torch import nn
 
-    from tasks.models import MaxPool2d
+    from flowerbed.tasks.models import MaxPool2d
 
     x = torch.randint(0, 3, shape).float()  # many ties
     x[0, 0, 0, 0] = float("nan")
@@ -61,7 +61,7 @@ def test_inference_max_pool_is_torch_s_max_pool_bit_for_bit(k, shape):
 
 
 def test_predict_gives_the_same_logits_in_cache_sized_batches():
-    from tasks.metrics import inference_batch_size, predict
+    from flowerbed.tasks.metrics import inference_batch_size, predict
 
     model = build_model("cnn", (3, 32, 32), 10, seed=0)
     x = torch.randn(150, 3, 32, 32)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from simulations.config import load
-from tasks.errors import ConfigError
-from tasks.partitions import build_federation, long_tail_pool, shot_groups
+from flowerbed.simulations.config import load
+from flowerbed.tasks.errors import ConfigError
+from flowerbed.tasks.partitions import build_federation, long_tail_pool, shot_groups
 
 
 def federation(*overrides):
@@ -28,7 +28,7 @@ def test_clients_hold_disjoint_samples_covering_the_training_set():
 def test_iid_gives_every_client_every_class_even_when_the_data_is_stored_class_by_class():
     """An image folder's training set comes class by class; an unshuffled IID split would hand each
     client one or two classes."""
-    from tasks.partitions import _flwr_partitions
+    from flowerbed.tasks.partitions import _flwr_partitions
 
     labels = np.repeat(np.arange(10), 100)  # sorted, as train/<class>/ folders give them
     parts = _flwr_partitions(labels, {"name": "iid"}, 5, seed=0)
@@ -120,7 +120,7 @@ def test_cifar10_lt_with_imbalance_factor_100_has_the_papers_class_counts(tmp_pa
 
 
 def test_long_tail_profile_is_drawn_from_what_pretraining_left(tmp_path):
-    from tasks.holdout import pretrain_indices
+    from flowerbed.tasks.holdout import pretrain_indices
 
     fed = _cifar10_sized_labels(tmp_path, pretrain_fraction=0.5)
     held_out = pretrain_indices(len(fed.data.y_train), 0.5)
@@ -139,7 +139,7 @@ def test_partitions_in_one_pass_are_flwr_datasets_partitions(scheme):
 
     import flwr_datasets.partitioner as fp
 
-    from tasks.partitions import _flwr_partitions
+    from flowerbed.tasks.partitions import _flwr_partitions
 
     labels = np.random.default_rng(0).integers(0, 10, 997)
     fast = _flwr_partitions(labels, {"name": scheme, "alpha": 0.5, "classes_per_client": 2}, 13, seed=3)
@@ -161,7 +161,7 @@ def test_partitions_in_one_pass_are_flwr_datasets_partitions(scheme):
 def test_synthetic_is_fedprox_synthetic_drawn_as_before_and_natural_users_are_its_groups():
     """The generator draws each user's samples with one factorisation for all users instead of one
     `multivariate_normal` per user: the very same numbers as the per-user form below."""
-    from tasks.datasets import load_synthetic
+    from flowerbed.tasks.datasets import load_synthetic
 
     users, dim, classes = 40, 60, 10
     rng = np.random.default_rng(0)

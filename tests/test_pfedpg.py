@@ -7,7 +7,7 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 
-from strategies.pfedpg import FedVPT, PFedPG, mean_pairwise_cosine
+from flowerbed.strategies.pfedpg import FedVPT, PFedPG, mean_pairwise_cosine
 from tests.conftest import flowerbed, read_metrics
 
 K, DIM = 4, 64  # prompts; the tiny ViT's width
@@ -24,8 +24,8 @@ def task_identity():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> str:
     """A one-epoch tiny ViT for digits with half the training set held out (as pfedpg-small)."""
-    from simulations import config
-    from simulations.pretrain import pretrain
+    from flowerbed.simulations import config
+    from flowerbed.simulations.pretrain import pretrain
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny-vit-digits.pt"
     pretrain(config.load(["experiment=pfedpg-small"], load_data=False), epochs=1, out=str(path))
@@ -96,7 +96,7 @@ def test_fedvpt_averages_adapted_prompts():
 
 
 def _client(cfg: dict, client_id: int):
-    from clients.pfedpg import PromptClient
+    from flowerbed.clients.pfedpg import PromptClient
 
     context = Context(run_id=1, node_id=5, node_config={"partition-id": client_id, "num-partitions": 5},
                       state=RecordDict(), run_config=cfg)
@@ -104,7 +104,7 @@ def _client(cfg: dict, client_id: int):
 
 
 def _cfg(checkpoint: str, *overrides: str) -> dict:
-    from simulations import config
+    from flowerbed.simulations import config
 
     return config.load(["experiment=pfedpg-small", f"model.weights={checkpoint}", "train.device=cpu", *overrides])
 
@@ -126,9 +126,9 @@ def test_backbone_stays_frozen_and_only_the_prompt_delta_travels(checkpoint):
 
 
 def test_domain_shift_and_pretraining_holdout(checkpoint):
-    from clients.data import local_data
-    from tasks.holdout import pretrain_indices
-    from tasks.partitions import build_federation
+    from flowerbed.clients.data import local_data
+    from flowerbed.tasks.holdout import pretrain_indices
+    from flowerbed.tasks.partitions import build_federation
 
     cfg = _cfg(checkpoint)
     fed = build_federation(cfg)
@@ -175,7 +175,7 @@ def test_clear_errors(tmp_path, capsys, checkpoint):
 
 
 def test_pretrain_augmentation_shifts_and_flips_each_image_on_its_own():
-    from clients.augment import crop_flip
+    from flowerbed.clients.augment import crop_flip
 
     x = torch.arange(64 * 3 * 8 * 8, dtype=torch.float32).reshape(64, 3, 8, 8) + 1  # no zeros: padding shows as 0
     out = crop_flip(x, torch.Generator().manual_seed(0), pad=2)

@@ -8,7 +8,7 @@ import math
 import pytest
 from scipy.stats import norm
 
-from strategies.privacy import Accountant
+from flowerbed.strategies.privacy import Accountant
 from tests.conftest import flowerbed, read_metrics, run
 from tests.test_deploy import processes  # noqa: F401 (the fixture that stops every process started)
 
@@ -156,7 +156,7 @@ def test_secure_aggregation_with_central_dp_deployed_on_loopback(tmp_path, proce
     """A real SuperLink (TLS, node authentication) and two SuperNodes: SecAgg+ under central DP
     with client-side clipping gives the sequential engine's numbers. Kept to one round and two
     nodes: every SecAgg+ stage is a fresh ClientApp process on each node."""
-    from simulations import config
+    from flowerbed.simulations import config
     from tests.test_deploy import Federation, close
 
     overrides = ["model=mlp", "clients.num=2", "rounds=1", "train.local_epochs=1", "clients.timeout=120",

@@ -15,9 +15,9 @@ from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
 from flwr.supercore.task_identity import TaskIdentity
 
-from simulations.config import app_config_defaults
-from strategies.registry import build_strategy
-from tasks.records import TensorArray, snapshot, tensor_record, wire_bytes
+from flowerbed.simulations.config import app_config_defaults
+from flowerbed.strategies.registry import build_strategy
+from flowerbed.tasks.records import TensorArray, snapshot, tensor_record, wire_bytes
 from tests.conftest import run
 
 
@@ -109,7 +109,7 @@ def test_device_screening_rejects_what_the_numpy_screening_rejects():
 def test_each_in_process_node_edits_its_own_records_and_shares_the_arrays():
     """A mod may pop a key from what its node received (SecAgg+ pops its stage); the other nodes of
     the round, sent the same content, must not see that. The arrays are shared, never serialised."""
-    from simulations.engines.inprocess import node_copy
+    from flowerbed.simulations.engines.inprocess import node_copy
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
     arrays = snapshot(_state(0))
@@ -156,7 +156,7 @@ def test_in_process_engines_make_no_bytes_unless_asked(tmp_path, monkeypatch, en
     monkeypatch.setattr(Array, "from_numpy_ndarray", classmethod(lambda cls, a: made.append(a.shape) or serialise(cls, a)))
     metrics = run(tmp_path / engine, f"engine={engine}", "clients.max_update_norm=1000")
     assert made == []
-    from tasks.models import build_model
+    from flowerbed.tasks.models import build_model
 
     model = ArrayRecord(build_model("cnn", (1, 8, 8), 10, 0).state_dict()).count_bytes()
     assert metrics[1]["comm/bytes_up"] == metrics[1]["clients/trained"] * model

@@ -2,9 +2,9 @@
 
 import tomllib
 
-from clients.registry import CLIENTS
-from simulations.config import app_config_defaults, group_options, known_keys, option_defaults, pyproject_path
-from strategies.registry import STRATEGIES
+from flowerbed.clients.registry import CLIENTS
+from flowerbed.simulations.config import app_config_defaults, group_options, known_keys, option_defaults, pyproject_path
+from flowerbed.strategies.registry import STRATEGIES
 
 
 def test_client_and_server_registries_hold_the_same_names():
@@ -17,7 +17,7 @@ def test_every_algorithm_config_names_a_registered_algorithm():
 
 def test_pyproject_app_config_is_generated_from_the_hydra_defaults():
     declared = tomllib.loads(pyproject_path().read_text())["tool"]["flwr"]["app"]["config"]
-    assert declared == app_config_defaults(), "run `python -m simulations.config` after changing simulations/conf/"
+    assert declared == app_config_defaults(), "run `python -m flowerbed.simulations.config` after changing simulations/conf/"
     assert set(declared) == known_keys()  # the keys an override may name, read fast from the YAML files
 
 

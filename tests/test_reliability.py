@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients import faults
+from flowerbed.clients import faults
 from tests.conftest import flowerbed, read_metrics, run, untimed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def test_median_of_replies_is_the_aggregate():
 
     from flwr.serverapp.strategy import FedAvg
 
-    from strategies import robust
+    from flowerbed.strategies import robust
 
     from flwr.supercore.task_identity import TaskIdentity
 
@@ -110,7 +110,7 @@ def test_median_of_replies_is_the_aggregate():
 # -- interrupted runs ------------------------------------------------------------------------------
 def _start(run_dir: Path, *overrides: str) -> subprocess.Popen:
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "simulations.cli", "run", "experiment=smoke", f"output.dir={run_dir}", *overrides],
+    return subprocess.Popen([sys.executable, "-m", "flowerbed.simulations.cli", "run", "experiment=smoke", f"output.dir={run_dir}", *overrides],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from simulations.report import find_runs, mean_std, swept_keys, table
+from flowerbed.simulations.report import find_runs, mean_std, swept_keys, table
 from tests.conftest import flowerbed
 
 
@@ -99,7 +99,7 @@ def test_private_runs_get_an_epsilon_column_and_an_accuracy_vs_epsilon_figure(tm
     assert "ε (at δ)" in text and "| 5.00 ± 0.00 (δ 1e-03) |" in text and "| 20.00 ± 0.00 (δ 1e-03) |" in text
     assert "](accuracy_vs_epsilon.png)" in text and (tmp_path / "out" / "accuracy_vs_epsilon.png").stat().st_size > 1000
 
-    from simulations.report import accuracy_vs_epsilon
+    from flowerbed.simulations.report import accuracy_vs_epsilon
 
     runs = find_runs([tmp_path / "sweep"])
     panel = next(iter(accuracy_vs_epsilon(runs, swept_keys(runs)).values()))

@@ -22,7 +22,7 @@ def test_a_run_writes_config_metrics_summary_and_checkpoint(run_dir):
 
 
 def test_bytes_counted_are_the_model_each_way(run_dir):
-    from tasks.models import build_model
+    from flowerbed.tasks.models import build_model
 
     metrics = run(run_dir)
     model_bytes = sum(t.numel() * t.element_size() for t in build_model("cnn", (1, 8, 8), 10, 0).state_dict().values())
@@ -105,7 +105,7 @@ def test_a_run_starts_from_another_runs_global_model(tmp_path):
     assert cold[0]["global/acc"] != first[-1]["global/acc"]
     import torch
 
-    from tasks.models import build_model
+    from flowerbed.tasks.models import build_model
 
     state = tmp_path / "weights.pt"
     torch.save(build_model("cnn", (1, 8, 8), 10, 7).state_dict(), state)

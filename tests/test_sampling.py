@@ -4,8 +4,8 @@ import numpy as np
 from flwr.app import ArrayRecord, Error, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from simulations.config import app_config_defaults
-from strategies.registry import build_strategy
+from flowerbed.simulations.config import app_config_defaults
+from flowerbed.strategies.registry import build_strategy
 
 
 def strategy(fraction=0.5, seed=0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from simulations.sweep import expand, split_args
+from flowerbed.simulations.sweep import expand, split_args
 from tests.conftest import flowerbed, read_metrics, untimed
 
 

@@ -19,13 +19,13 @@ from flwr.app import Error, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 from rich.console import Console
 
-from clients import state
-from clients.batched import BATCHED_EVALUATE, Cohort, batched_form
-from clients.data import client_index
-from clients.privacy import apply_to_reply
-from simulations.engines.inprocess import CLIENT_EXCEPTION, InProcessGrid
-from tasks.errors import ConfigError
-from tasks.models import resolve_device
+from flowerbed.clients import state
+from flowerbed.clients.batched import BATCHED_EVALUATE, Cohort, batched_form
+from flowerbed.clients.data import client_index
+from flowerbed.clients.privacy import apply_to_reply
+from flowerbed.simulations.engines.inprocess import CLIENT_EXCEPTION, InProcessGrid
+from flowerbed.tasks.errors import ConfigError
+from flowerbed.tasks.models import resolve_device
 
 console = Console(stderr=True)
 

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from deploy.export import run_config_toml
-from deploy.processes import PROJECT_ROOT, flower_env, free_port, stop, wait_healthy
+from flowerbed.deploy.export import run_config_toml
+from flowerbed.deploy.processes import PROJECT_ROOT, flower_env, free_port, stop, wait_healthy
 
 CONNECTION = "flowerbed"  # the name of the connection to our SuperLink in its FLWR_HOME/config.toml
 
