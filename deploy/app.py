@@ -4,8 +4,8 @@
 SuperNode: a device has the packages flowerbed imports, not flowerbed itself (docs/deploy.md). An
 installed flowerbed has no checkout whose pyproject.toml could be that folder, so it is written:
 a pyproject.toml naming flowerbed's ServerApp and ClientApp and declaring every run-config key, and
-the flowerbed package laid out as in the wheel, copied from wherever this process imported it (site
--packages, or the top-level folders of a checkout). A checkout writes the same folder, so the
+the flowerbed package laid out as in the wheel, copied from wherever this process imported it
+(site-packages, or the top-level folders of a checkout). A checkout writes the same folder, so the
 engine and `flowerbed deploy` have one code path whichever way flowerbed was installed.
 """
 
@@ -23,7 +23,7 @@ from flowerbed.tasks.errors import ConfigError
 # the subpackages the wheel holds (pyproject.toml's [tool.hatch.build.targets.wheel.sources])
 SUBPACKAGES = ("server", "clients", "strategies", "tasks", "simulations", "deploy")
 SERVERAPP, CLIENTAPP = "flowerbed.server.app:app", "flowerbed.clients.app:app"
-MARK = "# A Flower app written by flowerbed (deploy/app.py); written again on every `flowerbed deploy app`."
+MARK = "# A Flower app written by flowerbed (deploy/app.py); flowerbed writes over it, never over another project's."
 
 
 def package_folder(name: str) -> Path:

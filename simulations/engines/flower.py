@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from flowerbed.deploy.export import run_config_toml
 from flowerbed.deploy.app import write_app
+from flowerbed.deploy.export import run_config_toml
 from flowerbed.deploy.processes import flower_env, free_port, stop, wait_healthy
 
 CONNECTION = "flowerbed"  # the name of the connection to our SuperLink in its FLWR_HOME/config.toml
