@@ -1,5 +1,9 @@
 """flowerbed: a federated learning simulator and runtime on Flower.
 
+    from flowerbed import run
+    results = run(["algorithm=fedprox", "rounds=5"])   # or run({"algorithm": "fedprox", "rounds": 5})
+    results.metrics[-1]["global/acc"], results.summary["best/global/acc"]
+
 Everything is imported under this one name (`flowerbed.strategies.fedloge`, `flowerbed.tasks.models`,
 ...), so a user's own `tasks.py` or `server.py` never shadows a flowerbed module.
 
@@ -22,3 +26,12 @@ try:
     __version__ = metadata.version("flowerbed")
 except metadata.PackageNotFoundError:  # a checkout that was never installed (flwr run . of a bare copy)
     __version__ = "0+unknown"
+
+
+def run(config=None):
+    """Run one simulation as `flowerbed run` does and return its `Results` (per-round metrics, summary,
+    config, folder); a bad config raises `ConfigError` (a ValueError) with the command's one line.
+    Imported here on first use: `import flowerbed` stays light (no torch)."""
+    from flowerbed.simulations.api import run as run_simulation
+
+    return run_simulation(config)

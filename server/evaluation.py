@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, MetricRecord
 
 from flowerbed.tasks.metrics import classification_metrics, group_accuracy, predict
 from flowerbed.tasks.models import build_model
@@ -50,3 +52,14 @@ class CentralEvaluator:
         for name, acc in group_accuracy(result["per_class"], self.fed.shot_groups).items():
             metrics[f"{prefix}/acc_{name}"] = acc
         return metrics
+
+
+def evaluate_fn(cfg: dict) -> Callable[[int, ArrayRecord], MetricRecord]:
+    """Flower's `evaluate_fn(server_round, arrays)` for `Strategy.start` in a user's own ServerApp:
+    flowerbed's central evaluation on the balanced test set of the run config `cfg` (its dataset,
+    partition and model keys), the metrics `flowerbed run` writes (`global/acc`, `global/loss`, ...)."""
+    from flowerbed.tasks.models import resolve_device
+    from flowerbed.tasks.partitions import build_federation
+
+    evaluator = CentralEvaluator(cfg, build_federation(cfg), resolve_device(str(cfg.get("train.device", "cpu"))))
+    return lambda server_round, arrays: MetricRecord(evaluator(arrays))
