@@ -416,12 +416,14 @@ def _check_domains(flat: dict) -> None:
 def validate_data(flat: dict[str, Scalar]) -> None:
     """Build the federation and the model once: what only the data can tell (classes, sizes, files)."""
     from flowerbed.strategies.registry import LOCAL_BATCHNORM
-    from flowerbed.tasks.models import batchnorm_keys, build_model
+    from flowerbed.tasks.models import MODELS, batchnorm_keys, build_model, check_fits
     from flowerbed.tasks.partitions import build_federation
 
     fed = build_federation(flat)
     classes = fed.data.num_classes
     model = build_model(str(flat["model.name"]), fed.data.input_shape, classes, 0, flat)
+    if flat["model.name"] not in MODELS:  # your own (tasks/plugins.py): does it take these samples?
+        check_fits(model, str(flat["model.name"]), fed.data.input_shape, classes)
     name = flat["algorithm.name"]
     if name in LOCAL_BATCHNORM and not batchnorm_keys(model.state_dict()):
         raise ConfigError.invalid("model.name", flat["model.name"], f"a model with BatchNorm layers for algorithm.name={name} "

@@ -184,6 +184,23 @@ def model_builder(name: str) -> Callable[..., nn.Module]:
     return builder
 
 
+def check_fits(model: nn.Module, name: str, input_shape: tuple[int, ...], num_classes: int) -> None:
+    """One line, before any work, if a model (your own, typically) cannot take this dataset's samples
+    or does not give one logit per class: otherwise the run would fail mid-way with torch's traceback."""
+    x = torch.zeros((2, *input_shape))
+    try:
+        with torch.no_grad():
+            logits = model.eval()(x)
+    except Exception as err:  # whatever the user's forward raises
+        detail = f"{type(err).__name__}: {err}".splitlines()[0]
+        raise ConfigError.invalid("model.name", name, f"a model that takes this dataset's samples of shape {tuple(input_shape)} ({detail})") from err
+    finally:
+        model.train()
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (2, num_classes):
+        got = tuple(logits.shape[1:]) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ConfigError.invalid("model.name", name, f"a model that gives {num_classes} logits per sample (this one gives {got})")
+
+
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int, cfg: dict | None = None) -> nn.Module:
     """The named model, its initial weights a function of the seed alone (and of pretrained weights
     for models that read the run config `cfg`, e.g. `model.weights`).

@@ -71,6 +71,8 @@ def test_flowerbed_run_trains_a_users_model_on_a_users_dataset_from_outside_the_
     ("dataset.name=errlab.data:lod", "dataset.name='errlab.data:lod' is not valid: package.module:function: module errlab.data has no 'lod'"),
     ("model.name=errlab.nets:", "model.name='errlab.nets:' is not valid: package.module:function, both parts given"),
     ("model.name=mynett", "model.name='mynett' is not valid: one of cnn, "),
+    ("model.name=errlab.nets:build_net", "model.name='errlab.nets:build_net' is not valid: a model that takes this dataset's "
+                                         "samples of shape (1, 8, 8) (RuntimeError: mat1 and mat2 shapes cannot be multiplied"),
 ])
 def test_a_bad_reference_is_one_line_naming_key_value_and_what_is_wrong(override, says, tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(user_package(tmp_path / "user", "errlab")))
