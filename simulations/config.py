@@ -533,15 +533,25 @@ def app_config_toml() -> str:
 
 
 def pyproject_path() -> Path:
+    """The checkout's pyproject.toml (an installed flowerbed has none: writing it is a developer's step)."""
     return Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
 def write_pyproject() -> None:
+    if not pyproject_path().is_file():
+        raise ConfigError(f"no pyproject.toml at {pyproject_path()}: this writes a checkout's app config; "
+                          "run it from a checkout (an installed flowerbed writes its app with `flowerbed deploy app DIR`)")
     text = pyproject_path().read_text()
     start, end = text.index(BEGIN), text.index(END) + len(END)
     pyproject_path().write_text(text[:start] + app_config_toml() + text[end:])
 
 
 if __name__ == "__main__":
-    write_pyproject()
+    try:
+        write_pyproject()
+    except ConfigError as err:
+        import sys
+
+        print(f"flowerbed: error: {err}", file=sys.stderr)
+        sys.exit(2)
     print(f"updated [tool.flwr.app.config] in {pyproject_path()}")

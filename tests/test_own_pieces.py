@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from flowerbed.deploy.processes import PROJECT_ROOT
 from flowerbed.tasks.errors import ConfigError
+from tests.conftest import ROOT as PROJECT_ROOT
 from tests.conftest import flowerbed, read_metrics
 
 NETS = '''
