@@ -1,5 +1,9 @@
 """flowerbed: a federated learning simulator and runtime on Flower.
 
+    from flowerbed import run
+    results = run(["algorithm=fedprox", "rounds=5"])   # or run({"algorithm": "fedprox", "rounds": 5})
+    results.metrics[-1]["global/acc"], results.summary["best/global/acc"]
+
 Everything is imported under this one name (`flowerbed.strategies.fedloge`, `flowerbed.tasks.models`,
 ...), so a user's own `tasks.py` or `server.py` never shadows a flowerbed module.
 
@@ -18,6 +22,15 @@ _here = _os.path.dirname(_os.path.abspath(__file__))
 _root = _os.path.dirname(_here)
 if not _os.path.isdir(_os.path.join(_here, "server")) and _os.path.isfile(_os.path.join(_root, "server", "app.py")):
     __path__.append(_root)
+
+
+def run(config=None):
+    """Run one simulation as `flowerbed run` does and return its `Results` (per-round metrics, summary,
+    config, folder); a bad config raises `ConfigError` (a ValueError) with the command's one line.
+    Imported here on first use: `import flowerbed` stays light (no torch)."""
+    from flowerbed.simulations.api import run as run_simulation
+
+    return run_simulation(config)
 
 
 def __getattr__(name: str) -> str:
