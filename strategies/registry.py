@@ -9,7 +9,7 @@ from typing import Callable
 
 from flwr.serverapp.strategy import Strategy
 
-from flowerbed.strategies import fedbn, fedlabel, fedloge, flower, fraug, pfedpg
+from flowerbed.strategies import ccvr, fedbn, fedlabel, fedlc, fedloge, fedrod, flower, fraug, pfedpg
 from flowerbed.strategies import privacy, robust
 from flowerbed.strategies.sampling import mean_over_clients
 from flowerbed.tasks.errors import ConfigError
@@ -41,6 +41,9 @@ STRATEGIES: dict[str, Callable[[dict], Strategy]] = {
     "fedloge": lambda c: fedloge.FedLoGe(**fedloge.options(c), **common(c)),
     "fedrep": lambda c: flower.FedAvg(**common(c)),  # the personal head is the client's business
     "fedbabu": lambda c: flower.FedAvg(**common(c)),
+    "fedrod": lambda c: fedrod.FedRoD(**common(c)),  # the personal head is the client's business
+    "fedlc": lambda c: fedlc.FedLC(**common(c)),
+    "ccvr": lambda c: ccvr.CCVR(**ccvr.options(c), **common(c)),
     "fedavgm": lambda c: flower.FedAvgM(
         server_learning_rate=float(c["algorithm.server_lr"]), server_momentum=float(c["algorithm.server_momentum"]), **common(c)
     ),
