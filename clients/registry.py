@@ -15,6 +15,7 @@ from flowerbed.clients.fedrep import FedRepClient
 from flowerbed.clients.fedrod import FedRoDClient
 from flowerbed.clients.fixmatch import FixMatchClient
 from flowerbed.clients.fraug import FRAugClient
+from flowerbed.clients.uda import UDAClient
 from flowerbed.clients.pfedpg import PromptClient
 
 CLIENTS: dict[str, type[ClientAlgorithm]] = {
@@ -29,6 +30,7 @@ CLIENTS: dict[str, type[ClientAlgorithm]] = {
     "ccvr": CCVRClient,
     "fedlabel": FedLabelClient,
     "fixmatch": FixMatchClient,
+    "uda": UDAClient,
     "fedbn": FedBNClient,
     # FRAug and its ablations (the client reads which parts are on from the name)
     "fraug": FRAugClient,

@@ -247,6 +247,8 @@ CHECKS: dict[str, Callable] = {
     "algorithm.threshold": _num(float, 0, 1, high_open=True),
     "algorithm.lambda_u": _num(float, 0),
     "algorithm.calibration_tau": _num(float, 0),
+    "algorithm.uda_temperature": _num(float, 0, low_open=True),
+    "algorithm.uda_threshold": _num(float, 0, 1, high_open=True),
     "algorithm.virtual_per_class": _num(int, 1),
     "algorithm.calibration_epochs": _num(int, 0),
     "algorithm.calibration_lr": _num(float, 0, low_open=True),
