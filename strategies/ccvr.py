@@ -16,7 +16,8 @@ Choices where the paper is silent or loose:
 - the head is retrained for `algorithm.calibration_epochs` passes of mini-batches of 64 by SGD with
   `algorithm.calibration_lr` and momentum 0.9; the draws and the shuffles are seeded by
   (seed, round), so a run repeats exactly;
-- round 0 (no statistics yet) scores the uncalibrated model under both names.
+- round 0 (no statistics yet) scores the uncalibrated model under both names;
+- the statistics travel in the clear, as in the paper: `privacy.*` protects the trained models only.
 """
 
 from __future__ import annotations
