@@ -37,6 +37,7 @@ ROWS = [
     ("FedRoD, generic head on the local test sets (personalized only)", "fedrod", None, "personal_generic"),
     ("FedLC (global model)", "fedlc", "global", "personal"),
     ("CCVR (recalibrated head / FedAvg's model, uncalibrated)", "ccvr", "global", "personal"),
+    ("CCVR, FedAvg's own head (generic only: the same training as FedAvg)", "ccvr", "global_raw", None),
 ]
 
 
@@ -63,7 +64,7 @@ def table(out: Path, seeds: list[int], methods: list[str] = METHODS) -> str:
             continue
         last = final(out, method, seeds)
         cells = [plus_minus([r[f"{g}/{k}"] for r in last] if g else []) for k in ("acc", "acc_many", "acc_medium", "acc_few")]
-        cells += [plus_minus([r[f"{p}/acc"] for r in last]), plus_minus([r[f"{p}/acc_masked"] for r in last])]
+        cells += [plus_minus([r[f"{p}/{k}"] for r in last] if p else []) for k in ("acc", "acc_masked")]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
