@@ -47,6 +47,7 @@ from flowerbed.clients.core import batches_from, generator
 from flowerbed.clients.data import local_data
 from flowerbed.clients.fedavg import FedAvgClient
 from flowerbed.clients.fedlabel import FedLabelClient, combine, fit_metrics, local_plan, pseudo_labels, semi_supervised_loss
+from flowerbed.clients.fedlc import FedLCClient, calibrated_cross_entropy, calibration, label_counts
 from flowerbed.clients.fedloge import FedLoGeClient, FedLoGeNet
 from flowerbed.clients.fedprox import FedProxClient
 from flowerbed.tasks.classification import ClassificationTask, client_scores
@@ -297,6 +298,21 @@ def fedprox(cohort: Cohort) -> list[RecordDict]:
     return local_sgd(cohort, proximal(task_of(cohort.cfg).stacked_loss), anchor_and_mu)
 
 
+def fedlc(cohort: Cohort) -> list[RecordDict]:
+    """FedLCClient.fit for a cohort: each client's logits shifted by its own tau * n_c^(-1/4)."""
+    _, labels, labeled = resident_data(cohort.cfg, cohort.device)
+    num_classes, tau = build_federation(cohort.cfg).data.num_classes, float(cohort.cfg["algorithm.calibration_tau"])
+
+    def shifts(params: Tensors, order: list[int]) -> Tensors:
+        counts = [label_counts(labels[torch.as_tensor(labeled[cohort.client_ids[k]])], num_classes) for k in order]
+        return {"shift": torch.stack([calibration(n, tau) for n in counts])}
+
+    def calibrated(model: nn.Module, p: Tensors, b: Tensors, x: torch.Tensor, y: torch.Tensor, e: Tensors) -> torch.Tensor:
+        return calibrated_cross_entropy(functional_call(model, (p, b), (x,)), y, e["shift"])
+
+    return local_sgd(cohort, calibrated, shifts)
+
+
 class _FedLoGeObjective(FedLoGeNet):
     """FedLoGe's three-head loss as `forward`, so that `functional_call` runs it."""
 
@@ -439,6 +455,7 @@ def fedlabel(cohort: Cohort) -> list[RecordDict]:
 BATCHED: dict[type[ClientAlgorithm], Callable[[Cohort], list[RecordDict]]] = {
     FedAvgClient: local_sgd,
     FedProxClient: fedprox,
+    FedLCClient: fedlc,
     FedLoGeClient: fedloge,
     FedLabelClient: fedlabel,
 }
@@ -446,6 +463,7 @@ BATCHED: dict[type[ClientAlgorithm], Callable[[Cohort], list[RecordDict]]] = {
 BATCHED_EVALUATE: dict[type[ClientAlgorithm], Callable[[Cohort], list[RecordDict]]] = {
     FedAvgClient: evaluate_received,
     FedProxClient: evaluate_received,
+    FedLCClient: evaluate_received,
 }
 
 

@@ -8,7 +8,8 @@ FedLabel only the local (current) model labels, and there is no consistency term
 
 The steps follow `train.local_steps`/`train.local_epochs` over the labeled data, as FedAvg's do;
 each step draws an unlabeled batch of the same size. Views come from `flowerbed.clients.augment`.
-The reply weighs the client by all its samples, labeled and unlabeled.
+The reply weighs the client by all its samples, labeled and unlabeled. A semi-supervised client
+half with another unlabeled term (UDA: clients/uda.py) overrides `unlabeled_term` alone.
 """
 
 from __future__ import annotations
@@ -24,12 +25,21 @@ from flowerbed.clients.core import batch_plan, batches_from, sgd, sgd_train
 
 
 class FixMatchClient(ClientAlgorithm):
+    name = "fixmatch"  # the prefix of the diagnostics
+
+    def unlabeled_term(self, teacher: torch.Tensor, student: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the unlabeled loss, which samples it kept) from the logits of the weak view (no gradient)
+        and of the strong view: FixMatch's hard pseudo-labels above the threshold."""
+        top, pseudo = F.softmax(teacher, dim=1).max(dim=1)
+        mask = top > float(self.cfg["algorithm.threshold"])
+        return (F.cross_entropy(student, pseudo, reduction="none") * mask).mean(), mask
+
     def fit(self, model: nn.Module, msg: Message) -> dict:
         cfg, d, rnd = self.cfg, self.data, self.server_round(msg)
         labeled = batches_from(cfg, len(d.y_labeled), self.generator(rnd))
         unlabeled = iter(batch_plan(len(d.y_unlabeled), int(cfg["train.batch_size"]), 0, len(labeled), self.generator(rnd, "unlabeled")))
         gen = self.generator(rnd, "strong")
-        threshold, lambda_u = float(cfg["algorithm.threshold"]), float(cfg["algorithm.lambda_u"])
+        lambda_u = float(cfg["algorithm.lambda_u"])
         seen, kept, correct = 0, 0, 0
 
         def loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -40,17 +50,16 @@ class FixMatchClient(ClientAlgorithm):
                 return supervised
             x_u = d.x_unlabeled[idx.to(d.x_unlabeled.device)]
             with torch.no_grad():
-                top, pseudo = F.softmax(m(weak_view(x_u, gen)), dim=1).max(dim=1)
-            mask = top > threshold
+                teacher = m(weak_view(x_u, gen))
+            unsup, mask = self.unlabeled_term(teacher, m(strong_view(x_u, gen)))
             seen, kept = seen + len(idx), kept + int(mask.sum())
-            correct += int((pseudo[mask] == d.y_unlabeled[idx.to(d.y_unlabeled.device)][mask]).sum())
-            unsup = (F.cross_entropy(m(strong_view(x_u, gen)), pseudo, reduction="none") * mask).mean()
+            correct += int((teacher.argmax(dim=1)[mask] == d.y_unlabeled[idx.to(d.y_unlabeled.device)][mask]).sum())
             return supervised + lambda_u * unsup
 
         train_loss = sgd_train(model, d.x_labeled, d.y_labeled, labeled, sgd(model.parameters(), cfg), loss)
         return {
             "train/loss": train_loss,
-            "fixmatch/pseudo_acc": correct / kept if kept else 0.0,
-            "fixmatch/coverage": kept / seen if seen else 0.0,
+            f"{self.name}/pseudo_acc": correct / kept if kept else 0.0,
+            f"{self.name}/coverage": kept / seen if seen else 0.0,
             "num-examples": len(d.y_labeled) + len(d.y_unlabeled),
         }

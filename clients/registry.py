@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from flowerbed.clients.base import ClientAlgorithm
+from flowerbed.clients.ccvr import CCVRClient
 from flowerbed.clients.fedavg import FedAvgClient
 from flowerbed.clients.fedbabu import FedBABUClient
 from flowerbed.clients.fedbn import FedBNClient
 from flowerbed.clients.fedloge import FedLoGeClient
 from flowerbed.clients.fedlabel import FedLabelClient
+from flowerbed.clients.fedlc import FedLCClient
 from flowerbed.clients.fedprox import FedProxClient
 from flowerbed.clients.fedrep import FedRepClient
+from flowerbed.clients.fedrod import FedRoDClient
 from flowerbed.clients.fixmatch import FixMatchClient
 from flowerbed.clients.fraug import FRAugClient
+from flowerbed.clients.uda import UDAClient
 from flowerbed.clients.pfedpg import PromptClient
 from flowerbed.tasks import plugins
 
@@ -21,8 +25,13 @@ CLIENTS: dict[str, type[ClientAlgorithm]] = {
     "fedloge": FedLoGeClient,  # FedLoGe and its personalized baselines
     "fedrep": FedRepClient,
     "fedbabu": FedBABUClient,
+    "fedrod": FedRoDClient,
+    # long-tail calibration: of the logits in training (FedLC), of the head after it (CCVR)
+    "fedlc": FedLCClient,
+    "ccvr": CCVRClient,
     "fedlabel": FedLabelClient,
     "fixmatch": FixMatchClient,
+    "uda": UDAClient,
     "fedbn": FedBNClient,
     # FRAug and its ablations (the client reads which parts are on from the name)
     "fraug": FRAugClient,

@@ -34,6 +34,7 @@ METHODS = {  # key: (row label, overrides)
     "fedavg-crop-flip": ("FedAvg (labeled only), crop+flip", ["algorithm=fedavg", "train.augment=crop-flip"]),
     "fedavg-strong": ("FedAvg (labeled only), RandAugment", ["algorithm=fedavg", "train.augment=strong"]),
     "fixmatch": ("FedAvg+FixMatch", ["algorithm=fixmatch"]),
+    "uda": ("FedAvg+UDA", ["algorithm=uda"]),
     "fedavg-100": ("FedAvg (100% labels)", ["algorithm=fedavg", "partition.labeled_fraction=1.0"]),
 }
 LAST = 5  # evaluations averaged in the smoothed column

@@ -3,10 +3,12 @@
     python -m flowerbed.experiments.fedloge_table --out /tmp/fedloge --plot docs/results/fedloge-norms.png
     python -m flowerbed.experiments.fedloge_table --out /tmp/fedloge-c10 --plot docs/results/fedloge-norms-cifar10-lt.png \
         --preset fedloge-cifar10-lt-cpu dataset.path=../shared/data/cifar10-jpeg.tar.gz --methods fedloge fedavg
+    python -m flowerbed.experiments.fedloge_table --out /tmp/fedloge-c10 --preset fedloge-cifar10-lt-cpu \
+        dataset.path=/work/shared/data/cifar10-jpeg.tar.gz --methods fedrod fedlc ccvr
 
 Runs `flowerbed run experiment=<--preset> <overrides> algorithm=... seed=...` per method and seed
 (skipping runs that already finished), prints a Markdown table of the final round (mean ± std over
-seeds), and plots FedLoGe's class norms against class frequency: |psi_c| (server checkpoint)
+seeds), and, when FedLoGe is among the methods, plots its class norms against class frequency: |psi_c| (server checkpoint)
 against the global class count, |phi_k,c| (every client's saved state) against the client's own count.
 """
 
@@ -20,7 +22,7 @@ import numpy as np
 from flowerbed.experiments.runs import history, plus_minus, run_once
 from flowerbed.simulations.plots import save_figure
 
-METHODS = ["fedloge", "fedavg", "fedprox", "fedrep", "fedbabu"]
+METHODS = ["fedloge", "fedavg", "fedprox", "fedrep", "fedbabu", "fedrod", "fedlc", "ccvr"]
 # (row label, method, metric prefix for generic acc, metric prefix for personalized acc)
 ROWS = [
     ("FedLoGe (GLA-FR: row-normalised psi / phi_k + norm-transferred psi)", "fedloge", "global", "personal"),
@@ -31,6 +33,11 @@ ROWS = [
     ("FedProx (global model)", "fedprox", "global", "personal"),
     ("FedRep (averaged heads / own head)", "fedrep", "global", "personal"),
     ("FedBABU (fixed head / fine-tuned)", "fedbabu", "global", "personal"),
+    ("FedRoD (BSM generic head / generic + personal head)", "fedrod", "global", "personal"),
+    ("FedRoD, generic head on the local test sets (personalized only)", "fedrod", None, "personal_generic"),
+    ("FedLC (global model)", "fedlc", "global", "personal"),
+    ("CCVR (recalibrated head / FedAvg's model, uncalibrated)", "ccvr", "global", "personal"),
+    ("CCVR, FedAvg's own head (generic only: the same training as FedAvg)", "ccvr", "global_raw", None),
 ]
 
 
@@ -57,7 +64,7 @@ def table(out: Path, seeds: list[int], methods: list[str] = METHODS) -> str:
             continue
         last = final(out, method, seeds)
         cells = [plus_minus([r[f"{g}/{k}"] for r in last] if g else []) for k in ("acc", "acc_many", "acc_medium", "acc_few")]
-        cells += [plus_minus([r[f"{p}/acc"] for r in last]), plus_minus([r[f"{p}/acc_masked"] for r in last])]
+        cells += [plus_minus([r[f"{p}/{k}"] for r in last] if p else []) for k in ("acc", "acc_masked")]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -114,9 +121,10 @@ def main() -> None:
     args.extra = [f"experiment={args.preset}", *args.extra]  # the preset first, then the user's overrides
     run_all(args.out, args.seeds, args.extra, args.methods)
     print(table(args.out, args.seeds, args.methods))
-    figure = args.plot or args.out / "norms.png"
-    plot(args.out, args.seeds, figure, args.extra)
-    print(f"wrote {figure}")
+    if "fedloge" in args.methods:  # the figure is of FedLoGe's heads
+        figure = args.plot or args.out / "norms.png"
+        plot(args.out, args.seeds, figure, args.extra)
+        print(f"wrote {figure}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from typing import Callable
 
 from flwr.serverapp.strategy import Strategy
 
-from flowerbed.strategies import fedbn, fedlabel, fedloge, flower, fraug, pfedpg
+from flowerbed.strategies import ccvr, fedbn, fedlabel, fedlc, fedloge, fedrod, flower, fraug, pfedpg, uda
 from flowerbed.strategies import privacy, robust
 from flowerbed.strategies.sampling import mean_over_clients
 from flowerbed.tasks import plugins
@@ -38,10 +38,14 @@ STRATEGIES: dict[str, Callable[[dict], Strategy]] = {
     "fedavg": lambda c: flower.FedAvg(**common(c)),
     "fedlabel": lambda c: fedlabel.FedLabel(**common(c)),
     "fixmatch": lambda c: flower.FedAvg(**common(c)),
+    "uda": lambda c: uda.UDA(**common(c)),
     "fedprox": lambda c: flower.FedProx(proximal_mu=float(c["algorithm.proximal_mu"]), **common(c)),
     "fedloge": lambda c: fedloge.FedLoGe(**fedloge.options(c), **common(c)),
     "fedrep": lambda c: flower.FedAvg(**common(c)),  # the personal head is the client's business
     "fedbabu": lambda c: flower.FedAvg(**common(c)),
+    "fedrod": lambda c: fedrod.FedRoD(**common(c)),  # the personal head is the client's business
+    "fedlc": lambda c: fedlc.FedLC(**common(c)),
+    "ccvr": lambda c: ccvr.CCVR(**ccvr.options(c), **common(c)),
     "fedavgm": lambda c: flower.FedAvgM(
         server_learning_rate=float(c["algorithm.server_lr"]), server_momentum=float(c["algorithm.server_momentum"]), **common(c)
     ),

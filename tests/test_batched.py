@@ -33,6 +33,8 @@ CASES = {
     # unequal client sizes (Dirichlet), a short last batch, momentum and weight decay as torch SGD
     "fedavg-momentum": [*FAKE, "algorithm=fedavg", "train.momentum=0.9", "train.weight_decay=0.001", "train.batch_size=7"],
     "fedprox": [*FAKE, "algorithm=fedprox", "algorithm.proximal_mu=0.5", "train.local_steps=5", "train.local_epochs=0"],
+    # FedLC: each client's own calibration shift from its label counts
+    "fedlc": [*FAKE, "algorithm=fedlc", "algorithm.calibration_tau=0.5", "train.momentum=0.5"],
     # personal heads phi_k in context.state, the frozen SSE-C shared, three losses in one step
     "fedloge": [*FAKE, "algorithm=fedloge", "train.momentum=0.5"],
     # FedLabel: two stacked runs, pseudo-labels and strong views in between, r_k weights
