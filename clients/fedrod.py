@@ -29,7 +29,8 @@ import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from torch import nn
 
-from flowerbed.clients.base import ClientAlgorithm, local_test_metrics
+from flowerbed.clients.base import ClientAlgorithm
+from flowerbed.tasks.classification import client_scores
 from flowerbed.clients.core import batches_from, sgd, sgd_train
 from flowerbed.clients.fedlc import label_counts
 
@@ -77,6 +78,6 @@ class FedRoDClient(ClientAlgorithm):
         h = model.features(self.data.x_test)
         generic = model.classifier(h)
         y, num_classes = self.data.y_test, self.data.num_classes
-        metrics = {**local_test_metrics(generic + personal(h), y, num_classes, "personal"),
-                   **local_test_metrics(generic, y, num_classes, "personal_generic")}
+        metrics = {**client_scores(generic + personal(h), y, num_classes, "personal"),
+                   **client_scores(generic, y, num_classes, "personal_generic")}
         return RecordDict({"metrics": MetricRecord(metrics)})
