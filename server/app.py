@@ -17,7 +17,11 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    cfg = dict(context.run_config)
+    serve(grid, dict(context.run_config))
+
+
+def serve(grid: Grid, cfg: dict) -> None:
+    """Check what only the server can see (its output folder, the simulation's size), then run."""
     try:
         check_algorithm(cfg)
         RunDirectory(str(cfg["output.dir"])).check_writable("output.dir")
@@ -25,8 +29,13 @@ def main(grid: Grid, context: Context) -> None:
             check_simulation_size(grid, int(cfg["clients.num"]))
         run_federated(grid, cfg)
     except ConfigError as err:
-        if type(grid).__module__.startswith("flwr."):
-            # under `flwr run` the one line comes first; Flower then marks the run failed and adds
-            # the traceback it logs for every ServerApp that raises (`flowerbed` prints the line alone)
-            log(ERROR, "flowerbed: error: %s", err)
+        say_error(grid, err)
         raise
+
+
+def say_error(grid: Grid, err: ConfigError) -> None:
+    """Under `flwr run` the one line comes first; Flower then marks the run failed (its status says
+    the line too) and adds the traceback it logs for every ServerApp that raises (`flowerbed` prints
+    the line alone)."""
+    if type(grid).__module__.startswith("flwr."):
+        log(ERROR, "flowerbed: error: %s", err)
