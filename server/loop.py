@@ -279,9 +279,13 @@ def resume(checkpoint: dict, strategy, out: RunDirectory) -> tuple[ArrayRecord, 
 
 
 def progress_status(latest: dict, record: dict) -> str:
-    """The progress bar's text: the latest evaluated accuracies, and the privacy spent so far."""
+    """The progress bar's text: the latest evaluated accuracies, and the privacy spent so far. With
+    evaluate.every > 1 a round that was not evaluated shows the last evaluated round's, marked as such
+    (`acc 0.412 (round 2)`), not as its own."""
     status = " ".join(f"{name} {latest[key]:.3f}" for name, key in (("acc", "global/acc"), ("personal", "personal/acc"))
                       if key in latest)
+    if status and latest.get("round") != record.get("round"):
+        status += f" (round {latest['round']})"
     if "privacy/epsilon" in record:
         status += f"  ε {record['privacy/epsilon']:.2f}"
     return status

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -459,6 +461,9 @@ def check_device(device: str, cuda_devices: int, engine: str = "sequential", num
     On the `flower` engine Ray decides what a ClientApp sees: with `engine.num_gpus=0` it hides every
     GPU (CUDA_VISIBLE_DEVICES=""), and with a share it shows the one GPU it assigned, as cuda:0.
     """
+    if engine == "flower" and num_gpus > 0 and cuda_devices == 0 and not ray_cluster_running():
+        raise ConfigError.invalid("engine.num_gpus", num_gpus, "0: this machine has no CUDA device (torch.cuda.is_available() is "
+                                  "False) and no Ray cluster is running, so Ray could place no ClientApp that asks for a GPU")
     if not device.startswith("cuda"):
         return
     index = int(device.partition(":")[2] or 0)
@@ -473,6 +478,12 @@ def check_device(device: str, cuda_devices: int, engine: str = "sequential", num
     if engine == "flower" and index > 0:
         raise ConfigError.invalid("train.device", device, "cuda on engine=flower: Ray shows each ClientApp the GPU it assigned, "
                                   "as cuda:0 (choose GPUs with CUDA_VISIBLE_DEVICES)")
+
+
+def ray_cluster_running() -> bool:
+    """Whether Flower's simulation would attach to a Ray cluster (README, "Several GPUs, or a Ray
+    cluster"): its GPUs may be on other machines than this one."""
+    return bool(os.environ.get("RAY_ADDRESS")) or Path(tempfile.gettempdir(), "ray", "ray_current_cluster").exists()
 
 
 def load(overrides: list[str], load_data: bool = True, here: bool = False) -> dict[str, Scalar]:

@@ -78,13 +78,15 @@ def sigterm_interrupts() -> None:
 
 
 def _print_summary(out: Path) -> None:
+    """The headline numbers, then the run's folder on a line of its own (a table would wrap a long path)."""
     import json
 
     summary = json.loads((out / "summary.json").read_text())
-    table = Table(title=f"results in {out}")
+    table = Table(title="results")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in summary.items():
         if key.startswith(("final/global/acc", "final/personal/acc", "best/", "rounds", "train_time")):
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
+    console.print(f"in {out}", soft_wrap=True, highlight=False, markup=False)  # one line however narrow the terminal: it can be copied
