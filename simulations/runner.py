@@ -17,7 +17,6 @@ os.environ.setdefault("HYDRA_FULL_ERROR", "0")
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from flowerbed.tasks.errors import ConfigError  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole in logs
 
@@ -82,11 +81,11 @@ def _print_summary(out: Path) -> None:
     import json
 
     summary = json.loads((out / "summary.json").read_text())
-    table = Table(title="results")
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in summary.items():
         if key.startswith(("final/global/acc", "final/personal/acc", "best/", "rounds", "train_time")):
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
-    console.print(f"in {out}", soft_wrap=True, highlight=False, markup=False)  # one line however narrow the terminal: it can be copied
+    console.print(f"results in {out}", soft_wrap=True, highlight=False, markup=False)  # one line however narrow the terminal: it can be copied

@@ -59,7 +59,7 @@ def test_the_results_path_is_printed_whole_in_a_narrow_terminal(tmp_path, monkey
     (out / "summary.json").write_text(json.dumps({"rounds": 2, "final/global/acc": 0.5}))
     monkeypatch.setattr(runner, "console", Console(file=(buffer := io.StringIO()), width=40))
     runner._print_summary(out)
-    assert f"in {out}" in buffer.getvalue().splitlines()
+    assert f"results in {out}" in buffer.getvalue().splitlines()
 
 
 def test_gitignore_covers_a_venv_symlink(tmp_path):
