@@ -1,4 +1,8 @@
-"""The ServerApp: the same object runs on every engine and in a deployment."""
+"""The ServerApp: `serve` runs on every engine and in a deployment.
+
+flowerbed's in-process engines run `app` with a config `flowerbed run` has validated; `flwr run` (the
+`flower` engine, a deployment, a user's own) loads simulations/serverapp.py, which validates the run
+config Flower hands over and then calls `serve`."""
 
 from __future__ import annotations
 
