@@ -147,7 +147,7 @@ def _clock_compute(profiler=None) -> tuple[list[tuple[float, float]], list[float
         original = getattr(importlib.import_module(module), name)
         wrapped = clocked(original)
         for mod in list(sys.modules.values()):
-            if getattr(mod, "__name__", "").split(".")[0] in ("clients", "server", "strategies", "tasks", "simulations"):
+            if getattr(mod, "__name__", "").startswith("flowerbed."):  # every module of ours (one import name)
                 if getattr(mod, name, None) is original:
                     setattr(mod, name, wrapped)
     append = RunDirectory.append_metrics

@@ -336,7 +336,6 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     if name not in STRATEGIES or name not in CLIENTS:
         raise ConfigError.invalid("algorithm.name", name, "one of " + ", ".join(sorted(STRATEGIES)), STRATEGIES)
     _check_augment(flat, name)
-    _check_prompt_model(flat, name)
     if flat["train.local_epochs"] == 0 and flat["train.local_steps"] == 0:
         raise ConfigError.invalid("train.local_steps", 0, "> 0 when train.local_epochs is 0")
     device = str(flat["train.device"])
@@ -348,6 +347,7 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
         from flowerbed.strategies.registry import build_strategy
 
         build_strategy(flat)  # the privacy mode must fit the algorithm (strategies/privacy.py)
+    _check_prompt_model(flat, name)
     if load_data:
         validate_data(flat)
 
