@@ -22,7 +22,7 @@ from flowerbed.tasks.errors import ConfigError
 
 # the subpackages the wheel holds (pyproject.toml's [tool.hatch.build.targets.wheel.sources])
 SUBPACKAGES = ("server", "clients", "strategies", "tasks", "simulations", "deploy")
-SERVERAPP, CLIENTAPP = "flowerbed.server.app:app", "flowerbed.clients.app:app"
+SERVERAPP, CLIENTAPP = "flowerbed.simulations.serverapp:app", "flowerbed.clients.app:app"  # the run config checked first
 MARK = "# A Flower app written by flowerbed (deploy/app.py); flowerbed writes over it, never over another project's."
 
 

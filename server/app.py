@@ -1,4 +1,8 @@
-"""The ServerApp: the same object runs on every engine and in a deployment."""
+"""The ServerApp: `serve` runs on every engine and in a deployment.
+
+flowerbed's in-process engines run `app` with a config `flowerbed run` has validated; `flwr run` (the
+`flower` engine, a deployment, a user's own) loads simulations/serverapp.py, which validates the run
+config Flower hands over and then calls `serve`."""
 
 from __future__ import annotations
 
@@ -17,7 +21,11 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    cfg = dict(context.run_config)
+    serve(grid, dict(context.run_config))
+
+
+def serve(grid: Grid, cfg: dict) -> None:
+    """Check what only the server can see (its output folder, the simulation's size), then run."""
     try:
         check_algorithm(cfg)
         RunDirectory(str(cfg["output.dir"])).check_writable("output.dir")
@@ -25,8 +33,13 @@ def main(grid: Grid, context: Context) -> None:
             check_simulation_size(grid, int(cfg["clients.num"]))
         run_federated(grid, cfg)
     except ConfigError as err:
-        if type(grid).__module__.startswith("flwr."):
-            # under `flwr run` the one line comes first; Flower then marks the run failed and adds
-            # the traceback it logs for every ServerApp that raises (`flowerbed` prints the line alone)
-            log(ERROR, "flowerbed: error: %s", err)
+        say_error(grid, err)
         raise
+
+
+def say_error(grid: Grid, err: ConfigError) -> None:
+    """Under `flwr run` the one line comes first; Flower then marks the run failed (its status says
+    the line too) and adds the traceback it logs for every ServerApp that raises (`flowerbed` prints
+    the line alone)."""
+    if type(grid).__module__.startswith("flwr."):
+        log(ERROR, "flowerbed: error: %s", err)

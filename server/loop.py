@@ -28,8 +28,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from flowerbed.server.evaluation import CentralEvaluator
 from flowerbed.server.loggers import build_logger
-from flowerbed.server.results import CheckpointWriter, RunDirectory, initial_weights
+from flowerbed.server.results import CheckpointWriter, RunDirectory, check_run_directory, initial_weights, prepare_run_directory
 from flowerbed.strategies.registry import build_strategy
+from flowerbed.strategies.sampling import has_test_samples
 from flowerbed.strategies.secagg import secure_round
 from flowerbed.tasks.errors import ConfigError, RunAborted
 from flowerbed.tasks.models import resolve_device
@@ -150,15 +151,18 @@ def _scalars(record) -> dict:
 
 
 def run_federated(grid: Grid, cfg: dict) -> dict:
-    """Run (or resume) the rounds a flat run config describes; returns the summary."""
-    out = RunDirectory(str(cfg["output.dir"]))
-    out.write_config(cfg)
+    """Run (or resume) the rounds a flat run config describes; returns the summary.
+
+    The data, the strategy and the initial model are built before the run directory is touched, so
+    a config that cannot run writes nothing; `prepare_run_directory` then decides (new, resume,
+    overwrite, or one line refusing) right before the first write.
+    """
+    check_run_directory(cfg)  # an earlier run's folder is refused before the data is loaded
     federation = task_of(cfg).federation(cfg)
     device = resolve_device(str(cfg["train.device"]))
     torch.set_num_threads(int(cfg["train.num_threads"]))
     evaluate = CentralEvaluator(cfg, federation, device)
     strategy = build_strategy(cfg)
-    logger = build_logger(cfg)  # TensorBoard / MLflow when logging.* asks for them; else a no-op
     evaluate = getattr(strategy, "central_evaluation", lambda e: e)(evaluate)  # a strategy may score more than one global model
     if not cfg.get("evaluate.central", True):  # e.g. feature shift: the pooled test set is no client's domain
         evaluate = lambda arrays: {}  # noqa: E731
@@ -166,6 +170,10 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
     metric = task_of(cfg).metric  # the headline: progress, per-client values, best/final in the summary
 
     arrays, first_round, elapsed = initial_arrays(cfg, federation, getattr(strategy, "has_global_model", True)), 1, 0.0
+
+    out = prepare_run_directory(cfg)
+    log(INFO, "flowerbed: results in %s", out.path.absolute())
+    logger = build_logger(cfg)  # TensorBoard / MLflow when logging.* asks for them; else a no-op
     checkpoint = out.load_checkpoint() if cfg.get("resume") else None
     if checkpoint is not None:
         arrays, first_round, elapsed = resume(checkpoint, strategy, out)
@@ -234,6 +242,7 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
     summary = summarize(out.read_metrics(), elapsed, metric)
     summary.update(privacy.summary() if privacy else {})
     out.write_summary(summary)
+    log(INFO, "flowerbed: results in %s", out.path.absolute())
     return summary
 
 
@@ -273,18 +282,23 @@ def resume(checkpoint: dict, strategy, out: RunDirectory) -> tuple[ArrayRecord, 
 
 def progress_status(latest: dict, record: dict, metric: str = "acc") -> str:
     """The progress bar's text: the latest evaluated headline metric (the task's: accuracy for
-    classification), global and personal, and the privacy spent so far."""
+    classification), global and personal, and the privacy spent so far. With evaluate.every > 1 a
+    round that was not evaluated shows the last evaluated round's, marked as such (`acc 0.412 (round 2)`)."""
     shown = ((metric, f"global/{metric}"), ("personal", f"personal/{metric}"))
     status = " ".join(f"{name} {latest[key]:.3f}" for name, key in shown if key in latest)
+    if status and latest.get("round") != record.get("round"):
+        status += f" (round {latest['round']})"
     if "privacy/epsilon" in record:
         status += f"  ε {record['privacy/epsilon']:.2f}"
     return status
 
 
 def _per_client(replies: list[Message], client_of_node: dict[int, int], key: str) -> dict:
-    """`{key}_per_client`: each replying client's value, ordered by client id (for distributions)."""
+    """`{key}_per_client`: each replying client's value, ordered by client id (for distributions);
+    clients without a local test set have none (`has_test_samples`)."""
     values = {client_of_node.get(m.metadata.src_node_id, m.metadata.src_node_id): float(rec[key])
-              for m in replies if not m.has_error() for rec in m.content.metric_records.values() if key in rec}
+              for m in replies if not m.has_error() and has_test_samples(m.content)
+              for rec in m.content.metric_records.values() if key in rec}
     return {f"{key}_per_client": [values[c] for c in sorted(values)]} if values else {}
 
 

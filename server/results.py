@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from flwr.app import ArrayRecord
 
 from flowerbed.tasks.errors import ConfigError
 from flowerbed.tasks.holdout import pretrained_part
+
+IGNORED_ON_RESUME = ("resume", "overwrite", "rounds", "clients.timeout", "engine.", "train.device", "train.num_threads",
+                     "privacy.target_epsilon")  # a run stopped at its privacy budget may go on with a larger one
 
 
 class RunDirectory:
@@ -56,15 +60,12 @@ class RunDirectory:
         kept = [r for r in self.read_metrics() if r["round"] <= last_round]
         self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
-    def write_config(self, cfg: dict, replace: bool = False) -> None:
-        """config.yaml (and the folder). The server writes it only when absent: `flowerbed run` has
-        already written it (`replace=True`), a deployment's `flwr run` has not."""
+    def write_config(self, cfg: dict) -> None:
+        """config.yaml (and the folder); only `prepare_run_directory` calls it, once it has decided."""
         import yaml
 
-        target = self.path / "config.yaml"
-        if replace or not target.exists():
-            self.path.mkdir(parents=True, exist_ok=True)
-            target.write_text(yaml.safe_dump(dict(cfg), sort_keys=True))
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "config.yaml").write_text(yaml.safe_dump(dict(cfg), sort_keys=True))
 
     def write_summary(self, summary: dict) -> None:
         (self.path / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
@@ -93,6 +94,48 @@ class RunDirectory:
         if hashlib.sha256(blob).hexdigest() not in expected:
             raise ConfigError(f"checkpoint {self.checkpoint_path} is damaged (checksum mismatch); remove {self.path} or pick another output.dir")
         return torch.load(io.BytesIO(blob), weights_only=False)
+
+
+def check_run_directory(cfg: dict) -> str:
+    """Whether this run may write `output.dir` (an absolute path): "new", "resume" or "overwrite".
+
+    The one decision for every path that writes a run directory (`flowerbed run` before it starts,
+    the ServerApp of every engine and of `flwr run` before it writes anything): an earlier run there
+    is continued only with resume=true (and the same config but for IGNORED_ON_RESUME), replaced
+    only with overwrite=true, and otherwise refused with one line; nothing is written here.
+    """
+    import yaml
+
+    out = Path(str(cfg["output.dir"]))
+    earlier = out / "config.yaml"
+    if earlier.exists():
+        if cfg.get("resume"):
+            saved = yaml.safe_load(earlier.read_text())
+            for key, value in cfg.items():
+                if not key.startswith(IGNORED_ON_RESUME) and saved.get(key) != value:
+                    raise ConfigError(f"resume=true but {key}={value!r} differs from the run in {out} ({saved.get(key)!r})")
+            return "resume"
+        if cfg.get("overwrite"):
+            return "overwrite"
+        raise ConfigError(f"output.dir={str(out)!r} holds an earlier run: resume=true continues it, overwrite=true replaces it")
+    if cfg.get("resume"):  # a mistyped output.dir would otherwise start a new run from round 0
+        raise ConfigError(f"resume=true but output.dir={str(out)!r} holds no run to continue (no config.yaml); "
+                          "leave resume out to start one there")
+    return "new"
+
+
+def prepare_run_directory(cfg: dict) -> RunDirectory:
+    """Decide (`check_run_directory`), then act: remove the earlier run for overwrite=true, and write
+    config.yaml (the folder too). Called by the server right before its first write."""
+    decision = check_run_directory(cfg)
+    out = RunDirectory(str(cfg["output.dir"]))
+    try:
+        if decision == "overwrite":
+            shutil.rmtree(out.path)
+        out.write_config(cfg)
+    except OSError as err:  # what the check before any work cannot see (a full disk, a read-only mount)
+        raise ConfigError.invalid("output.dir", str(out.path), f"a folder that can be written ({err.strerror})") from err
+    return out
 
 
 def initial_weights(path: str, model: torch.nn.Module, cfg: dict | None = None) -> dict[str, torch.Tensor]:

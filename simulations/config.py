@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -354,6 +356,7 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
         from flowerbed.strategies.registry import build_strategy
 
         build_strategy(flat)  # the privacy mode must fit the algorithm (strategies/privacy.py)
+    _check_prompt_model(flat, name)
     if load_data:
         validate_data(flat)
 
@@ -401,6 +404,18 @@ def _check_augment(flat: dict, name: str) -> None:
         users = ", ".join(sorted(n for n, c in CLIENTS.items() if issubclass(c, FedAvgClient)))
         raise ConfigError.invalid("train.augment", view, f"none with algorithm.name={name} "
                                   f"(it trains on views of its own; train.augment serves {users})")
+
+
+def _check_prompt_model(flat: dict, name: str) -> None:
+    """The prompt methods train prompt tokens of a frozen ViT: any other model is refused here, before
+    a run folder exists (their strategy says the same at round 1, for callers that skip this)."""
+    from flowerbed.clients.pfedpg import PromptClient
+    from flowerbed.clients.registry import CLIENTS
+
+    model = str(flat["model.name"])
+    if issubclass(CLIENTS[name], PromptClient) and not model.startswith("prompted-"):
+        options = [o for o in group_options("model") if o.startswith("prompted-")]
+        raise ConfigError.invalid("model.name", model, f"{' or '.join(options)} for the prompt methods", options)
 
 
 def _check_domains(flat: dict) -> None:
@@ -468,6 +483,9 @@ def check_device(device: str, cuda_devices: int, engine: str = "sequential", num
     On the `flower` engine Ray decides what a ClientApp sees: with `engine.num_gpus=0` it hides every
     GPU (CUDA_VISIBLE_DEVICES=""), and with a share it shows the one GPU it assigned, as cuda:0.
     """
+    if engine == "flower" and num_gpus > 0 and cuda_devices == 0 and not ray_cluster_running():
+        raise ConfigError.invalid("engine.num_gpus", num_gpus, "0: this machine has no CUDA device (torch.cuda.is_available() is "
+                                  "False) and no Ray cluster is running, so Ray could place no ClientApp that asks for a GPU")
     if not device.startswith("cuda"):
         return
     index = int(device.partition(":")[2] or 0)
@@ -484,6 +502,12 @@ def check_device(device: str, cuda_devices: int, engine: str = "sequential", num
                                   "as cuda:0 (choose GPUs with CUDA_VISIBLE_DEVICES)")
 
 
+def ray_cluster_running() -> bool:
+    """Whether Flower's simulation would attach to a Ray cluster (README, "Several GPUs, or a Ray
+    cluster"): its GPUs may be on other machines than this one."""
+    return bool(os.environ.get("RAY_ADDRESS")) or Path(tempfile.gettempdir(), "ray", "ray_current_cluster").exists()
+
+
 def load(overrides: list[str], load_data: bool = True, here: bool = False) -> dict[str, Scalar]:
     """The validated flat config; `here=True` also checks this machine (output folder, device) for a
     run it is about to start, before the data is loaded."""
@@ -493,6 +517,39 @@ def load(overrides: list[str], load_data: bool = True, here: bool = False) -> di
         check_here(flat)
     if load_data:
         validate_data(flat)
+    return flat
+
+
+def from_run_config(run_config: dict[str, Scalar]) -> dict[str, Scalar]:
+    """The flat config of a `flwr run`, validated as `flowerbed run` validates its own.
+
+    Flower hands the ServerApp every key pyproject declares (the union over all group options), with
+    the `-c` overrides applied. The chosen options (`<group>.name`) are composed as `flowerbed run`
+    composes them and each of their keys takes the run config's value; a key the chosen options do
+    not have must keep pyproject's default (`-c "algorithm.proximal_mu=0.1"` under fedavg is the line
+    `flowerbed run` says). An output.dir left at pyproject's default follows the chosen options and
+    seed (runs/<algorithm>-<dataset>-<partition>-seed<seed>), as under `flowerbed run`.
+    """
+    from omegaconf import OmegaConf
+
+    defaults = declared_defaults()
+    choices = []
+    for group in GROUPS[:-1]:
+        option = run_config.get(f"{group}.name", defaults[f"{group}.name"])
+        if option not in group_options(group):
+            raise ConfigError.invalid(f"{group}.name", option, "one of " + ", ".join(group_options(group)), group_options(group))
+        choices.append(f"{group}={option}")
+    cfg = compose(choices)
+    own = set(flatten(OmegaConf.to_container(cfg, resolve=False)))
+    for key, value in sorted(run_config.items()):
+        if key == "output.dir" and value == defaults.get(key):
+            continue
+        if key in own:
+            OmegaConf.update(cfg, key, value, merge=False)
+        elif key not in defaults or value != defaults[key]:
+            raise ConfigError(unknown_key(key))
+    flat = to_run_config(cfg)
+    validate(flat)
     return flat
 
 
@@ -525,6 +582,17 @@ def option_defaults() -> dict[str, dict[str, dict[str, Scalar]]]:
                              if key.startswith(group + ".") and key != f"{group}.name"}
                     for option in group_options(group)}
             for group in GROUPS[:-1]}
+
+
+def declared_defaults() -> dict[str, Scalar]:
+    """pyproject's [tool.flwr.app.config] (what Flower fills a run config from), read from the file
+    when it is there (a checkout, a FAB: instant) rather than composed (`app_config_defaults`, seconds)."""
+    import tomllib
+
+    try:
+        return tomllib.loads(pyproject_path().read_text())["tool"]["flwr"]["app"]["config"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):  # an installed wheel carries no pyproject.toml
+        return app_config_defaults()
 
 
 BEGIN, END = "# BEGIN generated by `python -m flowerbed.simulations.config`", "# END generated"

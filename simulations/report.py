@@ -2,7 +2,8 @@
 
 Runs are grouped by the swept keys: the config keys whose values differ between the runs, other
 than seed and output.dir (and keys that only restate another, like algorithm.proximal_mu beside
-algorithm.name). Each group's seeds give mean ± std (sample std, ddof=1; 0 for one seed).
+algorithm.name; never a key that changes the data: DATA_KEYS). Each group's seeds give mean ± std
+(sample std, ddof=1; a single seed shows its value alone).
 Figures are PNGs next to report.md, linked relative so the report reads on GitHub.
 """
 
@@ -21,6 +22,7 @@ from flowerbed.tasks.errors import ConfigError
 
 IGNORED = ("seed", "output.dir", "resume", "overwrite", "engine.", "train.device", "train.num_threads", "clients.timeout",
            "logging.")  # how a run was executed, not what it computed
+DATA_KEYS = ("dataset.", "partition.", "clients.num")  # what the clients hold: always named when it differs
 
 
 @dataclass
@@ -68,9 +70,10 @@ def swept_keys(runs: list[Run]) -> list[str]:
     def n_groups(ks: list[str]) -> int:
         return len({tuple(repr(r.config.get(k)) for k in ks) for r in runs})
 
-    # drop keys whose removal leaves the grouping unchanged (`.name` keys always stay: they read best)
+    # drop keys whose removal leaves the grouping unchanged (`.name` keys always stay: they read best);
+    # a key that changes the data stays too, or a long-tailed run would pass for a balanced one (issue 31, defect 6)
     kept = list(differ)
-    for key in [k for k in differ if not k.endswith(".name")]:
+    for key in [k for k in differ if not k.endswith(".name") and not k.startswith(DATA_KEYS)]:
         rest = [k for k in kept if k != key]
         if rest and n_groups(rest) == n_groups(kept):
             kept = rest
@@ -103,8 +106,12 @@ def label(keys: list[str], values: tuple) -> str:
 
 
 def _pm(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    """`81.2 ± 1.3` over seeds; `81.2` for one seed (a std of one value is no spread); `–` for none."""
     mean, std = mean_std(values)
-    return "–" if math.isnan(mean) else f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+    if math.isnan(mean):
+        return "–"
+    single = sum(v is not None and math.isfinite(v) for v in values) == 1
+    return f"{mean * scale:.{digits}f}" + ("" if single else f" ± {std * scale:.{digits}f}")
 
 
 def table(runs: list[Run], keys: list[str]) -> str:
@@ -170,13 +177,19 @@ def one_panel_per_setting(run: Run) -> str:
     return _setting(run)
 
 
+SETTING_EXTRAS = {"partition.imbalance_factor": ("long-tailed IF={}", 1.0), "partition.labeled_fraction": ("{} labeled", 1.0),
+                  "partition.domain_shift": ("domain shift", False), "partition.samples_per_client": ("{} samples/client", 0)}
+
+
 def _setting(run: Run) -> str:
-    """`digits, dirichlet(0.5), 10 clients`: a title when every run shares the data setting."""
+    """`digits, dirichlet(0.5), 10 clients`: a title when every run shares the data setting; what
+    departs from a balanced, fully labeled split is added (`digits, dirichlet(0.5), long-tailed IF=20, 10 clients`)."""
     c = run.config
     part = str(c.get("partition.name"))
     if part == "dirichlet":
         part += f"({c.get('partition.alpha')})"
-    return f"{c.get('dataset.name')}, {part}, {c.get('clients.num', '?')} clients"
+    extras = [text.format(c[key]) for key, (text, plain) in SETTING_EXTRAS.items() if c.get(key, plain) != plain]
+    return ", ".join([str(c.get("dataset.name")), part, *extras, f"{c.get('clients.num', '?')} clients"])
 
 
 def _acc_key(members: list[Run]) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -18,39 +17,18 @@ os.environ.setdefault("HYDRA_FULL_ERROR", "0")
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from flowerbed.tasks.errors import ConfigError  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole in logs
-IGNORED_ON_RESUME = ("resume", "overwrite", "rounds", "clients.timeout", "engine.", "train.device", "train.num_threads",
-                     "privacy.target_epsilon")  # a run stopped at its privacy budget may go on with a larger one
 
 
-def _prepare_output(flat: dict) -> Path:
-    """Make output.dir absolute and decide what to do with an earlier run there."""
-    import yaml
-
-    from flowerbed.server.results import RunDirectory
+def _check_output(flat: dict) -> Path:
+    """Make output.dir absolute (relative to where `flowerbed` was started) and refuse an earlier run
+    there with one line before any work; the ServerApp decides again and writes (server/results.py)."""
+    from flowerbed.server.results import check_run_directory
 
     out = Path(str(flat["output.dir"])).expanduser().resolve()
     flat["output.dir"] = str(out)
-    earlier = out / "config.yaml"
-    if earlier.exists():
-        if flat["resume"]:
-            saved = yaml.safe_load(earlier.read_text())
-            for key, value in flat.items():
-                if not key.startswith(IGNORED_ON_RESUME) and saved.get(key) != value:
-                    raise ConfigError(f"resume=true but {key}={value!r} differs from the run in {out} ({saved.get(key)!r})")
-        elif flat["overwrite"]:
-            shutil.rmtree(out)
-        else:
-            raise ConfigError(f"output.dir={str(out)!r} holds an earlier run: resume=true continues it, overwrite=true replaces it")
-    elif flat["resume"]:  # a mistyped output.dir would otherwise start a new run from round 0
-        raise ConfigError(f"resume=true but output.dir={str(out)!r} holds no run to continue (no config.yaml); "
-                          "leave resume out to start one there")
-    try:
-        RunDirectory(out).write_config(flat, replace=True)
-    except OSError as err:  # what the check before any work cannot see (a full disk, a read-only mount)
-        raise ConfigError.invalid("output.dir", str(out), f"a folder that can be written ({err.strerror})") from err
+    check_run_directory(flat)
     return out
 
 
@@ -73,7 +51,7 @@ def simulate(overrides: list[str]) -> Path:
     from flowerbed.simulations import config
 
     flat = config.load(overrides, here=True)
-    out = _prepare_output(flat)
+    out = _check_output(flat)
     console.print(f"[bold]flowerbed[/] {flat['algorithm.name']} on {flat['dataset.name']} "
                   f"({flat['partition.name']}, {flat['clients.num']} clients, {flat['rounds']} rounds, engine {flat['engine.name']})")
     if flat["engine.name"] == "flower":
@@ -106,13 +84,15 @@ def sigterm_interrupts() -> None:
 
 
 def _print_summary(out: Path) -> None:
+    """The headline numbers, then the run's folder on a line of its own (a table would wrap a long path)."""
     import json
 
     summary = json.loads((out / "summary.json").read_text())
-    table = Table(title=f"results in {out}")
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in summary.items():
         if key.startswith(("final/global/acc", "final/personal/acc", "best/", "rounds", "train_time")):
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
+    console.print(f"results in {out}", soft_wrap=True, highlight=False, markup=False)  # one line however narrow the terminal: it can be copied

@@ -34,7 +34,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from torch import nn
 
 from flowerbed.strategies.flower import FedAvg
-from flowerbed.strategies.sampling import no_central_evaluation
+from flowerbed.strategies.sampling import has_test_samples, no_central_evaluation
 from flowerbed.tasks.errors import ConfigError
 from flowerbed.tasks.vit import EMBED_DIMS, init_prompt
 
@@ -123,7 +123,7 @@ class PromptStrategy(FedAvg):
         replies = list(replies)
         record = super().aggregate_evaluate(server_round, replies)
         by_client = sorted((self.client_of_node[m.metadata.src_node_id], float(m.content["metrics"]["personal/acc"]))
-                           for m in replies if not m.has_error())
+                           for m in replies if not m.has_error() and has_test_samples(m.content))
         if record is not None and by_client:
             record["personal/acc_by_client"] = [acc for _, acc in by_client]
         return record

@@ -280,11 +280,24 @@ def _finite(record: ArrayRecord) -> bool:
 
 
 def mean_over_clients(records, weighted_by_key: str) -> MetricRecord:
-    """Unweighted mean of each scalar metric over clients (personalized accuracy is per client)."""
+    """Unweighted mean of each scalar metric over the clients that have a local test set.
+
+    Personalized accuracy is per client, and the papers report the mean of the clients' accuracies,
+    so clients are not weighted by their test samples. A client with none (`weighted_by_key` 0: a
+    small client's share of the test set rounds to nothing) has no accuracy to report, and counting
+    its 0.0 would pull the mean down (issue 31, defect 5): it is left out.
+    """
     totals: dict[str, list[float]] = {}
     for record in records:
+        if not has_test_samples(record, weighted_by_key):
+            continue
         for metrics in record.metric_records.values():
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and key != weighted_by_key:
                     totals.setdefault(key, []).append(float(value))
     return MetricRecord({k: float(np.mean(v)) for k, v in totals.items()})
+
+
+def has_test_samples(record, weighted_by_key: str = "num-examples") -> bool:
+    """Whether an evaluation reply's metrics come from at least one sample (a reply without the key counts)."""
+    return all(float(metrics.get(weighted_by_key, 1)) > 0 for metrics in record.metric_records.values())

@@ -44,7 +44,10 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None, st
 
 
 def classification_metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict[str, float | list[float]]:
-    """Loss, accuracy and per-class accuracy (NaN-free: absent classes report 0 and are skipped)."""
+    """Loss, accuracy and per-class accuracy (NaN-free: absent classes report 0 and are skipped).
+
+    No samples give loss and accuracy 0.0 with no per-class list: a placeholder, not a score; a mean
+    over clients leaves such a client out (strategies/sampling.py, `has_test_samples`)."""
     if len(y) == 0:
         return {"loss": 0.0, "acc": 0.0}
     loss = nn.functional.cross_entropy(logits, y).item()

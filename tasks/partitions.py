@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,8 +109,14 @@ def _flwr_partitions(labels: np.ndarray, cfg: dict, num_clients: int, seed: int)
         )
     part.dataset = Dataset.from_dict({"label": labels[rows], "pos": rows})
     try:
-        return _positions(part, num_clients)
+        with warnings.catch_warnings():  # each retry of a Dirichlet draw below partition.min_size warns (10 before it gives up);
+            warnings.filterwarnings("ignore", message="The specified min_partition_size", category=UserWarning)  # the outcome is ours to say
+            return _positions(part, num_clients)
     except ValueError as err:  # e.g. Dirichlet cannot reach the minimum size
+        if scheme == "dirichlet" and "attempts" in str(err):
+            raise ConfigError(f"partition.alpha={cfg['alpha']} gave some of the {num_clients} clients fewer than partition.min_size="
+                              f"{int(cfg.get('min_size', 2))} samples in every draw Flower Datasets tried: raise the alpha, "
+                              "lower min_size or use fewer clients") from err
         raise ConfigError(f"partition.name={scheme!r} failed for {num_clients} clients: {err}".splitlines()[0]) from err
 
 

@@ -52,6 +52,8 @@ BAD_INPUTS = [
     (["privacy.clipping=client"], "privacy.clipping='client' has no effect with privacy=none"),
     # a GPU this machine does not have: before any work, not three rounds of failing clients
     ([f"train.device=cuda:{torch.cuda.device_count()}"], f"train.device='cuda:{torch.cuda.device_count()}' is not valid"),
+    # issue 31, defect 7: the prompt methods' model check came after the run folder was made
+    (["algorithm=pfedpg", "model=cnn"], "model.name='cnn' is not valid: prompted-tiny-vit or prompted-vit-b16 for the prompt methods"),
 ]
 
 
@@ -87,9 +89,15 @@ def test_cuda_without_cuda_is_one_line(capsys, tmp_path):
     ("cuda:1", 2, "sequential", 0.0, None),
     ("cuda", 1, "flower", 0.25, None),
     ("cpu", 0, "flower", 0.0, None),
+    # issue 31, defect 7: a GPU share on a machine without one was a 100-line Ray traceback
+    ("cpu", 0, "flower", 1.0, "engine.num_gpus=1.0 is not valid: 0: this machine has no CUDA device"),
+    ("cpu", 1, "flower", 1.0, None),
 ])
-def test_device_must_exist_where_the_clients_run(device, count, engine, gpus, message):
+def test_device_must_exist_where_the_clients_run(device, count, engine, gpus, message, monkeypatch):
+    from flowerbed.simulations import config
     from flowerbed.tasks.errors import ConfigError
+
+    monkeypatch.setattr(config, "ray_cluster_running", lambda: False)  # a cluster's GPUs may be elsewhere (not checked then)
 
     if message is None:
         check_device(device, count, engine, gpus)
@@ -170,3 +178,27 @@ def test_npz_without_labels_is_named_once(capsys, tmp_path):
     assert flowerbed("run", "dataset=npz", f"dataset.path={tmp_path}/x-only.npz", "model=mlp", f"output.dir={tmp_path}/r") == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith("is not valid: an .npz with arrays x and y (it has x)") and "ConfigError" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_gpu_share_without_a_gpu_is_one_line_before_ray_starts(capsys, tmp_path, monkeypatch):
+    from flowerbed.simulations import config
+
+    monkeypatch.setattr(config, "ray_cluster_running", lambda: False)
+    assert flowerbed("run", "experiment=smoke", "engine=flower", "engine.num_gpus=1", f"output.dir={tmp_path}/r") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("flowerbed: error: engine.num_gpus=1.0 is not valid: 0: this machine has no CUDA device") and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dirichlet_split_that_fails_is_one_line_without_library_warnings(tmp_path):
+    """Issue 31, defect 7: Flower Datasets warned once per retry (eleven multi-line warnings) before our line."""
+    result = subprocess.run(
+        [sys.executable, "-m", "flowerbed.simulations.cli", "run", "partition.alpha=0.001", "clients.num=100", f"output.dir={tmp_path}/r"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "flowerbed: error: partition.alpha=0.001 gave some of the 100 clients fewer than partition.min_size=2 samples in every "
+        "draw Flower Datasets tried: raise the alpha, lower min_size or use fewer clients"]
+    assert not (tmp_path / "r").exists()

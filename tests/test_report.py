@@ -107,3 +107,33 @@ def test_private_runs_get_an_epsilon_column_and_an_accuracy_vs_epsilon_figure(tm
     eps, mean, _ = panel["central, noise_multiplier=4.0"]
     assert list(eps) == [2.5, 5.0] and list(mean) == pytest.approx([0.3, 0.5])
     assert panel["fedavg, no DP"][0] is None and panel["fedavg, no DP"][1] == pytest.approx(0.9)
+
+
+def test_a_key_that_changes_the_data_is_never_hidden_behind_another(tmp_path):
+    """Issue 31, defect 6: a long-tailed run (imbalance_factor=20, also 20 rounds) beside balanced
+    10-round runs; `rounds` alone tells the groups apart, yet the imbalance must name its panel or line."""
+    from flowerbed.simulations.report import accuracy_curves, one_panel_per_setting
+
+    fake_run(tmp_path / "avg", "fedavg", 0, [0.1, 0.5], {"rounds": 10, "partition.imbalance_factor": 1.0})
+    fake_run(tmp_path / "prox", "fedprox", 0, [0.1, 0.4], {"rounds": 10, "partition.imbalance_factor": 1.0, "algorithm.proximal_mu": 0.01})
+    fake_run(tmp_path / "lt", "fedavg", 0, [0.1, 0.3], {"rounds": 20, "partition.imbalance_factor": 20.0})
+    runs = find_runs([tmp_path])
+    keys = swept_keys(runs)
+    assert "partition.imbalance_factor" in keys and "algorithm.proximal_mu" not in keys
+    assert "partition.imbalance_factor" in table(runs, keys).splitlines()[0]
+    for panel_of in (None, one_panel_per_setting):
+        names = [f"{panel} / {line}" for panel, lines in accuracy_curves(runs, keys, panel_of).items() for line in lines]
+        print(names)
+        long_tailed = [n for n in names if "imbalance_factor=20" in n or "IF=20" in n]
+        assert len(names) == 3 and len(long_tailed) == 1 and "fedavg" in long_tailed[0], names
+
+
+def test_one_seed_shows_its_value_without_a_spread(tmp_path):
+    """Issue 31, defect 7: `± 0.0` for a single seed reads as a measured spread of zero."""
+    fake_run(tmp_path / "a0", "fedavg", 0, [0.1, 0.6])
+    fake_run(tmp_path / "p0", "fedprox", 0, [0.1, 0.5])
+    fake_run(tmp_path / "p1", "fedprox", 1, [0.1, 0.7])
+    runs = find_runs([tmp_path])
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table(runs, swept_keys(runs)).splitlines()[2:]}
+    assert rows["fedavg"][1:4] == ["1", "60.0", "60.0"]
+    assert rows["fedprox"][1:4] == ["2", "60.0 ± 14.1", "60.0 ± 14.1"]
