@@ -8,6 +8,7 @@ built on it (FedProx, FedBN).
 
 from __future__ import annotations
 
+import torch
 from flwr.app import Message
 from torch import nn
 
@@ -19,10 +20,15 @@ from flowerbed.clients.core import batches_from, sgd, sgd_train
 class FedAvgClient(ClientAlgorithm):
     def fit(self, model: nn.Module, msg: Message) -> dict:
         d, rnd = self.data, self.server_round(msg)
-        batches = batches_from(self.cfg, len(d.y_labeled), self.generator(rnd))
+        batches = self.plan(msg)
         loss_fn = with_view(self.loss_fn(model, msg), str(self.cfg.get("train.augment", "none")), lambda: self.generator(rnd, "augment"))
         loss = sgd_train(model, d.x_labeled, d.y_labeled, batches, sgd(model.parameters(), self.cfg), loss_fn)
         return {"train/loss": loss, "num-examples": len(d.y_labeled)}
+
+    def plan(self, msg: Message) -> list[torch.Tensor]:
+        """This round's batches (index tensors): a function of (seed, round, client), so a client half
+        that calls it again after `fit` (FedNova, SCAFFOLD) gets the plan `fit` followed."""
+        return batches_from(self.cfg, len(self.data.y_labeled), self.generator(self.server_round(msg)))
 
     def loss_fn(self, model: nn.Module, msg: Message):
         """The local objective: the task's loss here (classification: cross-entropy)."""

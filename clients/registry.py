@@ -7,12 +7,14 @@ from flowerbed.clients.fedavg import FedAvgClient
 from flowerbed.clients.fedbabu import FedBABUClient
 from flowerbed.clients.fedbn import FedBNClient
 from flowerbed.clients.fedloge import FedLoGeClient
+from flowerbed.clients.fednova import FedNovaClient
 from flowerbed.clients.fedlabel import FedLabelClient
 from flowerbed.clients.fedprox import FedProxClient
 from flowerbed.clients.fedrep import FedRepClient
 from flowerbed.clients.fixmatch import FixMatchClient
 from flowerbed.clients.fraug import FRAugClient
 from flowerbed.clients.pfedpg import PromptClient
+from flowerbed.clients.scaffold import ScaffoldClient
 from flowerbed.tasks import plugins
 
 CLIENTS: dict[str, type[ClientAlgorithm]] = {
@@ -24,6 +26,8 @@ CLIENTS: dict[str, type[ClientAlgorithm]] = {
     "fedlabel": FedLabelClient,
     "fixmatch": FixMatchClient,
     "fedbn": FedBNClient,
+    "fednova": FedNovaClient,
+    "scaffold": ScaffoldClient,
     # FRAug and its ablations (the client reads which parts are on from the name)
     "fraug": FRAugClient,
     "fraug-no-rtnet": FRAugClient,

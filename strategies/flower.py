@@ -107,3 +107,30 @@ class FedMedian(StableClients, flwr_strategy.FedMedian):
 
 class Krum(StableClients, flwr_strategy.Krum):
     pass
+
+
+class StepFromSent:
+    """Mixed in before a FedAvg-family strategy whose new model is a step from the model it sent
+    (FedNova, SCAFFOLD, FedDyn): `step(sent, mean, metrics)` gets this round's sent arrays and the
+    screened replies' weighted mean, and returns the new global arrays. The sent arrays are
+    dropped after the round (not worth a place in the checkpoint)."""
+
+    sent: ArrayRecord | None = None
+
+    def configure_train(self, server_round, arrays, config, grid):
+        self.sent = arrays
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round, replies):
+        mean, metrics = super().aggregate_train(server_round, replies)
+        sent, self.sent = self.sent, None
+        if mean is None or sent is None:
+            return mean, metrics
+        return self.step(sent, mean, metrics), metrics
+
+    def step(self, sent: ArrayRecord, mean: ArrayRecord, metrics: MetricRecord) -> ArrayRecord:
+        raise NotImplementedError
+
+
+def is_float(array: Array) -> bool:
+    return np.dtype(array.dtype).kind == "f"

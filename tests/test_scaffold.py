@@ -1,0 +1,36 @@
+"""SCAFFOLD: with zero control variates it is FedAvg; after a round, c is the clients' c_i averaged."""
+
+import pickle
+
+import numpy as np
+import torch
+
+from flowerbed.server.results import RunDirectory
+from flowerbed.simulations import config
+from flowerbed.tasks.partitions import build_federation
+from tests.conftest import run, untimed
+
+
+def test_first_round_with_zero_control_variates_is_fedavg_and_later_rounds_are_not(tmp_path):
+    fedavg = untimed(run(tmp_path / "fedavg", "algorithm=fedavg", "rounds=3"))
+    scaffold = untimed(run(tmp_path / "scaffold", "algorithm=scaffold", "rounds=3"))
+    model_only = {k: v for k, v in scaffold[1].items() if not k.startswith("comm/")}
+    assert model_only == {k: v for k, v in fedavg[1].items() if not k.startswith("comm/")}  # c = c_i = 0: bit for bit
+    assert scaffold[2]["global/loss"] != fedavg[2]["global/loss"]  # the correction acts from round 2
+    # c travels down from round 2 and dc_i up every round: each twice the model's bytes
+    assert scaffold[1]["comm/bytes_down"] == fedavg[1]["comm/bytes_down"]
+    assert scaffold[2]["comm/bytes_down"] > 1.9 * fedavg[2]["comm/bytes_down"]
+    assert scaffold[1]["comm/bytes_up"] > 1.9 * fedavg[1]["comm/bytes_up"]
+
+
+def test_with_every_client_taking_part_c_is_the_sample_weighted_mean_of_the_c_i(tmp_path):
+    run_dir = tmp_path / "scaffold"
+    run(run_dir, "algorithm=scaffold", "rounds=2")
+    c = pickle.loads(RunDirectory(run_dir).load_checkpoint()["strategy"])["c"]
+    sizes = [len(client.labeled) for client in build_federation(config.load(["experiment=smoke"])).clients]
+    own = [torch.load(run_dir / "checkpoints" / "clients" / str(k) / "round-2.pt")["scaffold/c_i"][1] for k in range(len(sizes))]
+    assert set(c) == set(own[0]) and "classifier.weight" in c
+    for name, value in c.items():
+        expected = sum(n * o[name].numpy() for n, o in zip(sizes, own)) / sum(sizes)
+        assert np.abs(value).max() > 0
+        np.testing.assert_allclose(value, expected, rtol=1e-4, atol=1e-6)
