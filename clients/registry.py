@@ -6,6 +6,7 @@ from flowerbed.clients.base import ClientAlgorithm
 from flowerbed.clients.fedavg import FedAvgClient
 from flowerbed.clients.fedbabu import FedBABUClient
 from flowerbed.clients.fedbn import FedBNClient
+from flowerbed.clients.feddyn import FedDynClient
 from flowerbed.clients.fedloge import FedLoGeClient
 from flowerbed.clients.fednova import FedNovaClient
 from flowerbed.clients.fedlabel import FedLabelClient
@@ -28,6 +29,7 @@ CLIENTS: dict[str, type[ClientAlgorithm]] = {
     "fedbn": FedBNClient,
     "fednova": FedNovaClient,
     "scaffold": ScaffoldClient,
+    "feddyn": FedDynClient,
     # FRAug and its ablations (the client reads which parts are on from the name)
     "fraug": FRAugClient,
     "fraug-no-rtnet": FRAugClient,

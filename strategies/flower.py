@@ -15,7 +15,7 @@ import torch
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import strategy as flwr_strategy
 
-from flowerbed.strategies.sampling import StableClients
+from flowerbed.strategies.sampling import StableClients, sample_size
 from flowerbed.tasks.records import is_tensor_backed, stacked, tensor_record, tensors
 
 
@@ -130,6 +130,12 @@ class StepFromSent:
 
     def step(self, sent: ArrayRecord, mean: ArrayRecord, metrics: MetricRecord) -> ArrayRecord:
         raise NotImplementedError
+
+    def participation(self) -> float:
+        """|S| / N: the share of all the clients whose replies this round's mean holds (in `step`)."""
+        clients = len(self.client_of_node)
+        sampled = sample_size(clients, self.fraction_train, self.min_train_nodes)
+        return (sampled - self.round_stats["failures"] - self.round_stats["rejected"]) / clients
 
 
 def is_float(array: Array) -> bool:

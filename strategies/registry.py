@@ -9,7 +9,7 @@ from typing import Callable
 
 from flwr.serverapp.strategy import Strategy
 
-from flowerbed.strategies import fedbn, fedlabel, fedloge, fednova, flower, fraug, pfedpg
+from flowerbed.strategies import fedbn, feddyn, fedlabel, fedloge, fednova, flower, fraug, pfedpg
 from flowerbed.strategies import privacy, robust, scaffold
 from flowerbed.strategies.sampling import mean_over_clients
 from flowerbed.tasks import plugins
@@ -56,7 +56,8 @@ STRATEGIES: dict[str, Callable[[dict], Strategy]] = {
     "singleset-vpt": lambda c: pfedpg.SingleSetVPT(**pfedpg.options(c), **common(c)),
     "fedbn": lambda c: fedbn.FedBN(**fedbn.options(c), **common(c)),
     "fednova": lambda c: fednova.FedNova(**common(c)),
-    "scaffold": lambda c: scaffold.Scaffold(float(c["algorithm.server_lr"]), int(c["clients.num"]), **common(c)),
+    "feddyn": lambda c: feddyn.FedDyn(float(c["algorithm.dyn_alpha"]), **common(c)),
+    "scaffold": lambda c: scaffold.Scaffold(float(c["algorithm.server_lr"]), **common(c)),
     "fraug": lambda c: fraug.FRAug(**fraug.options(c), **fedbn.options(c), **common(c)),
     "fraug-no-rtnet": lambda c: fraug.FRAug(**fraug.options(c), **fedbn.options(c), **common(c)),
     "fraug-no-generator": lambda c: fedbn.FedBN(**fedbn.options(c), **common(c)),  # nothing but the model travels

@@ -4,7 +4,7 @@ Each train message carries c (record `scaffold/c`, from the first aggregation on
 the client's model y_i and its control change dc_i (entries `scaffold/c.<parameter>`) in one
 record, which FedAvg's mean averages by num-examples (p_i = n_i / sum over the replies). Then
 x <- x + lr_g (sum p_i y_i - x) and c <- c + (|S| / N) sum p_i dc_i, with |S| the replies
-aggregated and N = `clients.num`. c is an attribute, so the round's checkpoint holds it.
+aggregated and N the number of clients (`participation()`). c is an attribute, so the round's checkpoint holds it.
 
 Choice where the paper is silent: the paper's means over S are unweighted; here both are weighted by
 samples, as FedAvg's is, so that with every control variate zero SCAFFOLD is flowerbed's FedAvg and,
@@ -17,16 +17,15 @@ import numpy as np
 from flwr.app import Array, ArrayRecord
 
 from flowerbed.strategies.flower import FedAvg, StepFromSent, is_float
-from flowerbed.strategies.sampling import sample_size
 
 CONTROL = "scaffold/c"  # the record of c in a train message (clients/scaffold.py reads it)
 DELTA = "scaffold/c."  # the prefix of dc_i's entries in a reply
 
 
 class Scaffold(StepFromSent, FedAvg):
-    def __init__(self, server_lr: float, num_clients: int, **common) -> None:
+    def __init__(self, server_lr: float, **common) -> None:
         super().__init__(**common)
-        self.server_lr, self.num_clients = server_lr, num_clients
+        self.server_lr = server_lr
         self.c: dict[str, np.ndarray] = {}
 
     def configure_train(self, server_round, arrays, config, grid):
@@ -47,10 +46,9 @@ class Scaffold(StepFromSent, FedAvg):
             else:
                 w = sent[key].numpy()
                 stepped[key] = Array(w + self.server_lr * (array.numpy() - w))
-        stats = self.round_stats
-        aggregated = sample_size(self.num_clients, self.fraction_train, self.min_train_nodes) - stats["failures"] - stats["rejected"]
+        share = self.participation()
         for key, array in mean.items():
             if key.startswith(DELTA):
                 name = key.removeprefix(DELTA)
-                self.c[name] = self.c.get(name, 0.0) + aggregated / self.num_clients * array.numpy()
+                self.c[name] = self.c.get(name, 0.0) + share * array.numpy()
         return stepped

@@ -1,14 +1,8 @@
 """SCAFFOLD: with zero control variates it is FedAvg; after a round, c is the clients' c_i averaged."""
 
-import pickle
-
 import numpy as np
-import torch
 
-from flowerbed.server.results import RunDirectory
-from flowerbed.simulations import config
-from flowerbed.tasks.partitions import build_federation
-from tests.conftest import run, untimed
+from tests.conftest import client_state, run, sample_shares, strategy_state, untimed
 
 
 def test_first_round_with_zero_control_variates_is_fedavg_and_later_rounds_are_not(tmp_path):
@@ -24,13 +18,11 @@ def test_first_round_with_zero_control_variates_is_fedavg_and_later_rounds_are_n
 
 
 def test_with_every_client_taking_part_c_is_the_sample_weighted_mean_of_the_c_i(tmp_path):
-    run_dir = tmp_path / "scaffold"
-    run(run_dir, "algorithm=scaffold", "rounds=2")
-    c = pickle.loads(RunDirectory(run_dir).load_checkpoint()["strategy"])["c"]
-    sizes = [len(client.labeled) for client in build_federation(config.load(["experiment=smoke"])).clients]
-    own = [torch.load(run_dir / "checkpoints" / "clients" / str(k) / "round-2.pt")["scaffold/c_i"][1] for k in range(len(sizes))]
+    run(tmp_path / "scaffold", "algorithm=scaffold", "rounds=2")
+    c = strategy_state(tmp_path / "scaffold")["c"]
+    shares = sample_shares()
+    own = [client_state(tmp_path / "scaffold", k, 2, "scaffold/c_i") for k in range(len(shares))]
     assert set(c) == set(own[0]) and "classifier.weight" in c
     for name, value in c.items():
-        expected = sum(n * o[name].numpy() for n, o in zip(sizes, own)) / sum(sizes)
         assert np.abs(value).max() > 0
-        np.testing.assert_allclose(value, expected, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(value, sum(p * o[name].numpy() for p, o in zip(shares, own)), rtol=1e-4, atol=1e-6)
