@@ -14,6 +14,7 @@ from flowerbed.clients.fedprox import FedProxClient
 from flowerbed.clients.fedrep import FedRepClient
 from flowerbed.clients.fixmatch import FixMatchClient
 from flowerbed.clients.fraug import FRAugClient
+from flowerbed.clients.moon import MoonClient
 from flowerbed.clients.pfedpg import PromptClient
 from flowerbed.clients.scaffold import ScaffoldClient
 from flowerbed.tasks import plugins
@@ -30,6 +31,7 @@ CLIENTS: dict[str, type[ClientAlgorithm]] = {
     "fednova": FedNovaClient,
     "scaffold": ScaffoldClient,
     "feddyn": FedDynClient,
+    "moon": MoonClient,
     # FRAug and its ablations (the client reads which parts are on from the name)
     "fraug": FRAugClient,
     "fraug-no-rtnet": FRAugClient,
