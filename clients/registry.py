@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flowerbed.clients.base import ClientAlgorithm
+from flowerbed.clients.ditto import DittoClient
 from flowerbed.clients.fedavg import FedAvgClient
 from flowerbed.clients.fedbabu import FedBABUClient
 from flowerbed.clients.fedbn import FedBNClient
@@ -32,6 +33,7 @@ CLIENTS: dict[str, type[ClientAlgorithm]] = {
     "scaffold": ScaffoldClient,
     "feddyn": FedDynClient,
     "moon": MoonClient,
+    "ditto": DittoClient,
     # FRAug and its ablations (the client reads which parts are on from the name)
     "fraug": FRAugClient,
     "fraug-no-rtnet": FRAugClient,

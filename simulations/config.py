@@ -234,6 +234,7 @@ CHECKS: dict[str, Callable] = {
     "algorithm.proximal_mu": _num(float, 0),
     "algorithm.dyn_alpha": _num(float, 0),
     "algorithm.contrastive_mu": _num(float, 0),
+    "algorithm.ditto_lambda": _num(float, 0),
     "algorithm.temperature": _num(float, 0, low_open=True),
     "algorithm.trim_beta": _num(float, 0, 0.5, high_open=True),
     "algorithm.num_malicious": _num(int, 0),

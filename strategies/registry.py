@@ -57,6 +57,7 @@ STRATEGIES: dict[str, Callable[[dict], Strategy]] = {
     "fedbn": lambda c: fedbn.FedBN(**fedbn.options(c), **common(c)),
     "fednova": lambda c: fednova.FedNova(**common(c)),
     "feddyn": lambda c: feddyn.FedDyn(float(c["algorithm.dyn_alpha"]), **common(c)),
+    "ditto": lambda c: flower.FedAvg(**common(c)),  # the global model is FedAvg's; personal models stay on clients
     "moon": lambda c: flower.FedAvg(**common(c)),  # the contrastive term is the client's business
     "scaffold": lambda c: scaffold.Scaffold(float(c["algorithm.server_lr"]), **common(c)),
     "fraug": lambda c: fraug.FRAug(**fraug.options(c), **fedbn.options(c), **common(c)),
