@@ -41,8 +41,8 @@ class DittoClient(FedAvgClient):
         self.context.state[PERSONAL] = ArrayRecord({k: v.detach().cpu() for k, v in personal.state_dict().items()})
         return {**super().fit(model, msg), "ditto/personal_loss": personal_loss}  # the global update: FedAvg's
 
-    def personal_model(self, start: dict[str, torch.Tensor]) -> nn.Module:
-        """v_k from client state, or a model holding `start` before this client first trains."""
+    def personal_model(self, start: dict[str, torch.Tensor] | None = None) -> nn.Module:
+        """v_k from client state, or a model holding `start` (the received w) before this client first trains."""
         model = self.new_model()
         model.load_state_dict(self.context.state[PERSONAL].to_torch_state_dict() if PERSONAL in self.context.state else start)
         return model
@@ -50,4 +50,4 @@ class DittoClient(FedAvgClient):
     def evaluate(self, msg: Message) -> RecordDict:
         if PERSONAL not in self.context.state:
             return super().evaluate(msg)
-        return RecordDict({"metrics": MetricRecord(self.local_metrics(self.personal_model({})))})
+        return RecordDict({"metrics": MetricRecord(self.local_metrics(self.personal_model()))})
