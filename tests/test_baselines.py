@@ -1,8 +1,10 @@
-"""SCAFFOLD, FedNova, FedDyn, MOON, Ditto: client and server state survive a resume."""
+"""SCAFFOLD, FedNova, FedDyn, MOON, Ditto: client and server state survive a resume and restarted SuperNodes."""
 
 import pytest
+import torch
 
 from tests.conftest import run, untimed
+from tests.test_deploy import RestartingNodes, _device_run, close
 
 # half the clients per round, so that state left by a round a client skipped must come back from disk
 ALGORITHMS = {
@@ -21,3 +23,16 @@ def test_state_survives_a_resume(tmp_path, algorithm):
     run(tmp_path / "cut", *common, "rounds=2")
     resumed = run(tmp_path / "cut", *common, "rounds=4", "resume=true")
     assert untimed(resumed) == untimed(straight)
+
+
+@pytest.mark.parametrize("algorithm", ["scaffold", "ditto"])
+def test_state_survives_supernode_restarts(tmp_path, algorithm):
+    """Exported data files and node-local state-dirs, every node restarted before every round: the
+    sequential engine's numbers (SCAFFOLD's c_i, Ditto's personal model come back from the state-dir)."""
+    overrides = [f"algorithm={algorithm}", "clients.num=3", "rounds=3", "seed=0", "clients.timeout=120"]
+    sequential, restarted, grid = _device_run(tmp_path, RestartingNodes, overrides)
+    assert grid.restarts == 2 * 3 and len(sequential) == len(restarted) == 4
+    for a, b in zip(sequential, restarted):
+        assert close(a, b) == [], a["round"]
+    saved = torch.load(next((tmp_path / "state" / "node-1" / "1").glob("round-*.pt")), weights_only=False)
+    assert {"scaffold": "scaffold/c_i", "ditto": "ditto/personal"}[algorithm] in saved
