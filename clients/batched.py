@@ -385,9 +385,9 @@ def scaffold(cohort: Cohort) -> list[RecordDict]:
 
     def corrections(params: Tensors, order: list[int]) -> Tensors:
         slot_of.update({k: slot for slot, k in enumerate(order)})
-        received = [cohort.messages[k].content for k in order]
-        c = {n: torch.stack([tensors(r[SCAFFOLD_CONTROL])[n].to(cohort.device) if SCAFFOLD_CONTROL in r.array_records
-                             else torch.zeros_like(params[n][0]) for r in received]) for n in params}
+        received = [tensors(m.content[SCAFFOLD_CONTROL]) if SCAFFOLD_CONTROL in m.content.array_records else {}
+                    for m in (cohort.messages[k] for k in order)]
+        c = {n: torch.stack([r[n].to(cohort.device) if n in r else torch.zeros_like(params[n][0]) for r in received]) for n in params}
         c_i = _per_client_state(cohort, SCAFFOLD_OWN, list(params), params, order)
         stacked_extra.update({"start/" + n: p.detach().clone() for n, p in params.items()})
         stacked_extra.update({"c/" + n: v for n, v in c.items()} | {"c_i/" + n: v for n, v in c_i.items()})

@@ -14,9 +14,11 @@ with every client taking part, c is sum_i p_i c_i, the control variate of the sa
 from __future__ import annotations
 
 import numpy as np
+import torch
 from flwr.app import Array, ArrayRecord
 
 from flowerbed.strategies.flower import FedAvg, StepFromSent, is_float
+from flowerbed.tasks.records import tensor_record
 
 CONTROL = "scaffold/c"  # the record of c in a train message (clients/scaffold.py reads it)
 DELTA = "scaffold/c."  # the prefix of dc_i's entries in a reply
@@ -31,7 +33,7 @@ class Scaffold(StepFromSent, FedAvg):
     def configure_train(self, server_round, arrays, config, grid):
         messages = list(super().configure_train(server_round, arrays, config, grid))
         if self.c:
-            control = ArrayRecord({k: Array(v) for k, v in self.c.items()})
+            control = tensor_record({k: torch.from_numpy(v) for k, v in self.c.items()})  # bytes only where sent over a wire
             for msg in messages:  # the messages of a round may share one content
                 msg.content[CONTROL] = control
         return messages
