@@ -46,7 +46,7 @@ EXTRA_WORK = {
     "scaffold": "the correction c - c_i on every step's gradient; c travels down and c_i's change up with the model "
                 "(twice FedAvg's bytes each way)",
     "fednova": "none (the reply's update is divided by a_i); server: the mean update scaled by tau_eff",
-    "feddyn": "a linear term <g_k, w> and a quadratic term (alpha/2)|w - w_global|^2 in every step",
+    "feddyn": "a linear term <g_k, w> and the squared distance to the global model (times alpha/2) in every step",
     "moon": "two more forward passes per step (the global and the previous local model's features) for the "
             "model-contrastive term",
     "ditto": "a second run of the same local steps: the personal model, pulled toward the global one (lambda)",
