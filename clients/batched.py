@@ -356,6 +356,7 @@ def _per_client_state(cohort: Cohort, key: str, names: list[str], like: Tensors,
 def feddyn(cohort: Cohort) -> list[RecordDict]:
     """FedDynClient.fit for a cohort: the anchors and gradient states stacked, g_k updated per client."""
     alpha, stacked_extra, slot_of = float(cohort.cfg["algorithm.dyn_alpha"]), {}, {}
+    task_loss = task_of(cohort.cfg).stacked_loss
 
     def anchor_and_grad(params: Tensors, order: list[int]) -> Tensors:
         slot_of.update({k: slot for slot, k in enumerate(order)})
@@ -367,7 +368,7 @@ def feddyn(cohort: Cohort) -> list[RecordDict]:
     def dynamic(model: nn.Module, p: Tensors, b: Tensors, x: torch.Tensor, y: torch.Tensor, e: Tensors) -> torch.Tensor:
         linear = sum((e["grad/" + n] * p[n]).sum() for n in p)
         drift = sum(((p[n] - e["anchor/" + n]) ** 2).sum() for n in p)
-        return cross_entropy(model, p, b, x, y, e) - linear + 0.5 * alpha * drift
+        return task_loss(model, p, b, x, y, e) - linear + 0.5 * alpha * drift
 
     def keep(k: int, trained: Tensors) -> None:
         slot, names = slot_of[k], [n.removeprefix("grad/") for n in stacked_extra if n.startswith("grad/")]
@@ -382,6 +383,7 @@ def scaffold(cohort: Cohort) -> list[RecordDict]:
     c_i+ - c_i in each reply's record."""
     cfg, seed, lr = cohort.cfg, int(cohort.cfg["seed"]), float(cohort.cfg["train.lr"])
     labeled, stacked_extra, slot_of, changes = resident_data(cfg, cohort.device)[2], {}, {}, {}
+    task_loss = task_of(cfg).stacked_loss
 
     def corrections(params: Tensors, order: list[int]) -> Tensors:
         slot_of.update({k: slot for slot, k in enumerate(order)})
@@ -394,7 +396,7 @@ def scaffold(cohort: Cohort) -> list[RecordDict]:
         return {"correction/" + n: c[n] - c_i[n] for n in params}
 
     def corrected(model: nn.Module, p: Tensors, b: Tensors, x: torch.Tensor, y: torch.Tensor, e: Tensors) -> torch.Tensor:
-        return cross_entropy(model, p, b, x, y, e) + sum((e["correction/" + n] * p[n]).sum() for n in p)
+        return task_loss(model, p, b, x, y, e) + sum((e["correction/" + n] * p[n]).sum() for n in p)
 
     def keep(k: int, trained: Tensors) -> None:
         slot, names = slot_of[k], [n.removeprefix("c/") for n in stacked_extra if n.startswith("c/")]

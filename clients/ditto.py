@@ -21,7 +21,6 @@ import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from torch import nn
 
-from flowerbed.clients.core import cross_entropy
 from flowerbed.clients.fedavg import FedAvgClient
 
 PERSONAL = "ditto/personal"  # v_k, a record of context.state
@@ -35,7 +34,7 @@ class DittoClient(FedAvgClient):
         lam = float(self.cfg["algorithm.ditto_lambda"])
 
         def regularized(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return cross_entropy(m, x, y) + 0.5 * lam * sum(((p - a) ** 2).sum() for p, a in zip(m.parameters(), anchor))
+            return self.task.loss(m, x, y) + 0.5 * lam * sum(((p - a) ** 2).sum() for p, a in zip(m.parameters(), anchor))
 
         personal_loss = self.local_sgd(personal, msg, regularized, stream="personal")
         self.context.state[PERSONAL] = ArrayRecord({k: v.detach().cpu() for k, v in personal.state_dict().items()})

@@ -1,6 +1,6 @@
 """FedDyn's client half (Acar et al., ICLR 2021): FedAvg's local SGD on a dynamically regularized loss.
 
-Client k minimizes L_k(theta) - <g_k, theta> + (alpha/2) ||theta - theta^{t-1}||^2, where theta^{t-1}
+Client k minimizes L_k(theta) (the task's loss) - <g_k, theta> + (alpha/2) ||theta - theta^{t-1}||^2, where theta^{t-1}
 is the received global model and g_k, its estimate of grad L_k at its last local model, lives in
 `context.state["feddyn/grad"]` (zero before its first round; the ClientApp writes it to the node's
 state-dir). After training, g_k <- g_k - alpha (theta_k^t - theta^{t-1}). The reply is theta_k^t.
@@ -16,7 +16,6 @@ import torch
 from flwr.app import ArrayRecord, Message
 from torch import nn
 
-from flowerbed.clients.core import cross_entropy
 from flowerbed.clients.fedavg import FedAvgClient
 
 GRAD = "feddyn/grad"  # g_k, a record of context.state
@@ -38,11 +37,12 @@ class FedDynClient(FedAvgClient):
         alpha = float(self.cfg["algorithm.dyn_alpha"])
         names = [n for n, _ in model.named_parameters()]
         grad, anchor = [self.grad[n] for n in names], [self.anchor[n] for n in names]
+        task_loss = super().loss_fn(model, msg)
 
         def dynamic(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             params = list(m.parameters())
             linear = sum((g * p).sum() for g, p in zip(grad, params))
             drift = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
-            return cross_entropy(m, x, y) - linear + 0.5 * alpha * drift
+            return task_loss(m, x, y) - linear + 0.5 * alpha * drift
 
         return dynamic

@@ -17,7 +17,9 @@ Choices where the paper is silent or the setting differs:
 - before a client first trains, its previous model is the received global one (the official code
   starts every previous model from the initial global model): the term is then log 2 with zero
   gradient, so a client's first round is FedAvg's;
-- one previous model is kept (the paper's default buffer size of 1).
+- one previous model is kept (the paper's default buffer size of 1);
+- classification only (`task.name`): the supervised term is cross-entropy on the head over the same
+  features z, computed once per batch.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from flwr.app import ArrayRecord, Message
 from torch import nn
 
 from flowerbed.clients.fedavg import FedAvgClient
+from flowerbed.tasks.classification import ClassificationTask
 from flowerbed.tasks.errors import ConfigError
 
 PREVIOUS = "moon/previous"  # the last local model, a record of context.state
@@ -41,6 +44,8 @@ def contrastive(z: torch.Tensor, z_glob: torch.Tensor, z_prev: torch.Tensor, tem
 
 class MoonClient(FedAvgClient):
     def fit(self, model: nn.Module, msg: Message) -> dict:
+        if not isinstance(self.task, ClassificationTask):
+            raise ConfigError.invalid("task.name", self.cfg.get("task.name"), "classification for MOON (cross-entropy on the head over its features)")
         if not hasattr(model, "features") or not hasattr(model, "classifier"):
             raise ConfigError.invalid("model.name", self.cfg["model.name"], "a model with `features` and `classifier` (tasks/classifier.py) for MOON")
         received = {k: v.detach().clone() for k, v in model.state_dict().items()}

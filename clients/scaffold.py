@@ -20,7 +20,6 @@ import torch
 from flwr.app import ArrayRecord, Message
 from torch import nn
 
-from flowerbed.clients.core import cross_entropy
 from flowerbed.clients.fedavg import FedAvgClient
 from flowerbed.tasks.records import tensor_record, tensors
 
@@ -48,9 +47,10 @@ class ScaffoldClient(FedAvgClient):
 
     def loss_fn(self, model: nn.Module, msg: Message):
         correction = [self.correction[n] for n, _ in model.named_parameters()]
+        task_loss = super().loss_fn(model, msg)
 
         def corrected(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return cross_entropy(m, x, y) + sum((d * p).sum() for d, p in zip(correction, m.parameters()))
+            return task_loss(m, x, y) + sum((d * p).sum() for d, p in zip(correction, m.parameters()))
 
         return corrected
 
