@@ -46,10 +46,17 @@ from flowerbed.clients.base import ClientAlgorithm, Template, template
 from flowerbed.clients.core import batches_from, generator
 from flowerbed.clients.data import local_data
 from flowerbed.clients.fedavg import FedAvgClient
+from flowerbed.clients.feddyn import GRAD as FEDDYN_GRAD
+from flowerbed.clients.feddyn import FedDynClient
+from flowerbed.clients.fednova import FedNovaClient, normalize, normalizer
 from flowerbed.clients.fedlabel import FedLabelClient, combine, fit_metrics, local_plan, pseudo_labels, semi_supervised_loss
 from flowerbed.clients.fedlc import FedLCClient, calibrated_cross_entropy, calibration, label_counts
 from flowerbed.clients.fedloge import FedLoGeClient, FedLoGeNet
 from flowerbed.clients.fedprox import FedProxClient
+from flowerbed.clients.scaffold import CONTROL as SCAFFOLD_CONTROL
+from flowerbed.clients.scaffold import DELTA as SCAFFOLD_DELTA
+from flowerbed.clients.scaffold import OWN as SCAFFOLD_OWN
+from flowerbed.clients.scaffold import ScaffoldClient
 from flowerbed.tasks.classification import ClassificationTask, client_scores
 from flowerbed.tasks.etf import options as etf_options
 from flowerbed.tasks.etf import sse_c_for
@@ -343,6 +350,86 @@ def fedloge(cohort: Cohort) -> list[RecordDict]:
     return local_sgd(cohort, loss, net=net, own=heads, keep=keep)
 
 
+def fednova(cohort: Cohort) -> list[RecordDict]:
+    """FedNovaClient.fit for a cohort: FedAvg's stacked SGD, then each reply's update divided by its a_i."""
+    cfg, seed, momentum = cohort.cfg, int(cohort.cfg["seed"]), float(cohort.cfg["train.momentum"])
+    labeled = resident_data(cfg, cohort.device)[2]
+    replies = local_sgd(cohort)
+    for msg, reply, c in zip(cohort.messages, replies, cohort.client_ids):
+        a = normalizer(len(batches_from(cfg, len(labeled[c]), generator(seed, cohort.server_round, c, "train"))), momentum)
+        trained = tensors(reply["arrays"])  # views of the stacked weights: normalized in place
+        normalize({k: v.to(cohort.device) for k, v in tensors(msg.content["arrays"]).items()}, trained, a)
+        reply["metrics"]["fednova/a"] = a
+    return replies
+
+
+def _per_client_state(cohort: Cohort, key: str, names: list[str], like: Tensors, order: list[int]) -> Tensors:
+    """A record of each client's `context.state` (zero where it has none yet), stacked in slot order."""
+    held = [cohort.contexts[k].state[key].to_torch_state_dict() if key in cohort.contexts[k].state else {} for k in order]
+    return {n: torch.stack([h[n].to(cohort.device) if n in h else torch.zeros_like(like[n][0]) for h in held]) for n in names}
+
+
+def feddyn(cohort: Cohort) -> list[RecordDict]:
+    """FedDynClient.fit for a cohort: the anchors and gradient states stacked, g_k updated per client."""
+    alpha, stacked_extra, slot_of = float(cohort.cfg["algorithm.dyn_alpha"]), {}, {}
+    task_loss = task_of(cohort.cfg).stacked_loss
+
+    def anchor_and_grad(params: Tensors, order: list[int]) -> Tensors:
+        slot_of.update({k: slot for slot, k in enumerate(order)})
+        grads = _per_client_state(cohort, FEDDYN_GRAD, list(params), params, order)
+        stacked_extra.update({"anchor/" + n: p.detach().clone() for n, p in params.items()})
+        stacked_extra.update({"grad/" + n: g for n, g in grads.items()})
+        return stacked_extra
+
+    def dynamic(model: nn.Module, p: Tensors, b: Tensors, x: torch.Tensor, y: torch.Tensor, e: Tensors) -> torch.Tensor:
+        linear = sum((e["grad/" + n] * p[n]).sum() for n in p)
+        drift = sum(((p[n] - e["anchor/" + n]) ** 2).sum() for n in p)
+        return task_loss(model, p, b, x, y, e) - linear + 0.5 * alpha * drift
+
+    def keep(k: int, trained: Tensors) -> None:
+        slot, names = slot_of[k], [n.removeprefix("grad/") for n in stacked_extra if n.startswith("grad/")]
+        grad = {n: stacked_extra["grad/" + n][slot] - alpha * (trained[n] - stacked_extra["anchor/" + n][slot]) for n in names}
+        cohort.contexts[k].state[FEDDYN_GRAD] = ArrayRecord(OrderedDict((n, g.detach().cpu()) for n, g in grad.items()))
+
+    return local_sgd(cohort, dynamic, anchor_and_grad, keep=keep)
+
+
+def scaffold(cohort: Cohort) -> list[RecordDict]:
+    """ScaffoldClient.fit for a cohort: corrections c - c_i stacked, option II's c_i+ per client, and
+    c_i+ - c_i in each reply's record."""
+    cfg, seed, lr = cohort.cfg, int(cohort.cfg["seed"]), float(cohort.cfg["train.lr"])
+    labeled, stacked_extra, slot_of, changes = resident_data(cfg, cohort.device)[2], {}, {}, {}
+    task_loss = task_of(cfg).stacked_loss
+
+    def corrections(params: Tensors, order: list[int]) -> Tensors:
+        slot_of.update({k: slot for slot, k in enumerate(order)})
+        received = [tensors(m.content[SCAFFOLD_CONTROL]) if SCAFFOLD_CONTROL in m.content.array_records else {}
+                    for m in (cohort.messages[k] for k in order)]
+        c = {n: torch.stack([r[n].to(cohort.device) if n in r else torch.zeros_like(params[n][0]) for r in received]) for n in params}
+        c_i = _per_client_state(cohort, SCAFFOLD_OWN, list(params), params, order)
+        stacked_extra.update({"start/" + n: p.detach().clone() for n, p in params.items()})
+        stacked_extra.update({"c/" + n: v for n, v in c.items()} | {"c_i/" + n: v for n, v in c_i.items()})
+        return {"correction/" + n: c[n] - c_i[n] for n in params}
+
+    def corrected(model: nn.Module, p: Tensors, b: Tensors, x: torch.Tensor, y: torch.Tensor, e: Tensors) -> torch.Tensor:
+        return task_loss(model, p, b, x, y, e) + sum((e["correction/" + n] * p[n]).sum() for n in p)
+
+    def keep(k: int, trained: Tensors) -> None:
+        slot, names = slot_of[k], [n.removeprefix("c/") for n in stacked_extra if n.startswith("c/")]
+        steps = len(batches_from(cfg, len(labeled[cohort.client_ids[k]]), generator(seed, cohort.server_round, cohort.client_ids[k], "train")))
+        old = {n: stacked_extra["c_i/" + n][slot] for n in names}
+        new = {n: old[n] - stacked_extra["c/" + n][slot] + (stacked_extra["start/" + n][slot] - trained[n]) / (steps * lr) if steps else old[n]
+               for n in names}
+        cohort.contexts[k].state[SCAFFOLD_OWN] = ArrayRecord(OrderedDict((n, v.detach().cpu()) for n, v in new.items()))
+        changes[k] = {SCAFFOLD_DELTA + n: (new[n] - old[n]).detach() for n in names}
+
+    replies = local_sgd(cohort, corrected, corrections, keep=keep)
+    for k, reply in enumerate(replies):
+        for key, array in tensor_record(changes[k]).items():
+            reply["arrays"][key] = array
+    return replies
+
+
 # -- a batched evaluate: ClientAlgorithm.evaluate (the received model on each local test set) ------
 @torch.no_grad()
 def evaluate_received(cohort: Cohort) -> list[RecordDict]:
@@ -458,12 +545,18 @@ BATCHED: dict[type[ClientAlgorithm], Callable[[Cohort], list[RecordDict]]] = {
     FedLCClient: fedlc,
     FedLoGeClient: fedloge,
     FedLabelClient: fedlabel,
+    FedNovaClient: fednova,
+    FedDynClient: feddyn,
+    ScaffoldClient: scaffold,
 }
 # evaluate forms, used where the algorithm also trains batched (BATCHED)
 BATCHED_EVALUATE: dict[type[ClientAlgorithm], Callable[[Cohort], list[RecordDict]]] = {
     FedAvgClient: evaluate_received,
     FedProxClient: evaluate_received,
     FedLCClient: evaluate_received,
+    FedNovaClient: evaluate_received,
+    FedDynClient: evaluate_received,
+    ScaffoldClient: evaluate_received,
 }
 
 

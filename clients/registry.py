@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from flowerbed.clients.base import ClientAlgorithm
 from flowerbed.clients.ccvr import CCVRClient
+from flowerbed.clients.ditto import DittoClient
 from flowerbed.clients.fedavg import FedAvgClient
 from flowerbed.clients.fedbabu import FedBABUClient
 from flowerbed.clients.fedbn import FedBNClient
+from flowerbed.clients.feddyn import FedDynClient
 from flowerbed.clients.fedloge import FedLoGeClient
+from flowerbed.clients.fednova import FedNovaClient
 from flowerbed.clients.fedlabel import FedLabelClient
 from flowerbed.clients.fedlc import FedLCClient
 from flowerbed.clients.fedprox import FedProxClient
@@ -16,7 +19,9 @@ from flowerbed.clients.fedrod import FedRoDClient
 from flowerbed.clients.fixmatch import FixMatchClient
 from flowerbed.clients.fraug import FRAugClient
 from flowerbed.clients.uda import UDAClient
+from flowerbed.clients.moon import MoonClient
 from flowerbed.clients.pfedpg import PromptClient
+from flowerbed.clients.scaffold import ScaffoldClient
 from flowerbed.tasks import plugins
 
 CLIENTS: dict[str, type[ClientAlgorithm]] = {
@@ -33,6 +38,11 @@ CLIENTS: dict[str, type[ClientAlgorithm]] = {
     "fixmatch": FixMatchClient,
     "uda": UDAClient,
     "fedbn": FedBNClient,
+    "fednova": FedNovaClient,
+    "scaffold": ScaffoldClient,
+    "feddyn": FedDynClient,
+    "moon": MoonClient,
+    "ditto": DittoClient,
     # FRAug and its ablations (the client reads which parts are on from the name)
     "fraug": FRAugClient,
     "fraug-no-rtnet": FRAugClient,

@@ -42,7 +42,14 @@ EXTRA_WORK = {
                "each personalized evaluation",
     "fedloge": "the same steps also train psi and phi_k on the detached features; the frozen SSE-C is built once "
                "per process (`etf_steps` Adam steps)",
-    "fedprox": "a proximal term (mu/2)|w - w_global|^2 in every step",
+    "fedprox": "a proximal term: mu/2 times the squared distance to the global model, in every step",
+    "scaffold": "the correction c - c_i on every step's gradient; c travels down and c_i's change up with the model "
+                "(twice FedAvg's bytes each way)",
+    "fednova": "none (the reply's update is divided by a_i); server: the mean update scaled by tau_eff",
+    "feddyn": "a linear term <g_k, w> and the squared distance to the global model (times alpha/2) in every step",
+    "moon": "two more forward passes per step (the global and the previous local model's features) for the "
+            "model-contrastive term",
+    "ditto": "a second run of the same local steps: the personal model, pulled toward the global one (lambda)",
     "fedavgm": "server: SGD with momentum on the averaged update",
     "fedadam": "server: Adam on the averaged update",
     "fedyogi": "server: Yogi on the averaged update",

@@ -15,7 +15,7 @@ import torch
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import strategy as flwr_strategy
 
-from flowerbed.strategies.sampling import StableClients
+from flowerbed.strategies.sampling import StableClients, sample_size
 from flowerbed.tasks.records import is_tensor_backed, stacked, tensor_record, tensors
 
 
@@ -107,3 +107,36 @@ class FedMedian(StableClients, flwr_strategy.FedMedian):
 
 class Krum(StableClients, flwr_strategy.Krum):
     pass
+
+
+class StepFromSent:
+    """Mixed in before a FedAvg-family strategy whose new model is a step from the model it sent
+    (FedNova, SCAFFOLD, FedDyn): `step(sent, mean, metrics)` gets this round's sent arrays and the
+    screened replies' weighted mean, and returns the new global arrays. The sent arrays are
+    dropped after the round (not worth a place in the checkpoint)."""
+
+    sent: ArrayRecord | None = None
+
+    def configure_train(self, server_round, arrays, config, grid):
+        self.sent = arrays
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round, replies):
+        mean, metrics = super().aggregate_train(server_round, replies)
+        sent, self.sent = self.sent, None
+        if mean is None or sent is None:
+            return mean, metrics
+        return self.step(sent, mean, metrics), metrics
+
+    def step(self, sent: ArrayRecord, mean: ArrayRecord, metrics: MetricRecord) -> ArrayRecord:
+        raise NotImplementedError
+
+    def participation(self) -> float:
+        """|S| / N: the share of all the clients whose replies this round's mean holds (in `step`)."""
+        clients = len(self.client_of_node)
+        sampled = sample_size(clients, self.fraction_train, self.min_train_nodes)
+        return (sampled - self.round_stats["failures"] - self.round_stats["rejected"]) / clients
+
+
+def is_float(array: Array) -> bool:
+    return np.dtype(array.dtype).kind == "f"

@@ -9,8 +9,8 @@ from typing import Callable
 
 from flwr.serverapp.strategy import Strategy
 
-from flowerbed.strategies import ccvr, fedbn, fedlabel, fedlc, fedloge, fedrod, flower, fraug, pfedpg, uda
-from flowerbed.strategies import privacy, robust
+from flowerbed.strategies import ccvr, fedbn, feddyn, fedlabel, fedlc, fedloge, fednova, fedrod, flower, fraug, pfedpg
+from flowerbed.strategies import privacy, robust, scaffold, uda
 from flowerbed.strategies.sampling import mean_over_clients
 from flowerbed.tasks import plugins
 from flowerbed.tasks.errors import ConfigError
@@ -59,6 +59,11 @@ STRATEGIES: dict[str, Callable[[dict], Strategy]] = {
     "fedvpt": lambda c: pfedpg.FedVPT(**pfedpg.options(c), **common(c)),
     "singleset-vpt": lambda c: pfedpg.SingleSetVPT(**pfedpg.options(c), **common(c)),
     "fedbn": lambda c: fedbn.FedBN(**fedbn.options(c), **common(c)),
+    "fednova": lambda c: fednova.FedNova(**common(c)),
+    "feddyn": lambda c: feddyn.FedDyn(float(c["algorithm.dyn_alpha"]), **common(c)),
+    "ditto": lambda c: flower.FedAvg(**common(c)),  # the global model is FedAvg's; personal models stay on clients
+    "moon": lambda c: flower.FedAvg(**common(c)),  # the contrastive term is the client's business
+    "scaffold": lambda c: scaffold.Scaffold(float(c["algorithm.server_lr"]), **common(c)),
     "fraug": lambda c: fraug.FRAug(**fraug.options(c), **fedbn.options(c), **common(c)),
     "fraug-no-rtnet": lambda c: fraug.FRAug(**fraug.options(c), **fedbn.options(c), **common(c)),
     "fraug-no-generator": lambda c: fedbn.FedBN(**fedbn.options(c), **common(c)),  # nothing but the model travels

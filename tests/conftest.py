@@ -40,3 +40,31 @@ def run(run_dir: Path, *overrides: str) -> list[dict]:
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"
+
+
+def strategy_state(run_dir: Path) -> dict:
+    """The server half's attributes as the run's checkpoint holds them."""
+    import pickle
+
+    from flowerbed.server.results import RunDirectory
+
+    return pickle.loads(RunDirectory(run_dir).load_checkpoint()["strategy"])
+
+
+def client_state(run_dir: Path, client: int, server_round: int, key: str) -> dict:
+    """One record of a client's state as written after `server_round` (clients/state.py), as tensors."""
+    import torch
+
+    from flowerbed.clients.state import _decode
+
+    blob = torch.load(run_dir / "checkpoints" / "clients" / str(client) / f"round-{server_round}.pt", weights_only=False)
+    return _decode(blob)[key].to_torch_state_dict()
+
+
+def sample_shares(*overrides: str) -> list[float]:
+    """p_k = n_k / n: each client's share of the labeled samples of a smoke run with `overrides`."""
+    from flowerbed.simulations import config
+    from flowerbed.tasks.partitions import build_federation
+
+    sizes = [len(c.labeled) for c in build_federation(config.load(["experiment=smoke", *overrides])).clients]
+    return [n / sum(sizes) for n in sizes]

@@ -33,7 +33,7 @@ BAD_INPUTS = [
     (["partition.alpah=0.1"], "partition.alpah is not a configuration key; did you mean partition.alpha?"),
     (["+train.lrr=0.1"], "train.lrr is not a configuration key; did you mean train.lr?"),  # `+` got it past Hydra
     (["clients=3"], "clients is not a configuration key; did you mean clients.num?"),  # a whole group replaced by a value
-    (["algorithm=fedavgg"], "algorithm='fedavgg' is not valid: one of fedadam, fedavg,"),
+    (["algorithm=fedavgg"], "fedadam, fedavg, fedavgm,"),  # the options, sorted
     (["algorithm=fedavgg"], "; did you mean fedavg?"),
     # a key that only other options of its group have: which ones, not a "did you mean" of itself
     (["dataset.path=/data/cifar10"], "dataset.path is not a key of the chosen dataset; dataset=cifar10, cifar100, fashion-mnist, imagefolder"),
@@ -45,6 +45,11 @@ BAD_INPUTS = [
     (["seed=0,1"], "seed=0,1 is a list of values: `flowerbed sweep seed=0,1` runs one simulation per value"),
     (["seed=[0,1"], "'seed=[0,1' is not an override Hydra can read: no viable alternative at input '[0,1'"),
     (["resume=true", "overwrite=true"], "resume=true and overwrite=true contradict each other"),
+    # the baselines' own coefficients
+    (["algorithm=feddyn", "algorithm.dyn_alpha=-0.1"], "algorithm.dyn_alpha=-0.1 is not valid: a number >= 0"),
+    (["algorithm=moon", "algorithm.temperature=0"], "algorithm.temperature=0 is not valid: a number > 0"),
+    (["algorithm=ditto", "algorithm.ditto_lambda=x"], "algorithm.ditto_lambda='x' is not valid"),
+    (["algorithm=scaffold", "algorithm.server_lr=0"], "algorithm.server_lr=0 is not valid: a number > 0"),
     # flwr-datasets' own multi-sentence message before
     (["partition=pathological", "partition.classes_per_client=11"], "partition.classes_per_client=11 is not valid: at most the 10 classes"),
     # noise or clipping without a DP mode: the user would believe the run is private

@@ -1,8 +1,10 @@
 """docs/extending.md runs: its code, written where it says, trains; so the guide cannot rot.
 
 The project is copied to a temporary folder; every block of the guide whose header names a file
-(```python file=clients/fednova.py) is written there, every registry block
-(```python add-to=clients/registry.py:CLIENTS) adds its import and entry lines to that registry,
+(```python file=clients/fednova.py) must be that file verbatim where the project has it (FedNova's
+files are real: the guide walks through them) and is written there otherwise, every registry block
+(```python add-to=clients/registry.py:CLIENTS) adds its import and entry lines to that registry
+unless they are there already,
 and then, in one Python process in the copy: the guide's test file and the registry tests run
 under pytest, and the guide's commands (```bash run) run in order, `flowerbed run|sweep` with
 `experiment=smoke` first (4 clients, 2 rounds; the command's own overrides still win).
@@ -28,11 +30,13 @@ def blocks() -> list[tuple[str, str, str]]:
 
 
 def add_to_registry(path: Path, registry: str, block: str) -> None:
-    """The block's import lines after the file's last import; its `"name": ...,` lines at the end of `registry`."""
+    """The block's import lines after the file's last import; its `"name": ...,` lines at the end of
+    `registry`; lines the file already holds (a registered algorithm's) are not added again."""
     lines = path.read_text().splitlines()
     imports = [line for line in block.splitlines() if line.startswith(("from ", "import "))]
     entries = [line for line in block.splitlines() if re.match(r'^\s+"[\w-]+":', line)]
     assert imports and entries, block
+    imports, entries = [i for i in imports if i not in lines], [e for e in entries if e not in lines]
     start = next(i for i, line in enumerate(lines) if line.startswith(registry))
     end = next(i for i in range(start, len(lines)) if lines[i] == "}")
     lines[end:end] = entries
@@ -70,7 +74,9 @@ def test_the_extending_guide_runs(tmp_path):
     for lang, header, body in blocks():
         if header.startswith("file="):
             target = copy / header.removeprefix("file=")
-            assert not target.exists(), f"the guide overwrites {target.name}"
+            if target.exists():
+                assert target.read_text() == body, f"the guide's {target.name} is not the project's: copy the file into the guide"
+                continue
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(body)
         elif header.startswith("add-to="):

@@ -10,8 +10,21 @@ from tests.conftest import run
 
 def test_flower_engine_matches_sequential_engine(tmp_path):
     overrides = ("clients.num=5", "rounds=3", "clients.fraction_train=0.6", "partition.alpha=0.3")
-    sequential = run(tmp_path / "seq", *overrides)
-    flower = run(tmp_path / "ray", *overrides, "engine=flower")
+    assert_same_numbers(run(tmp_path / "seq", *overrides), run(tmp_path / "ray", *overrides, "engine=flower"))
+    # the engine stopped everything it started (its FLWR_HOME is a flowerbed-flwr-<this pid>-* temp folder)
+    left = subprocess.run(["pgrep", "-f", f"flowerbed-flwr-{os.getpid()}-"], capture_output=True, text=True).stdout.split()
+    assert left == []
+
+
+@pytest.mark.parametrize("algorithm", ["scaffold", "ditto"])
+def test_flower_engine_keeps_client_and_server_state_as_sequential_does(tmp_path, algorithm):
+    """SCAFFOLD: c in a second record of the message and the strategy, c_i in each node's Context;
+    Ditto: the personal model in the Context, scored at evaluation."""
+    overrides = (f"algorithm={algorithm}", "clients.num=4", "rounds=3", "clients.fraction_train=0.5")
+    assert_same_numbers(run(tmp_path / "seq", *overrides), run(tmp_path / "ray", *overrides, "engine=flower"))
+
+
+def assert_same_numbers(sequential: list[dict], flower: list[dict]) -> None:
     assert len(flower) == len(sequential) == 4
     for a, b in zip(sequential, flower):
         for key, value in a.items():
@@ -23,9 +36,6 @@ def test_flower_engine_matches_sequential_engine(tmp_path):
                 assert abs(value - b[key]) <= 1e-6, (a["round"], key)
             else:
                 assert value == b[key], (a["round"], key)
-    # the engine stopped everything it started (its FLWR_HOME is a flowerbed-flwr-<this pid>-* temp folder)
-    left = subprocess.run(["pgrep", "-f", f"flowerbed-flwr-{os.getpid()}-"], capture_output=True, text=True).stdout.split()
-    assert left == []
 
 
 def test_flwr_run_on_a_simulation_of_the_wrong_size_fails_at_once(tmp_path):
