@@ -249,6 +249,12 @@ CHECKS: dict[str, Callable] = {
     "engine.num_cpus": _num(float, 0, low_open=True),
     "clients.max_update_norm": _num(float, 0),
     "clients.max_failed_rounds": _num(int, 1),
+    "clients.deadline_s": _num(float, 0),
+    "clients.over_select": _num(float, 0),
+    "devices.profile": _one_of("none", "classes", "trace"),
+    "devices.reference_speed": _num(float, 0, low_open=True),
+    "devices.availability": _one_of("always", "classes"),
+    "devices.session_s": _num(float, 0, low_open=True),
     "faults.raise_fraction": _num(float, 0, 1),
     "faults.timeout_fraction": _num(float, 0, 1),
     "faults.dropout_fraction": _num(float, 0, 1),
@@ -334,6 +340,7 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     if name not in STRATEGIES or name not in CLIENTS:
         raise ConfigError.invalid("algorithm.name", name, "one of " + ", ".join(sorted(STRATEGIES)), STRATEGIES)
     _check_augment(flat, name)
+    _check_devices(flat)
     if flat["train.local_epochs"] == 0 and flat["train.local_steps"] == 0:
         raise ConfigError.invalid("train.local_steps", 0, "> 0 when train.local_epochs is 0")
     device = str(flat["train.device"])
@@ -347,6 +354,19 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
         build_strategy(flat)  # the privacy mode must fit the algorithm (strategies/privacy.py)
     if load_data:
         validate_data(flat)
+
+
+def _check_devices(flat: dict) -> None:
+    """Device classes and traces are read here, so a bad one stops the run before anything is written."""
+    from flowerbed.tasks.devices import build_profiles
+
+    build_profiles(flat, int(flat["clients.num"]))
+    if flat.get("devices.profile", "none") == "none":
+        for key in ("clients.deadline_s", "clients.over_select"):
+            if float(flat.get(key, 0.0)) > 0:
+                raise ConfigError.invalid(key, flat[key], "0 without a virtual clock: set devices.profile=classes or trace")
+    if flat.get("devices.profile", "none") != "none" and flat.get("privacy.secagg"):
+        raise ConfigError.invalid("privacy.secagg", True, "false with devices.profile (the virtual clock times single replies)")
 
 
 DP_KEYS = ("clipping", "clipping_norm", "noise_multiplier", "delta", "target_quantile", "clip_lr", "clipped_count_stddev")
@@ -420,6 +440,19 @@ def validate_data(flat: dict[str, Scalar]) -> None:
     from flowerbed.strategies import privacy
 
     privacy.check_model(flat, model.state_dict())
+    _check_deadline(flat, fed, model)
+
+
+def _check_deadline(flat: dict, fed, model) -> None:
+    """A deadline that no client meets with this model and data would drop every reply of every round."""
+    from flowerbed.server.clock import VirtualClock
+    from flowerbed.tasks.devices import build_profiles
+    from flowerbed.tasks.records import tensor_record, wire_bytes
+
+    profiles = build_profiles(flat, len(fed.clients))
+    if profiles is not None:
+        model_bytes = wire_bytes(tensor_record(model.state_dict()))
+        VirtualClock(flat, profiles).check_deadline(model_bytes, [len(c.labeled) for c in fed.clients])
 
 
 def check_here(flat: dict[str, Scalar]) -> None:

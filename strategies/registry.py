@@ -68,6 +68,7 @@ def build_strategy(cfg: dict) -> Strategy:
     strategy.client_of_node = {}
     strategy.round_stats = {}
     strategy.max_update_norm = float(cfg.get("clients.max_update_norm", 0.0))
+    strategy.over_select = float(cfg.get("clients.over_select", 0.0))
     strategy.aggregation = robust.aggregator(cfg)
     if strategy.aggregation is not None and not getattr(strategy, "has_global_model", True):
         raise ConfigError.invalid("algorithm.aggregation", cfg["algorithm.aggregation"], f"mean for {cfg['algorithm.name']} (no global weights)")
