@@ -255,6 +255,10 @@ CHECKS: dict[str, Callable] = {
     "devices.reference_speed": _num(float, 0, low_open=True),
     "devices.availability": _one_of("always", "classes"),
     "devices.session_s": _num(float, 0, low_open=True),
+    "algorithm.buffer_size": _num(int, 1),
+    "algorithm.concurrency": _num(int, 0),
+    "algorithm.mixing": _num(float, 0, 1, low_open=True),
+    "algorithm.staleness_exponent": _num(float, 0),
     "faults.raise_fraction": _num(float, 0, 1),
     "faults.timeout_fraction": _num(float, 0, 1),
     "faults.dropout_fraction": _num(float, 0, 1),
@@ -367,6 +371,15 @@ def _check_devices(flat: dict) -> None:
                 raise ConfigError.invalid(key, flat[key], "0 without a virtual clock: set devices.profile=classes or trace")
     if flat.get("devices.profile", "none") != "none" and flat.get("privacy.secagg"):
         raise ConfigError.invalid("privacy.secagg", True, "false with devices.profile (the virtual clock times single replies)")
+    buffer = int(flat.get("algorithm.buffer_size", 1))
+    if flat["algorithm.name"] == "fedbuff" and buffer > int(flat["clients.num"]):
+        raise ConfigError.invalid("algorithm.buffer_size", buffer, f"at most clients.num={flat['clients.num']} updates")
+    if flat["algorithm.name"] in ("fedbuff", "fedasync") and (flat.get("privacy.name", "none") != "none" or flat.get("privacy.secagg")):
+        raise ConfigError.invalid("privacy.name", flat.get("privacy.name"), f"none with algorithm.name={flat['algorithm.name']} "
+                                  "(privacy accounts per synchronous round)")
+    if flat["algorithm.name"] in ("fedbuff", "fedasync") and flat.get("algorithm.aggregation", "mean") != "mean":
+        raise ConfigError.invalid("algorithm.aggregation", flat["algorithm.aggregation"],
+                                  f"mean with algorithm.name={flat['algorithm.name']} (updates are applied one at a time)")
 
 
 DP_KEYS = ("clipping", "clipping_norm", "noise_multiplier", "delta", "target_quantile", "clip_lr", "clipped_count_stddev")

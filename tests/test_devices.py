@@ -117,6 +117,7 @@ def test_bad_trace_is_one_line_and_exit_2(tmp_path, capsys, trace, message):
     (["devices.profile=classes", "clients.deadline_s=0.001"], "clients.deadline_s=0.001 is not valid: a deadline some client can meet"),
     (["clients.deadline_s=5"], "clients.deadline_s=5 is not valid: 0 without a virtual clock"),
     (["devices.profile=trace"], "devices.trace='' is not valid: a JSON trace file"),
+    (["algorithm=fedbuff", "algorithm.buffer_size=5"], "algorithm.buffer_size=5 is not valid: at most clients.num=4"),
 ])
 def test_bad_device_settings_are_one_line_and_exit_2(tmp_path, capsys, overrides, message):
     assert flowerbed("run", "experiment=smoke", *overrides, f"output.dir={tmp_path}/r") == 2
