@@ -11,6 +11,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from flowerbed.strategies.fedasync import FedAsync, polynomial
 from flowerbed.strategies.fedbuff import FedBuff
 from flowerbed.tasks.records import tensor_record, tensors
+from flowerbed.simulations.engines.inprocess import InProcessGrid, run_in_process
 from tests.conftest import flowerbed, read_metrics
 
 # 2 ms vs 20 ms per sample, the same fast link (100 MB/s): the second client is ten times slower to compute
@@ -106,3 +107,51 @@ def test_async_counts_failed_clients_and_goes_on(tmp_path):
     assert sum(m.get("clients/failures", 0) for m in metrics) > 0
     assert [m["round"] for m in metrics][-1] == 4
     assert all(m["clients/trained"] == 3 for m in metrics[1:])  # K=3 updates per server step, failures not among them
+
+
+class SlowFirstNode(InProcessGrid):
+    """A Grid that behaves as a deployment's: replies wait until pulled, and client 0's training
+    replies come only on the fifth pull after their push (a slow device). Its module is not
+    flowerbed's, so the server runs without a virtual clock and takes replies as they arrive."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.held: dict[str, list] = {}  # message id -> [reply, pulls before it arrives]
+        self.slow_replies = 0
+
+    def push_messages(self, messages):
+        ids = []
+        for message in messages:
+            message_id = self.assign_id(message)
+            slow = (self.contexts[message.metadata.dst_node_id].node_config["partition-id"] == 0
+                    and message.metadata.message_type == "train")
+            self.held[message_id] = [self.execute(message), 5 if slow else 0]
+            self.slow_replies += slow
+            ids.append(message_id)
+        return ids
+
+    def pull_messages(self, message_ids):
+        arrived = []
+        for message_id in message_ids:
+            if message_id in self.held:
+                if self.held[message_id][1] == 0:
+                    arrived.append(self.held.pop(message_id)[0])
+                else:
+                    self.held[message_id][1] -= 1
+        return arrived
+
+
+def test_deployed_fedbuff_applies_updates_as_they_arrive(tmp_path):
+    from flowerbed.clients.app import app as client_app
+    from flowerbed.server.app import app as server_app
+    from flowerbed.simulations import config
+
+    flat = config.load(["experiment=smoke", "algorithm=fedbuff", "rounds=4", f"output.dir={tmp_path / 'r'}"])
+    grid = run_in_process(server_app, client_app, flat, 4, SlowFirstNode)
+    updates = read_metrics(tmp_path / "r")[1:]
+    assert [m["round"] for m in updates] == [1, 2, 3, 4]
+    assert all(m["clients/trained"] == 3 for m in updates)  # K = 3 replies per server step
+    assert "time/virtual_s" not in updates[0]  # no virtual clock in a deployment: real arrivals
+    # the fast clients went round again while the slow one trained; its update came in stale
+    assert sum(m["async/staleness_mean"] > 0 for m in updates) >= 1
+    assert grid.slow_replies >= 1
