@@ -3,7 +3,9 @@
 Each round calls the strategy's own configure/aggregate methods in Flower's order (train,
 client evaluation, central evaluation). Around them this loop adds what `Strategy.start` lacks:
 stable client ids, a metrics line and a checkpoint after every round, resume from the last
-checkpoint, byte and failure counts, and a progress bar.
+checkpoint, byte and failure counts, and a progress bar. With `devices.profile` a virtual clock
+(server/clock.py) times each round as the fleet's devices would; an asynchronous strategy
+(FedBuff, FedAsync) takes its rounds from server/asynchronous.py instead of `synchronous_rounds`.
 
 The global model is kept as a tensor-backed record (tasks/records.py), converted once per round if
 a strategy returned bytes: in process, the round's clients load it without decoding it each, and
