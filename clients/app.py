@@ -36,6 +36,8 @@ def _run(msg: Message, context: Context, handler: str) -> Message:
     server_round = int(msg.content["config"]["server-round"])
     state.restore(context, algorithm.client_id, server_round)
     fault = faults.before_train(context.run_config, server_round, algorithm.client_id) if handler == "train" else None
+    if handler == "train":
+        faults.slow_device(context.node_config)
     content = getattr(algorithm, handler)(msg)
     if fault == "poison":
         content = faults.poison(content, context.run_config, server_round, algorithm.client_id)

@@ -7,6 +7,8 @@ engine and a real deployment fail in the same way. Which client fails, and how, 
 - raise:   the client half raises; Flower turns that into an error reply.
 - timeout: the client sleeps past `clients.timeout`; the server stops waiting and counts it failed.
 - dropout: the client leaves mid-round; its node answers with an error reply (`ClientDropout`).
+- slow:    a node whose node config sets `train-delay-s` waits that long before each training (a
+           device made slow on purpose, for asynchronous aggregation in a deployment).
 - poison:  the client trains, then sends NaN (`faults.poison=nonfinite`) or its trained model plus
            a random update of norm 1e6 per array (`faults.poison=huge`), for the server's screening.
 """
@@ -51,6 +53,13 @@ def before_train(cfg: dict, server_round: int, client_id: int) -> str | None:
     if kind == "timeout":
         time.sleep(float(cfg["clients.timeout"]) + 0.5)  # the reply comes, but too late to count
     return kind
+
+
+def slow_device(node_config: dict) -> None:
+    """Wait `train-delay-s` seconds (node config) before training: a slow device, on purpose."""
+    delay = float(node_config.get("train-delay-s", 0.0))
+    if delay > 0:
+        time.sleep(delay)
 
 
 def poison(content: RecordDict, cfg: dict, server_round: int, client_id: int) -> RecordDict:

@@ -54,6 +54,9 @@ CLIENTS: dict[str, type[ClientAlgorithm]] = {
     "fedtrimmedavg": FedAvgClient,
     "krum": FedAvgClient,
     "fedmedian": FedAvgClient,
+    # the asynchronous servers (FedBuff, FedAsync) change when updates are applied, not local training
+    "fedbuff": FedAvgClient,
+    "fedasync": FedAvgClient,
     # pFedPG and its prompt baselines differ only on the server.
     "pfedpg": PromptClient,
     "pbase-only": PromptClient,

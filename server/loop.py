@@ -3,7 +3,9 @@
 Each round calls the strategy's own configure/aggregate methods in Flower's order (train,
 client evaluation, central evaluation). Around them this loop adds what `Strategy.start` lacks:
 stable client ids, a metrics line and a checkpoint after every round, resume from the last
-checkpoint, byte and failure counts, and a progress bar.
+checkpoint, byte and failure counts, and a progress bar. With `devices.profile` a virtual clock
+(server/clock.py) times each round as the fleet's devices would; an asynchronous strategy
+(FedBuff, FedAsync) takes its rounds from server/asynchronous.py instead of `synchronous_rounds`.
 
 The global model is kept as a tensor-backed record (tasks/records.py), converted once per round if
 a strategy returned bytes: in process, the round's clients load it without decoding it each, and
@@ -27,11 +29,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flowerbed.server.evaluation import CentralEvaluator
+from flowerbed.server.clock import VirtualClock, settle_round
 from flowerbed.server.loggers import build_logger
 from flowerbed.server.results import CheckpointWriter, RunDirectory, check_run_directory, initial_weights, prepare_run_directory
 from flowerbed.strategies.registry import build_strategy
-from flowerbed.strategies.sampling import has_test_samples
+from flowerbed.strategies.sampling import has_test_samples, sample_size
 from flowerbed.strategies.secagg import secure_round
+from flowerbed.tasks.devices import build_profiles, from_classes
 from flowerbed.tasks.errors import ConfigError, RunAborted
 from flowerbed.tasks.models import resolve_device
 from flowerbed.tasks.partitions import Federation
@@ -161,61 +165,51 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
     federation = task_of(cfg).federation(cfg)
     device = resolve_device(str(cfg["train.device"]))
     torch.set_num_threads(int(cfg["train.num_threads"]))
-    evaluate = CentralEvaluator(cfg, federation, device)
     strategy = build_strategy(cfg)
+    arrays, first_round, elapsed = initial_arrays(cfg, federation, getattr(strategy, "has_global_model", True)), 1, 0.0
+    clock = build_clock(cfg, federation, arrays, grid, asynchronous=getattr(strategy, "asynchronous", False))
+    evaluate = CentralEvaluator(cfg, federation, device)
     evaluate = getattr(strategy, "central_evaluation", lambda e: e)(evaluate)  # a strategy may score more than one global model
     if not cfg.get("evaluate.central", True):  # e.g. feature shift: the pooled test set is no client's domain
         evaluate = lambda arrays: {}  # noqa: E731
     num_rounds, every = int(cfg["rounds"]), int(cfg["evaluate.every"])
     metric = task_of(cfg).metric  # the headline: progress, per-client values, best/final in the summary
 
-    arrays, first_round, elapsed = initial_arrays(cfg, federation, getattr(strategy, "has_global_model", True)), 1, 0.0
-
     out = prepare_run_directory(cfg)
     log(INFO, "flowerbed: results in %s", out.path.absolute())
     logger = build_logger(cfg)  # TensorBoard / MLflow when logging.* asks for them; else a no-op
     checkpoint = out.load_checkpoint() if cfg.get("resume") else None
     if checkpoint is not None:
+        if getattr(strategy, "asynchronous", False):
+            raise ConfigError.invalid("resume", True, f"false for {cfg['algorithm.name']}: an asynchronous run's clients in flight are not checkpointed")
         arrays, first_round, elapsed = resume(checkpoint, strategy, out)
+        if clock is not None:
+            clock.now = float(out.read_metrics()[-1].get("time/virtual_total_s", 0.0))
     privacy = strategy.privacy  # None, or differential privacy / secure aggregation (strategies/privacy.py)
     if privacy is not None:
         privacy.bind([len(client.train) for client in federation.clients])
     if checkpoint is None:
         out.keep_metrics_until(-1)
-        out.append_metrics({"round": 0, **evaluate(arrays), **(privacy.metrics() if privacy else {})})
+        out.append_metrics({"round": 0, **evaluate(arrays), **(privacy.metrics() if privacy else {}),
+                            **({"time/virtual_total_s": 0.0} if clock is not None else {})})
 
     strategy.client_of_node = identify_clients(grid, int(cfg["clients.num"]), float(cfg["clients.timeout"]))
     timeout = float(cfg["clients.timeout"])
     max_short = int(cfg.get("clients.max_failed_rounds", 3))
     latest = out.read_metrics()[-1]
     checkpoints = CheckpointWriter(out)
+    if getattr(strategy, "asynchronous", False):
+        from flowerbed.server.asynchronous import asynchronous_rounds
+
+        rounds = asynchronous_rounds(grid, strategy, clock, arrays, num_rounds, timeout)
+    else:
+        rounds = synchronous_rounds(grid, strategy, clock, arrays, range(first_round, num_rounds + 1), timeout)
     with checkpoints, Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(), console=console, disable=not console.is_terminal,
     ) as progress:
         task = progress.add_task(str(cfg["algorithm.name"]), total=num_rounds, completed=first_round - 1, status="")
-        short_rounds = 0  # consecutive rounds with fewer usable replies than the strategy's minimum
-        for rnd in range(first_round, num_rounds + 1):
-            if privacy is not None and privacy.would_exceed():
-                console.print(f"privacy budget: stopped before round {rnd}: epsilon would pass privacy.target_epsilon="
-                              f"{privacy.settings.target_epsilon:g} (spent {privacy.spent():.3f} at delta "
-                              f"{privacy.accountant.delta:.2g}); the checkpoint of round {rnd - 1} is kept", highlight=False)
-                break
-            start = time.perf_counter()
-            strategy.client_of_node = rejoin_clients(grid, strategy.client_of_node, timeout)
-            sent = list(strategy.configure_train(rnd, arrays, ConfigRecord(), grid))
-            if privacy is not None and privacy.settings.secagg:  # Flower's SecAgg+: replies carry the secure mean
-                replies, bytes_down, bytes_up = secure_round(grid, sent, rnd, timeout, privacy.max_weight)
-            else:
-                replies = list(grid.send_and_receive(sent, timeout=timeout))
-                bytes_down, bytes_up = _bytes(sent), _bytes(replies)
-            new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
-            arrays = as_tensor_record(new_arrays) if new_arrays is not None else arrays
-            record = train_record(rnd, train_metrics, sent, replies, strategy.round_stats)
-            short_rounds = short_rounds + 1 if record.pop("clients/short", 0) else 0
-            record["clients/short_rounds"] = short_rounds
-            record["comm/bytes_down"], record["comm/bytes_up"] = bytes_down, bytes_up
-            record.update(privacy.metrics() if privacy else {})
+        for rnd, arrays, record, start in rounds:
             if rnd % every == 0 or rnd == num_rounds:
                 eval_sent = list(strategy.configure_evaluate(rnd, arrays, ConfigRecord(), grid))
                 eval_replies = list(grid.send_and_receive(eval_sent, timeout=timeout))
@@ -227,10 +221,10 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
             record.pop("num-examples", None)
             out.append_metrics(record)
             logger.log(rnd, record)
-            state = pickle.dumps({k: v for k, v in vars(strategy).items() if k != "client_of_node"})
+            state = pickle.dumps({k: v for k, v in vars(strategy).items() if k not in ("client_of_node", "offline")})
             checkpoints.submit(rnd, elapsed, arrays, state)
-            if short_rounds >= max_short:
-                raise RunAborted(f"stopped after round {rnd}: {short_rounds} rounds in a row had fewer than "
+            if record.get("clients/short_rounds", 0) >= max_short:
+                raise RunAborted(f"stopped after round {rnd}: {record['clients/short_rounds']} rounds in a row had fewer than "
                                  f"{strategy.min_train_nodes} usable replies (clients.max_failed_rounds={max_short}); "
                                  f"see clients/failures in {out.metrics_path}")
             latest = record if f"global/{metric}" in record or f"personal/{metric}" in record else latest
@@ -244,6 +238,66 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
     out.write_summary(summary)
     log(INFO, "flowerbed: results in %s", out.path.absolute())
     return summary
+
+
+def synchronous_rounds(grid: Grid, strategy, clock: VirtualClock | None, arrays: ArrayRecord, rounds: range, timeout: float):
+    """Flower's round: send to the sampled clients, wait for the replies, aggregate. Yields
+    (round, global arrays, the round's metrics so far, its wall-clock start) after each training."""
+    privacy, short_rounds = strategy.privacy, 0  # consecutive rounds with fewer usable replies than the strategy's minimum
+    for rnd in rounds:
+        if privacy is not None and privacy.would_exceed():
+            console.print(f"privacy budget: stopped before round {rnd}: epsilon would pass privacy.target_epsilon="
+                          f"{privacy.settings.target_epsilon:g} (spent {privacy.spent():.3f} at delta "
+                          f"{privacy.accountant.delta:.2g}); the checkpoint of round {rnd - 1} is kept", highlight=False)
+            return
+        start = time.perf_counter()
+        strategy.client_of_node = rejoin_clients(grid, strategy.client_of_node, timeout)
+        if clock is not None:
+            strategy.offline = clock_offline(clock, sorted(strategy.client_of_node.values()))
+        sent = list(strategy.configure_train(rnd, arrays, ConfigRecord(), grid))
+        if privacy is not None and privacy.settings.secagg:  # Flower's SecAgg+: replies carry the secure mean
+            replies, bytes_down, bytes_up = secure_round(grid, sent, rnd, timeout, privacy.max_weight)
+        else:
+            replies = list(grid.send_and_receive(sent, timeout=timeout))
+            bytes_down, bytes_up = _bytes(sent), _bytes(replies)
+        settled = None
+        if clock is not None:
+            available = len(strategy.client_of_node) - len(strategy.offline)
+            keep = sample_size(available, strategy.fraction_train, strategy.min_train_nodes) if strategy.over_select > 0 else None
+            settled = settle_round(clock, sent, replies, strategy.client_of_node, keep)
+            replies = settled.replies
+        new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
+        arrays = as_tensor_record(new_arrays) if new_arrays is not None else arrays
+        record = train_record(rnd, train_metrics, sent, replies, strategy.round_stats)
+        short_rounds = short_rounds + 1 if record.pop("clients/short", 0) else 0
+        record["clients/short_rounds"] = short_rounds
+        record["comm/bytes_down"], record["comm/bytes_up"] = bytes_down, bytes_up
+        if settled is not None:
+            record["clients/failures"] -= settled.surplus  # over-selected on purpose, not failed
+            record.update({"clients/late": settled.late, "clients/surplus": settled.surplus,
+                           "time/virtual_s": settled.duration, "time/virtual_total_s": clock.now})
+        record.update(privacy.metrics() if privacy else {})
+        yield rnd, arrays, record, start
+
+
+def clock_offline(clock: VirtualClock, clients: list[int]) -> frozenset[int]:
+    """The clients away at the clock's time; with all of them away, the clock first waits for one."""
+    if not clock.online(clients):
+        clock.wait_for_online(clients)
+    return frozenset(clients) - set(clock.online(clients))
+
+
+def build_clock(cfg: dict, federation: Federation, arrays: ArrayRecord, grid: Grid, asynchronous: bool = False) -> VirtualClock | None:
+    """The virtual clock when `devices.profile` asks for one; asynchronous runs in simulation always
+    get one (every client a `laptop` without profiles), so that their events have a seeded order."""
+    profiles = build_profiles(cfg, len(federation.clients))
+    if profiles is None and asynchronous and (is_simulation(grid) or type(grid).__module__.startswith("flowerbed.")):
+        profiles = from_classes({**cfg, "devices.classes": "laptop", "devices.availability": "always"}, len(federation.clients))
+    if profiles is None:
+        return None
+    clock = VirtualClock(cfg, profiles)
+    clock.check_deadline(wire_bytes(arrays), [len(client.labeled) for client in federation.clients])
+    return clock
 
 
 def train_record(server_round: int, train_metrics: MetricRecord | None, sent: list[Message], replies: list[Message],

@@ -24,3 +24,14 @@ def nonempty_path(text: str) -> str:
         raise argparse.ArgumentTypeError("'' is not a path")
     return text
 
+
+
+def accuracy_share(text: str) -> float:
+    """An accuracy argument (`flowerbed report --target`): a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an accuracy in (0, 1], e.g. 0.9")
+    return value

@@ -15,7 +15,7 @@ from rich.table import Table
 
 import flowerbed
 from flowerbed.simulations import config, runner
-from flowerbed.simulations.args import Parser, nonempty_path
+from flowerbed.simulations.args import Parser, accuracy_share, nonempty_path
 from flowerbed.simulations.runner import console
 from flowerbed.tasks.errors import ConfigError
 
@@ -85,14 +85,14 @@ def cmd_sweep(args: list[str]) -> int:
     return 1 if "failed" in status.values() else 0
 
 
-def cmd_report(paths: list[str], out: str | None, one_panel: bool = False) -> int:
+def cmd_report(paths: list[str], out: str | None, one_panel: bool = False, target: float | None = None) -> int:
     from flowerbed.server.results import RunDirectory
     from flowerbed.simulations.report import one_panel_per_setting, write_report
 
     folder = Path(out or Path(paths[0]) / "report")
     RunDirectory(folder).check_writable("--out")
     panel_of = one_panel_per_setting if one_panel else None
-    console.print(f"report: {write_report(paths, folder, panel_of=panel_of)}")
+    console.print(f"report: {write_report(paths, folder, panel_of=panel_of, target=target)}")
     return 0
 
 
@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="markdown table and PNG figures from run or sweep directories")
     report.add_argument("paths", nargs="+", type=nonempty_path)
     report.add_argument("--out", type=nonempty_path, help="folder for report.md and its figures (default: FIRST_PATH/report)")
+    report.add_argument("--target", type=accuracy_share,
+                        help="an accuracy in (0, 1]: report the virtual time runs with devices.profile take to reach it")
     report.add_argument("--one-panel", action="store_true",
                         help="one figure panel per data setting, every run's line in it (default: a panel per swept value)")
     from flowerbed.simulations import deploy_cli
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sweep":
             return cmd_sweep(args.overrides)
         if args.command == "report":
-            return cmd_report(args.paths, args.out, args.one_panel)
+            return cmd_report(args.paths, args.out, args.one_panel, args.target)
         if args.command == "bench":
             return cmd_bench(args.workloads, args.engines, args.rounds, args.repeats, args.out, args.overrides, args.profile)
         if args.command == "partitions":

@@ -261,6 +261,16 @@ CHECKS: dict[str, Callable] = {
     "engine.num_cpus": _num(float, 0, low_open=True),
     "clients.max_update_norm": _num(float, 0),
     "clients.max_failed_rounds": _num(int, 1),
+    "clients.deadline_s": _num(float, 0),
+    "clients.over_select": _num(float, 0),
+    "devices.profile": _one_of("none", "classes", "trace"),
+    "devices.reference_speed": _num(float, 0, low_open=True),
+    "devices.availability": _one_of("always", "classes"),
+    "devices.session_s": _num(float, 0, low_open=True),
+    "algorithm.buffer_size": _num(int, 1),
+    "algorithm.concurrency": _num(int, 0),
+    "algorithm.mixing": _num(float, 0, 1, low_open=True),
+    "algorithm.staleness_exponent": _num(float, 0),
     "faults.raise_fraction": _num(float, 0, 1),
     "faults.timeout_fraction": _num(float, 0, 1),
     "faults.dropout_fraction": _num(float, 0, 1),
@@ -349,6 +359,7 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     strategy_builder(name), client_class(name)  # your own (module:function, entry point) or one line
     _check_own_pieces(flat)
     _check_augment(flat, name)
+    _check_devices(flat)
     if flat["train.local_epochs"] == 0 and flat["train.local_steps"] == 0:
         raise ConfigError.invalid("train.local_steps", 0, "> 0 when train.local_epochs is 0")
     device = str(flat["train.device"])
@@ -374,6 +385,28 @@ def _check_own_pieces(flat: dict) -> None:
 
     model_builder(str(flat["model.name"]))
     plugins.find("dataset.name", flat["dataset.name"], LOADERS)
+
+
+def _check_devices(flat: dict) -> None:
+    """Device classes and traces are read here, so a bad one stops the run before anything is written."""
+    from flowerbed.tasks.devices import build_profiles
+
+    build_profiles(flat, int(flat["clients.num"]))
+    if flat.get("devices.profile", "none") == "none":
+        for key in ("clients.deadline_s", "clients.over_select"):
+            if float(flat.get(key, 0.0)) > 0:
+                raise ConfigError.invalid(key, flat[key], "0 without a virtual clock: set devices.profile=classes or trace")
+    if flat.get("devices.profile", "none") != "none" and flat.get("privacy.secagg"):
+        raise ConfigError.invalid("privacy.secagg", True, "false with devices.profile (the virtual clock times single replies)")
+    buffer = int(flat.get("algorithm.buffer_size", 1))
+    if flat["algorithm.name"] == "fedbuff" and buffer > int(flat["clients.num"]):
+        raise ConfigError.invalid("algorithm.buffer_size", buffer, f"at most clients.num={flat['clients.num']} updates")
+    if flat["algorithm.name"] in ("fedbuff", "fedasync") and (flat.get("privacy.name", "none") != "none" or flat.get("privacy.secagg")):
+        raise ConfigError.invalid("privacy.name", flat.get("privacy.name"), f"none with algorithm.name={flat['algorithm.name']} "
+                                  "(privacy accounts per synchronous round)")
+    if flat["algorithm.name"] in ("fedbuff", "fedasync") and flat.get("algorithm.aggregation", "mean") != "mean":
+        raise ConfigError.invalid("algorithm.aggregation", flat["algorithm.aggregation"],
+                                  f"mean with algorithm.name={flat['algorithm.name']} (updates are applied one at a time)")
 
 
 DP_KEYS = ("clipping", "clipping_norm", "noise_multiplier", "delta", "target_quantile", "clip_lr", "clipped_count_stddev")
@@ -461,6 +494,19 @@ def validate_data(flat: dict[str, Scalar]) -> None:
     from flowerbed.strategies import privacy
 
     privacy.check_model(flat, model.state_dict())
+    _check_deadline(flat, fed, model)
+
+
+def _check_deadline(flat: dict, fed, model) -> None:
+    """A deadline that no client meets with this model and data would drop every reply of every round."""
+    from flowerbed.server.clock import VirtualClock
+    from flowerbed.tasks.devices import build_profiles
+    from flowerbed.tasks.records import tensor_record, wire_bytes
+
+    profiles = build_profiles(flat, len(fed.clients))
+    if profiles is not None:
+        model_bytes = wire_bytes(tensor_record(model.state_dict()))
+        VirtualClock(flat, profiles).check_deadline(model_bytes, [len(c.labeled) for c in fed.clients])
 
 
 def check_here(flat: dict[str, Scalar]) -> None:

@@ -111,14 +111,25 @@ def accuracy_curves(panels: dict[str, dict[str, tuple]], path: Path) -> Path | N
 
 def accuracy_vs_bytes(panels: dict[str, dict[str, tuple]], path: Path) -> Path | None:
     """Accuracy (%) vs cumulative megabytes communicated (up + down)."""
+    return _accuracy_against(panels, path, "communicated, up + down (MB, cumulative)")
+
+
+def accuracy_vs_time(panels: dict[str, dict[str, tuple]], path: Path, target: float | None = None) -> Path | None:
+    """Accuracy (%) vs the virtual clock's cumulative seconds (server/clock.py); `target` dotted."""
+    return _accuracy_against(panels, path, "virtual time (s, cumulative)", target)
+
+
+def _accuracy_against(panels: dict[str, dict[str, tuple]], path: Path, xlabel: str, target: float | None = None) -> Path | None:
     if not any(panels.values()):
         return None
     names, colors = _line_styles(panels)
     fig, axes = _grid(len(panels))
     for ax, (panel, lines) in zip(axes, panels.items()):
-        for name, (mb, acc) in sorted(lines.items()):
-            ax.plot(mb, 100 * acc, color=colors[name], ls=_dashes(names)[name], lw=1.6, marker=".", ms=4)
-        ax.set(title=panel, xlabel="communicated, up + down (MB, cumulative)", ylabel="test accuracy (%)")
+        for name, (x, acc) in sorted(lines.items()):
+            ax.plot(x, 100 * acc, color=colors[name], ls=_dashes(names)[name], lw=1.6, marker=".", ms=4)
+        if target is not None:
+            ax.axhline(100 * target, color="grey", ls=":", lw=1)
+        ax.set(title=panel, xlabel=xlabel, ylabel="test accuracy (%)")
         ax.grid(alpha=0.3)
     return _finish(fig, axes, names, colors, path)
 

@@ -20,6 +20,7 @@ import yaml
 
 from flowerbed.tasks.errors import ConfigError
 
+VIRTUAL = "time/virtual_total_s"  # the virtual clock's cumulative seconds (server/clock.py)
 IGNORED = ("seed", "output.dir", "resume", "overwrite", "engine.", "train.device", "train.num_threads", "clients.timeout",
            "logging.")  # how a run was executed, not what it computed
 DATA_KEYS = ("dataset.", "partition.", "clients.num")  # what the clients hold: always named when it differs
@@ -227,6 +228,43 @@ def accuracy_vs_bytes(runs: list[Run], keys: list[str], panel_of: PanelOf = None
     return data
 
 
+def accuracy_vs_time(runs: list[Run], keys: list[str], panel_of: PanelOf = None) -> dict:
+    """panel -> line -> (mean cumulative virtual seconds, mean accuracy) over seeds, for runs with a
+    virtual clock (`devices.profile`, or an asynchronous strategy)."""
+    data = {}
+    for panel, lines in _panels([r for r in runs if r.curve(VIRTUAL)], keys, panel_of).items():
+        data[panel] = {}
+        for line, members in lines.items():
+            key = _acc_key(members)
+            curves, clocks = [m.curve(key) for m in members], [m.curve(VIRTUAL) for m in members]
+            rounds = sorted(set.intersection(*(set(c) & set(t) for c, t in zip(curves, clocks))))
+            if rounds:
+                data[panel][line] = (np.mean([[t[r] for r in rounds] for t in clocks], axis=0),
+                                     np.mean([[c[r] for r in rounds] for c in curves], axis=0))
+    return data
+
+
+def time_to_accuracy(run: Run, target: float) -> float | None:
+    """Virtual seconds until the first evaluation at or above `target`; None if never."""
+    clock, acc = run.curve(VIRTUAL), run.curve(_acc_key([run]))
+    return next((clock[r] for r in sorted(acc) if acc[r] >= target and r in clock), None)
+
+
+def time_table(runs: list[Run], keys: list[str], target: float) -> str:
+    """Markdown: per group, virtual seconds to `target` accuracy (mean ± std over the seeds that
+    reach it, and how many do) and in total."""
+    timed = [r for r in runs if r.summary is not None and r.curve(VIRTUAL)]
+    head = [*keys, "seeds", f"virtual s to {100 * target:g}% (mean ± std)", "reached", "virtual s in total"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for values, members in sorted(group(timed, keys).items(), key=lambda item: tuple(map(str, item[0]))):
+        reached = [t for t in (time_to_accuracy(m, target) for m in members) if t is not None]
+        total = [m.curve(VIRTUAL)[max(m.curve(VIRTUAL))] for m in members]
+        cells = [*("–" if v is None else str(v) for v in values), str(len(members)),
+                 _pm(reached, 1.0, 1) if reached else "never", f"{len(reached)}/{len(members)}", _pm(total, 1.0, 1)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def personal_distribution(runs: list[Run], keys: list[str], panel_of: PanelOf = None) -> dict:
     """panel -> line -> every client's personalized accuracy at the last evaluation, seeds pooled."""
     data: dict[str, dict[str, list[float]]] = {}
@@ -303,8 +341,9 @@ def per_class(runs: list[Run], keys: list[str], panel_of: PanelOf = None) -> dic
 
 # -- the report ---------------------------------------------------------------------------------
 def write_report(paths: list[str | Path], out: Path, title: str = "flowerbed report", intro: str = "",
-                 panel_of: PanelOf = None, order: Callable[[Run], object] | None = None) -> Path:
-    """report.md and its PNGs in `out`; `panel_of` titles figure panels, `order` sorts runs (and so panels)."""
+                 panel_of: PanelOf = None, order: Callable[[Run], object] | None = None, target: float | None = None) -> Path:
+    """report.md and its PNGs in `out`; `panel_of` titles figure panels, `order` sorts runs (and so
+    panels); `target`: an accuracy whose virtual time-to-reach runs with a virtual clock report."""
     from flowerbed.simulations import plots
 
     runs = find_runs(paths)
@@ -321,12 +360,19 @@ def write_report(paths: list[str | Path], out: Path, title: str = "flowerbed rep
     if unfinished:
         lines += [f"Unfinished (no summary.json, left out of the table): {', '.join(str(r.path) for r in unfinished)}", ""]
     lines += ["## Final and best metrics", "", table(runs, keys), ""]
+    if target is not None and any(r.curve(VIRTUAL) for r in runs):
+        lines += [f"## Time to {100 * target:g}% accuracy", "", "Virtual seconds (devices.profile, server/clock.py) until "
+                  "the first evaluation at or above the target; the mean is over the seeds that reach it.", "",
+                  time_table(runs, keys, target), ""]
     figures = [
         ("Accuracy vs round", "accuracy.png", plots.accuracy_curves(accuracy_curves(runs, keys, panel_of), out / "accuracy.png"),
          "Central test accuracy after each evaluated round; line = mean over seeds, band = ± 1 std."),
         ("Accuracy vs bytes communicated", "accuracy_vs_bytes.png",
          plots.accuracy_vs_bytes(accuracy_vs_bytes(runs, keys, panel_of), out / "accuracy_vs_bytes.png"),
          "The same accuracy against the cumulative model bytes sent server→clients plus clients→server (mean over seeds)."),
+        ("Accuracy vs virtual time", "accuracy_vs_time.png",
+         plots.accuracy_vs_time(accuracy_vs_time(runs, keys, panel_of), out / "accuracy_vs_time.png", target),
+         "The same accuracy against the virtual clock's cumulative seconds (mean over seeds); dotted: the target."),
         ("Per-client personalized accuracy", "personal_accuracy.png",
          plots.personal_boxes(personal_distribution(runs, keys, panel_of), out / "personal_accuracy.png"),
          "Each client's accuracy on its own test split at the last evaluation, all seeds pooled."),

@@ -9,7 +9,7 @@ from typing import Callable
 
 from flwr.serverapp.strategy import Strategy
 
-from flowerbed.strategies import ccvr, fedbn, feddyn, fedlabel, fedlc, fedloge, fednova, fedrod, flower, fraug, pfedpg
+from flowerbed.strategies import ccvr, fedasync, fedbn, fedbuff, feddyn, fedlabel, fedlc, fedloge, fednova, fedrod, flower, fraug, pfedpg
 from flowerbed.strategies import privacy, robust, scaffold, uda
 from flowerbed.strategies.sampling import mean_over_clients
 from flowerbed.tasks import plugins
@@ -67,6 +67,9 @@ STRATEGIES: dict[str, Callable[[dict], Strategy]] = {
     "fraug": lambda c: fraug.FRAug(**fraug.options(c), **fedbn.options(c), **common(c)),
     "fraug-no-rtnet": lambda c: fraug.FRAug(**fraug.options(c), **fedbn.options(c), **common(c)),
     "fraug-no-generator": lambda c: fedbn.FedBN(**fedbn.options(c), **common(c)),  # nothing but the model travels
+    # asynchronous: server/asynchronous.py drives them, their clients train like FedAvg's
+    "fedbuff": lambda c: fedbuff.FedBuff(**fedbuff.options(c), **common(c)),
+    "fedasync": lambda c: fedasync.FedAsync(**fedasync.options(c), **common(c)),
 }
 # Algorithms whose clients keep the BatchNorm layers: a model without any is refused up front.
 LOCAL_BATCHNORM = ("fedbn", "fraug", "fraug-no-rtnet", "fraug-no-generator")
@@ -83,6 +86,7 @@ def build_strategy(cfg: dict) -> Strategy:
     strategy.client_of_node = None  # flowerbed's loop sets it; under Flower's Strategy.start, read from the grid
     strategy.round_stats = {}
     strategy.max_update_norm = float(cfg.get("clients.max_update_norm", 0.0))
+    strategy.over_select = float(cfg.get("clients.over_select", 0.0))
     strategy.aggregation = robust.aggregator(cfg)
     if strategy.aggregation is not None and not getattr(strategy, "has_global_model", True):
         raise ConfigError.invalid("algorithm.aggregation", cfg["algorithm.aggregation"], f"mean for {cfg['algorithm.name']} (no global weights)")

@@ -24,6 +24,7 @@ bytes are read in place (`float_values`).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable
 from logging import WARNING
@@ -49,6 +50,8 @@ class StableClients:
     aggregation = None  # a Flower strategy computing a robust model (strategies/robust.py), or None
     privacy = None  # differential privacy / secure aggregation (strategies/privacy.py), or None
     _global: ArrayRecord | None = None  # the arrays sent this round, to measure updates against
+    offline: frozenset[int] = frozenset()  # client ids the virtual clock says are away: not chosen to train
+    over_select: float = 0.0  # train: choose (1 + over_select) times the round's size (server/clock.py keeps the first)
 
     def start(self, grid, initial_arrays, num_rounds=3, timeout=3600, train_config=None, evaluate_config=None, evaluate_fn=None):
         """Flower's `Strategy.start`, after a check of what it cannot do without flowerbed's loop, with
@@ -71,9 +74,11 @@ class StableClients:
 
     def sample_clients(self, server_round: int, fraction: float, minimum: int, purpose: str) -> list[int]:
         """Node ids of the clients chosen for this round and purpose, in client-id order."""
-        by_client = {c: n for n, c in (self.client_of_node or {}).items()}
+        by_client = {c: n for n, c in (self.client_of_node or {}).items() if purpose != "train" or c not in self.offline}
         ids = sorted(by_client)
         size = sample_size(len(ids), fraction, minimum)
+        if purpose == "train" and self.over_select > 0:
+            size = min(len(ids), math.ceil(size * (1 + self.over_select)))
         chosen = random.Random(f"{self.seed}/{server_round}/{purpose}").sample(ids, size)
         return [by_client[c] for c in sorted(chosen)]
 

@@ -310,11 +310,13 @@ class Federation:
         self.processes.append(process)
         return process
 
-    def supernode(self, k: int, name: str, key: Path | None = None, state: str | None = None) -> subprocess.Popen:
-        """Device k: its own FLWR_HOME, data file and state-dir; no checkout on its Python path."""
+    def supernode(self, k: int, name: str, key: Path | None = None, state: str | None = None, extra: str = "") -> subprocess.Popen:
+        """Device k: its own FLWR_HOME, data file and state-dir; no checkout on its Python path;
+        `extra`: more node config (`train-delay-s=8`)."""
         command = commands.supernode_command(self.plan, k, data_path=str(self.tmp / "data" / f"client-{k}.npz"),
                                            state_dir=str(self.tmp / "state" / (state or name)), key=key or self.certs.node_key(k),
                                            ca=self.certs.ca_cert, runtime_port=free_port())
+        command[-1] += f" {extra}" if extra else ""
         assert "--insecure" not in command
         env = {**flower_env(self.tmp / f"home-{name}"), "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2"}
         env.pop("PYTHONPATH", None)  # the ClientApp's code comes in the FAB, as on a device
@@ -414,3 +416,23 @@ def test_restarted_supernodes_resume_with_their_personal_state(tmp_path, process
     deployed, sequential = read_metrics(run_dir), read_metrics(tmp_path / "seq")
     assert [r["round"] for r in deployed] == [0, 1, 2, 3]
     assert close(sequential[-1], deployed[-1]) == []
+
+
+def test_fedbuff_on_loopback_steps_without_waiting_for_a_slow_supernode(tmp_path, processes):
+    """FedBuff over a real SuperLink and three SuperNodes, node 0 slow on purpose (it waits
+    `train-delay-s` before each training): the server steps on the two fast nodes' replies as they
+    arrive, and node 0's update, when it comes, is applied stale."""
+    run_dir = tmp_path / "fedbuff"
+    flat = config.load(["algorithm=fedbuff", "algorithm.buffer_size=2", "model=mlp", "clients.num=3", "rounds=4",
+                        "evaluate.every=4", "train.local_epochs=1", "clients.timeout=120", "seed=0", f"output.dir={run_dir}"])
+    fed = Federation(tmp_path, processes, flat)
+    fed.supernode(0, "node-0", extra="train-delay-s=8.0")
+    for k in (1, 2):
+        fed.supernode(k, f"node-{k}")
+    run = fed.submit()
+    assert run.wait(300) == 0, (fed.logs / "flwr-run.log").read_text()[-3000:]
+    updates = read_metrics(run_dir)[1:]
+    assert [m["round"] for m in updates] == [1, 2, 3, 4]
+    assert all(m["clients/trained"] == 2 for m in updates)  # K = 2 replies a step
+    assert "time/virtual_s" not in updates[0]  # real arrivals, no virtual clock
+    assert max(m["async/staleness_max"] for m in updates) >= 1  # a reply that started before an update was applied
