@@ -229,6 +229,11 @@ CHECKS: dict[str, Callable] = {
     "partition.pretrain_fraction": _num(float, 0, 1, high_open=True),
     "partition.samples_per_client": _num(int, 0),
     "model.prompts": _num(int, 1),
+    "model.text_dim": _num(int, 1),
+    "model.embed_dim": _num(int, 1),
+    "dataset.captions_per_image": _num(int, 1),
+    "dataset.max_words": _num(int, 1),
+    "dataset.vocab_size": _num(int, 3),
     "algorithm.generator_lr": _num(float, 0, low_open=True),
     "algorithm.prompt_generator_lr": _num(float, 0, low_open=True),
     "algorithm.proximal_mu": _num(float, 0),
@@ -301,9 +306,10 @@ def _owned_choices() -> dict[str, Callable]:
     from flowerbed.clients.fedlabel import CONFIDENCES, SELECTIONS
     from flowerbed.strategies.robust import AGGREGATIONS
     from flowerbed.tasks.registry import TASKS
+    from flowerbed.tasks.text import TEXT_ENCODERS
 
     return {"algorithm.selection": _one_of(*SELECTIONS), "algorithm.confidence": _one_of(*CONFIDENCES),
-            "algorithm.aggregation": _one_of(*AGGREGATIONS), "task.name": _one_of(*TASKS)}
+            "algorithm.aggregation": _one_of(*AGGREGATIONS), "task.name": _one_of(*TASKS), "model.text": _one_of(*TEXT_ENCODERS)}
 
 
 def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
