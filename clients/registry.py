@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flowerbed.clients.base import ClientAlgorithm
+from flowerbed.clients.creamfl import CreamFLClient
 from flowerbed.clients.fedavg import FedAvgClient
 from flowerbed.clients.fedbabu import FedBABUClient
 from flowerbed.clients.fedbn import FedBNClient
@@ -16,6 +17,7 @@ from flowerbed.clients.pfedpg import PromptClient
 
 CLIENTS: dict[str, type[ClientAlgorithm]] = {
     "fedavg": FedAvgClient,
+    "creamfl": CreamFLClient,
     "fedprox": FedProxClient,
     "fedloge": FedLoGeClient,  # FedLoGe and its personalized baselines
     "fedrep": FedRepClient,

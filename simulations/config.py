@@ -234,6 +234,10 @@ CHECKS: dict[str, Callable] = {
     "dataset.captions_per_image": _num(int, 1),
     "dataset.max_words": _num(int, 1),
     "dataset.vocab_size": _num(int, 3),
+    "partition.public_images": _num(int, 0),
+    "algorithm.inter_weight": _num(float, 0),
+    "algorithm.intra_weight": _num(float, 0),
+    "algorithm.distill_weight": _num(float, 0),
     "algorithm.generator_lr": _num(float, 0, low_open=True),
     "algorithm.prompt_generator_lr": _num(float, 0, low_open=True),
     "algorithm.proximal_mu": _num(float, 0),
@@ -306,10 +310,14 @@ def _owned_choices() -> dict[str, Callable]:
     from flowerbed.clients.fedlabel import CONFIDENCES, SELECTIONS
     from flowerbed.strategies.robust import AGGREGATIONS
     from flowerbed.tasks.registry import TASKS
+    from flowerbed.strategies.creamfl import ENSEMBLES
+    from flowerbed.tasks.models import MODELS
     from flowerbed.tasks.text import TEXT_ENCODERS
 
     return {"algorithm.selection": _one_of(*SELECTIONS), "algorithm.confidence": _one_of(*CONFIDENCES),
-            "algorithm.aggregation": _one_of(*AGGREGATIONS), "task.name": _one_of(*TASKS), "model.text": _one_of(*TEXT_ENCODERS)}
+            "algorithm.aggregation": _one_of(*AGGREGATIONS), "task.name": _one_of(*TASKS), "model.text": _one_of(*TEXT_ENCODERS),
+            "algorithm.ensemble": _one_of(*ENSEMBLES), "algorithm.client_text": _one_of(*TEXT_ENCODERS),
+            "algorithm.client_model": _one_of(*MODELS)}
 
 
 def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
@@ -341,6 +349,10 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     if name not in STRATEGIES or name not in CLIENTS:
         raise ConfigError.invalid("algorithm.name", name, "one of " + ", ".join(sorted(STRATEGIES)), STRATEGIES)
     _check_augment(flat, name)
+    if name == "creamfl":
+        from flowerbed.strategies.creamfl import check
+
+        check(flat)
     if flat["train.local_epochs"] == 0 and flat["train.local_steps"] == 0:
         raise ConfigError.invalid("train.local_steps", 0, "> 0 when train.local_epochs is 0")
     device = str(flat["train.device"])

@@ -9,7 +9,7 @@ from typing import Callable
 
 from flwr.serverapp.strategy import Strategy
 
-from flowerbed.strategies import fedbn, fedlabel, fedloge, flower, fraug, pfedpg
+from flowerbed.strategies import creamfl, fedbn, fedlabel, fedloge, flower, fraug, pfedpg
 from flowerbed.strategies import privacy, robust
 from flowerbed.strategies.sampling import mean_over_clients
 from flowerbed.tasks.errors import ConfigError
@@ -35,6 +35,7 @@ def _opt(cfg: dict) -> dict:
 
 STRATEGIES: dict[str, Callable[[dict], Strategy]] = {
     "fedavg": lambda c: flower.FedAvg(**common(c)),
+    "creamfl": lambda c: creamfl.CreamFL(c, **common(c)),
     "fedlabel": lambda c: fedlabel.FedLabel(**common(c)),
     "fixmatch": lambda c: flower.FedAvg(**common(c)),
     "fedprox": lambda c: flower.FedProx(proximal_mu=float(c["algorithm.proximal_mu"]), **common(c)),

@@ -9,6 +9,7 @@ first ones. The word vocabulary is built from the training captions alone (tasks
 `num_classes` carries its size, what the text encoder embeds. Clients hold the training images
 at random (`partition=iid`: there are no classes to skew) and an equal share of the test images;
 the partition's other keys (labeled_fraction, samples_per_client, ...) do not apply.
+`partition.public_images` of the training images go to no client: a server's public pairs (CreamFL).
 
 Model: the image encoder is `model.name`'s feature extractor from tasks/models.py, the text
 encoder `model.text` (gru | transformer, tasks/text.py), each followed by a linear map into a
@@ -79,12 +80,20 @@ def load_captioned(cfg: dict) -> ArrayDataset:
 
 
 def federation(cfg: dict) -> Federation:
-    keys = tuple(sorted((k, v) for k, v in cfg.items() if k.split(".")[0] in ("dataset", "partition", "clients", "seed")))
-    return _federation(keys)
+    return _federation(_keys(cfg))[0]
+
+
+def public_rows(cfg: dict) -> np.ndarray:
+    """The training images no client holds (`partition.public_images`): a server's public pairs (CreamFL)."""
+    return _federation(_keys(cfg))[1]
+
+
+def _keys(cfg: dict) -> tuple:
+    return tuple(sorted((k, v) for k, v in cfg.items() if k.split(".")[0] in ("dataset", "partition", "clients", "seed")))
 
 
 @functools.lru_cache(maxsize=4)
-def _federation(keys: tuple) -> Federation:
+def _federation(keys: tuple) -> tuple[Federation, np.ndarray]:
     cfg = dict(keys)
     if cfg.get("dataset.name") != "captions":
         raise ConfigError.invalid("dataset.name", cfg.get("dataset.name"), "captions for task.name=retrieval")
@@ -92,13 +101,17 @@ def _federation(keys: tuple) -> Federation:
         allowed = "iid for task.name=retrieval (images have no classes to skew)"
         raise ConfigError.invalid("partition.name", cfg.get("partition.name"), allowed)
     data = load_captioned(cfg)
-    num_clients, seed = int(cfg["clients.num"]), int(cfg["seed"])
-    if num_clients > len(data.x_train):
-        raise ConfigError.invalid("clients.num", num_clients, f"at most the {len(data.x_train)} training images")
-    train = np.array_split(np.random.default_rng([seed, 8]).permutation(len(data.x_train)), num_clients)
+    num_clients, seed, public = int(cfg["clients.num"]), int(cfg["seed"]), int(cfg.get("partition.public_images", 0))
+    if not 0 <= public < len(data.x_train):
+        raise ConfigError.invalid("partition.public_images", public, f"fewer than the {len(data.x_train)} training images")
+    if num_clients > len(data.x_train) - public:
+        allowed = f"at most the {len(data.x_train) - public} training images the clients hold"
+        raise ConfigError.invalid("clients.num", num_clients, allowed)
+    order = np.random.default_rng([seed, 8]).permutation(len(data.x_train))
+    train = np.array_split(order[public:], num_clients)
     test = np.array_split(np.random.default_rng([seed, 9]).permutation(len(data.x_test)), num_clients)
     clients = [ClientData(np.sort(tr), np.array([], np.int64), np.sort(te)) for tr, te in zip(train, test)]
-    return Federation(data, clients, np.zeros(0, np.int64), {})
+    return Federation(data, clients, np.zeros(0, np.int64), {}), np.sort(order[:public])
 
 
 # -- model -----------------------------------------------------------------------------------------
@@ -205,3 +218,20 @@ class RetrievalTask(Task):
 
     def client_metrics(self, model: nn.Module, data, prefix: str = "personal") -> dict:
         return {**recall_metrics(*embed(model, data.x_test, data.y_test), prefix), "num-examples": len(data.y_test)}
+
+
+def public_pairs(cfg: dict, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The public pairs (`partition.public_images`): images (P, C, H, W) and each one's first caption (P, L)."""
+    rows, data = public_rows(cfg), federation(cfg).data
+    return torch.as_tensor(data.x_train[rows]).to(device), torch.as_tensor(data.y_train[rows, 0]).to(device)
+
+
+@torch.no_grad()
+def embed_pairs(model: DualEncoder, x: torch.Tensor, ids: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, ...]:
+    """Image and caption embeddings (P, d) of P pairs, in evaluation mode."""
+    was_training = model.training
+    set_training(model, False)
+    img = torch.cat([model.image(x[i: i + batch_size]) for i in range(0, len(x), batch_size)])
+    txt = torch.cat([model.text(ids[i: i + batch_size]) for i in range(0, len(ids), batch_size)])
+    set_training(model, was_training)
+    return img, txt
