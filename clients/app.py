@@ -12,7 +12,7 @@ from flwr.common.logger import log
 from flowerbed.clients import faults, state
 from flowerbed.clients.data import client_index
 from flowerbed.clients.privacy import privacy_mod
-from flowerbed.clients.registry import CLIENTS
+from flowerbed.clients.registry import client_class
 from flowerbed.tasks.errors import ConfigError
 
 app = ClientApp()
@@ -32,7 +32,7 @@ def _failed(msg: Message, err: ConfigError) -> Message:
 
 
 def _run(msg: Message, context: Context, handler: str) -> Message:
-    algorithm = CLIENTS[str(context.run_config["algorithm.name"])](context)
+    algorithm = client_class(context.run_config["algorithm.name"])(context)
     server_round = int(msg.content["config"]["server-round"])
     state.restore(context, algorithm.client_id, server_round)
     fault = faults.before_train(context.run_config, server_round, algorithm.client_id) if handler == "train" else None

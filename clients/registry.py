@@ -14,6 +14,7 @@ from flowerbed.clients.fedrep import FedRepClient
 from flowerbed.clients.fixmatch import FixMatchClient
 from flowerbed.clients.fraug import FRAugClient
 from flowerbed.clients.pfedpg import PromptClient
+from flowerbed.tasks import plugins
 
 CLIENTS: dict[str, type[ClientAlgorithm]] = {
     "fedavg": FedAvgClient,
@@ -42,3 +43,8 @@ CLIENTS: dict[str, type[ClientAlgorithm]] = {
     "fedvpt": PromptClient,
     "singleset-vpt": PromptClient,
 }
+
+
+def client_class(name: object) -> type[ClientAlgorithm]:
+    """The client half `algorithm.name` names: one of CLIENTS, or your own (tasks/plugins.py)."""
+    return plugins.algorithm_half(name, CLIENTS, "client")

@@ -18,6 +18,7 @@ from flowerbed.tasks.errors import ConfigError
 
 CONNECTION = "flowerbed"  # the connection name in $FLWR_HOME/config.toml
 DEVICE_DIR = "~/flowerbed"  # where the guide copies a device's files
+APP_DIR = "app"  # where `flowerbed deploy export` (inside its folder) and `deploy app` write the Flower app
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Plan:
     device_dir: str = DEVICE_DIR  # folder on each device holding ca.crt, node-<k>.key, client-<k>.npz
     database: str | None = "superlink.db"  # registered nodes survive a SuperLink restart
     connection: str = CONNECTION
+    app: Path | None = None  # the Flower app folder `flwr run` submits (deploy/app.py); None: the recipe writes ./app
 
     @property
     def port(self) -> int:
@@ -92,7 +94,7 @@ def connection_toml(plan: Plan) -> str:
 
 
 def run_command(plan: Plan) -> list[str]:
-    command = ["flwr", "run", ".", plan.connection, "--stream"]
+    command = ["flwr", "run", str(plan.app or APP_DIR), plan.connection, "--stream"]
     return command + (["-c", str(plan.run_config)] if plan.run_config else [])
 
 
@@ -115,7 +117,10 @@ def describe(plan: Plan, data_dir: Path | None) -> str:
         data = str(data_dir / f"client-{k}.npz") if data_dir else f"<its data: .npz or image folder> as {device}/client-{k}.npz"
         files.append(data)
         out += [f"#   device {k}: scp {' '.join(files)} <device-{k}>:{device}/", q(supernode_command(plan, k))]
-    out += ["", "# 5. laptop, in the flowerbed checkout: start the run and follow its log", q(run_command(plan))]
+    out += ["", "# 5. laptop: start the run of the app (flowerbed's ServerApp and ClientApp) and follow its log"]
+    if plan.app is None:
+        out += [q(["flowerbed", "deploy", "app", APP_DIR])]
+    out += [q(run_command(plan))]
     return "\n".join(out)
 
 
@@ -147,7 +152,8 @@ def plan_from_args(host: str, port: int, certs_dir: str | None, nodes: int | Non
         raise ConfigError.invalid("--nodes", count, "at least 1")
     if certs and count > certs.num_nodes():
         raise ConfigError.invalid("--nodes", count, f"at most the {certs.num_nodes()} node keys in {certs.folder}")
-    run_config = Path(data_dir).expanduser().resolve() / "run-config.toml" if data_dir else None
-    return Plan(address=f"{host}:{port}", nodes=count, certs=certs, run_config=run_config, device_dir=device_dir)
+    data = Path(data_dir).expanduser().resolve() if data_dir else None
+    return Plan(address=f"{host}:{port}", nodes=count, certs=certs, run_config=data / "run-config.toml" if data else None,
+                device_dir=device_dir, app=data / APP_DIR if data else None)
 
 

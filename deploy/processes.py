@@ -19,8 +19,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
 
 def free_port() -> int:
     """A loopback port nobody listens on right now (the OS picks it)."""
@@ -29,12 +27,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def flower_env(home: Path, http_port: int | None = None, control_port: int | None = None) -> dict[str, str]:
-    """The environment for Flower processes of ours: own FLWR_HOME, offline, this venv first on PATH."""
-    bin_dir = str(Path(sys.executable).parent)
+def flower_env(home: Path, http_port: int | None = None, control_port: int | None = None,
+               bin_dir: Path | None = None) -> dict[str, str]:
+    """The environment for Flower processes of ours: own FLWR_HOME, offline, the Flower commands of
+    `bin_dir` (default: this interpreter's venv) first on PATH. flowerbed's code reaches the ServerApp
+    and ClientApps in the app's FAB (deploy/app.py) or from where that venv has it installed."""
     env = {
         **os.environ,
-        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        "PATH": str(bin_dir or Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
         "FLWR_HOME": str(home),
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "FLWR_DISABLE_UPDATE_CHECK": "1",
@@ -42,7 +42,6 @@ def flower_env(home: Path, http_port: int | None = None, control_port: int | Non
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "RAY_DEDUP_LOGS": "0",
-        "PYTHONPATH": str(PROJECT_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
     }
     if http_port is not None:  # the ports `flwr` would give a managed local SuperLink: never the shared defaults
         env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"] = str(http_port)
@@ -51,7 +50,7 @@ def flower_env(home: Path, http_port: int | None = None, control_port: int | Non
     return env
 
 
-def start(command: list[str], env: dict[str, str], log: Path, cwd: Path = PROJECT_ROOT) -> subprocess.Popen:
+def start(command: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen:
     """Start `command` in its own session, stdout and stderr into `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:

@@ -1,24 +1,44 @@
 """flowerbed: a federated learning simulator and runtime on Flower.
 
+    from flowerbed import run
+    results = run(["algorithm=fedprox", "rounds=5"])   # or run({"algorithm": "fedprox", "rounds": 5})
+    results.metrics[-1]["global/acc"], results.summary["best/global/acc"]
+
 Everything is imported under this one name (`flowerbed.strategies.fedloge`, `flowerbed.tasks.models`,
 ...), so a user's own `tasks.py` or `server.py` never shadows a flowerbed module.
 
 In the repository the subpackages are the top-level folders (`server/`, `clients/`, `strategies/`,
 `tasks/`, `simulations/`, `deploy/`, `experiments/`): one concern per folder, as the design keeps them.
-This package's search path reaches them from the checkout. An installed wheel holds the same folders
-inside `flowerbed/`, where the ordinary search path finds them.
+This package's search path reaches them from a checkout (and from a Flower app bundle of it). An
+installed wheel holds the same folders inside `flowerbed/`, where the ordinary search path finds them.
 """
 
-from __future__ import annotations
+import os as _os
 
-from importlib import metadata
-from pathlib import Path
+# First thing, and with nothing imported that is not loaded already: Flower's simulation imports the
+# ServerApp and the ClientApp from two threads, and a thread that finds this module half-initialised
+# must still find its subpackages.
+_here = _os.path.dirname(_os.path.abspath(__file__))
+_root = _os.path.dirname(_here)
+if not _os.path.isdir(_os.path.join(_here, "server")) and _os.path.isfile(_os.path.join(_root, "server", "app.py")):
+    __path__.append(_root)
 
-_here = Path(__file__).resolve().parent
-if not (_here / "server").is_dir() and (_here.parent / "server" / "app.py").is_file():
-    __path__.append(str(_here.parent))  # a checkout: the subpackages are the folders beside this one
 
-try:
-    __version__ = metadata.version("flowerbed")
-except metadata.PackageNotFoundError:  # a checkout that was never installed (flwr run . of a bare copy)
-    __version__ = "0+unknown"
+def run(config=None):
+    """Run one simulation as `flowerbed run` does and return its `Results` (per-round metrics, summary,
+    config, folder); a bad config raises `ConfigError` (a ValueError) with the command's one line.
+    Imported here on first use: `import flowerbed` stays light (no torch)."""
+    from flowerbed.simulations.api import run as run_simulation
+
+    return run_simulation(config)
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":  # the installed distribution's version, read when asked (importlib.metadata is slow)
+        from importlib import metadata
+
+        try:
+            return metadata.version("flowerbed")
+        except metadata.PackageNotFoundError:  # a checkout that was never installed
+            return "0+unknown"
+    raise AttributeError(f"module 'flowerbed' has no attribute {name!r}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, MetricRecord
 
 from flowerbed.tasks.partitions import Federation
 from flowerbed.tasks.records import tensors
@@ -33,3 +35,13 @@ class CentralEvaluator:
         """The task's metrics of the model in `arrays`; `options` go to the task (classification:
         `heads`, other linear heads on the same backbone scored under their own prefixes, FedLoGe's)."""
         return self.task.central_metrics(self.model(arrays), self.x, self.y, self.fed, "global", **options)
+
+
+def evaluate_fn(cfg: dict) -> Callable[[int, ArrayRecord], MetricRecord]:
+    """Flower's `evaluate_fn(server_round, arrays)` for `Strategy.start` in a user's own ServerApp:
+    flowerbed's central evaluation on the balanced test set of the run config `cfg` (its dataset,
+    partition and model keys), the metrics `flowerbed run` writes (`global/acc`, `global/loss`, ...)."""
+    from flowerbed.tasks.models import resolve_device
+
+    evaluator = CentralEvaluator(cfg, task_of(cfg).federation(cfg), resolve_device(str(cfg.get("train.device", "cpu"))))
+    return lambda server_round, arrays: MetricRecord(evaluator(arrays))

@@ -1,8 +1,8 @@
-"""Optional metric sinks (TensorBoard, MLflow) behind one tiny interface.
+"""Optional metric sinks (TensorBoard, MLflow, Weights & Biases) behind one tiny interface.
 
 The round loop calls `logger.log(round, record)` once per round and `logger.close()` at the end;
 which sinks are on is decided here alone, from the `logging.*` keys (all off by default), so
-nothing else in the code knows about TensorBoard or MLflow.
+nothing else in the code knows about TensorBoard, MLflow or W&B.
 """
 
 from __future__ import annotations
@@ -57,6 +57,25 @@ class MLflowLogger:
         self.mlflow.end_run()
 
 
+class WandbLogger:
+    """A W&B run per flowerbed run, its files under output.dir/wandb; `WANDB_MODE=offline` (W&B's own
+    setting) keeps them there for a later `wandb sync`. Metric names keep their "/": W&B groups
+    `global/acc` and `global/loss` into one section."""
+
+    def __init__(self, cfg: dict) -> None:
+        import wandb
+
+        out = Path(str(cfg["output.dir"]))
+        self.run = wandb.init(project=str(cfg.get("logging.wandb_project", "flowerbed")), name=out.name, dir=str(out),
+                              config={k: v for k, v in cfg.items() if not k.startswith("logging.")})
+
+    def log(self, rnd: int, record: dict) -> None:
+        self.run.log(_scalars(record), step=rnd)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
 class Loggers:
     """Fan one record out to every sink that is on (none: a no-op)."""
 
@@ -80,7 +99,7 @@ def _require(key: str, module: str, package: str) -> None:
 
 def check_sinks(cfg: dict) -> None:
     """Every sink that is on has its package: checked again by `flowerbed run` before it writes anything."""
-    for key, package in (("logging.tensorboard", "tensorboard"), ("logging.mlflow", "mlflow")):
+    for key, package in (("logging.tensorboard", "tensorboard"), ("logging.mlflow", "mlflow"), ("logging.wandb", "wandb")):
         if cfg.get(key, False):
             _require(key, package, package)
 
@@ -92,4 +111,6 @@ def build_logger(cfg: dict) -> Loggers:
         sinks.append(TensorBoardLogger(Path(str(cfg["output.dir"])) / "tensorboard"))
     if cfg.get("logging.mlflow", False):
         sinks.append(MLflowLogger(cfg))
+    if cfg.get("logging.wandb", False):
+        sinks.append(WandbLogger(cfg))
     return Loggers(sinks)

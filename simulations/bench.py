@@ -35,9 +35,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+import flowerbed
 from flowerbed.tasks.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+# the folder holding the flowerbed package this process imported (a checkout, or site-packages): the child imports the same
+PACKAGE_PARENT = Path(flowerbed.__file__).resolve().parents[1]
 
 # fake 1x8x8 images and an MLP: a federation whose data does not grow with the number of clients
 _B3_FAKE = ["dataset=fake-images", "dataset.shape=1x8x8", "dataset.num_train=200000", "dataset.num_test=10000", "model=mlp",
@@ -147,7 +149,7 @@ def _clock_compute(profiler=None) -> tuple[list[tuple[float, float]], list[float
         original = getattr(importlib.import_module(module), name)
         wrapped = clocked(original)
         for mod in list(sys.modules.values()):
-            if getattr(mod, "__name__", "").split(".")[0] in ("clients", "server", "strategies", "tasks", "simulations"):
+            if getattr(mod, "__name__", "").startswith("flowerbed."):  # every module is flowerbed.<folder>.<module>
                 if getattr(mod, name, None) is original:
                     setattr(mod, name, wrapped)
     append = RunDirectory.append_metrics
@@ -295,9 +297,9 @@ def measure(workload: str, engine: str, overrides: list[str], scratch: Path, pro
             "profile": str(folder / "profile.pstats") if profile else None}
     log = open(folder / "log.txt", "w")
     start = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "flowerbed.simulations.bench", "--child", json.dumps(spec)]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)

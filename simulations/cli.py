@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+import flowerbed
 from flowerbed.simulations import config, runner
 from flowerbed.simulations.args import Parser, nonempty_path
 from flowerbed.simulations.runner import console
@@ -121,6 +122,7 @@ def parse(parser: Parser, argv: list[str] | None):
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="flowerbed", description="Federated learning simulations on Flower.")
+    parser.add_argument("--version", action="version", version=f"flowerbed {flowerbed.__version__}")  # the package metadata's
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one simulation; arguments are Hydra overrides (key=value, group=option)")
     run.add_argument("overrides", nargs="*", help=f"group=option ({', '.join(config.GROUPS)}) or key=value "

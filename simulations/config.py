@@ -323,13 +323,13 @@ def _owned_choices() -> dict[str, Callable]:
 def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     """Raise `ConfigError` for the first bad value; optionally build the federation too."""
     from flowerbed.clients import faults
-    from flowerbed.clients.registry import CLIENTS
-    from flowerbed.strategies.registry import STRATEGIES
+    from flowerbed.clients.registry import CLIENTS, client_class
+    from flowerbed.strategies.registry import STRATEGIES, strategy_builder
 
     for key, check in {**CHECKS, **_owned_choices()}.items():
         if key in flat and not check(flat[key]):
             raise ConfigError.invalid(key, flat[key], check.allowed, getattr(check, "options", ()))
-    for key in ("resume", "overwrite", "logging.tensorboard", "logging.mlflow", "evaluate.central"):
+    for key in ("resume", "overwrite", "logging.tensorboard", "logging.mlflow", "logging.wandb", "evaluate.central"):
         if not isinstance(flat.get(key), bool):
             raise ConfigError.invalid(key, flat.get(key), "true or false")
     if flat["resume"] and flat["overwrite"]:
@@ -346,8 +346,10 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     if shares > 0 and flat.get("engine.name") == "batched":
         raise ConfigError.invalid("engine.name", "batched", "sequential or flower with faults.* (faults act in the ClientApp)")
     name = flat["algorithm.name"]
-    if name not in STRATEGIES or name not in CLIENTS:
-        raise ConfigError.invalid("algorithm.name", name, "one of " + ", ".join(sorted(STRATEGIES)), STRATEGIES)
+    if name in STRATEGIES and name not in CLIENTS:
+        raise ConfigError.invalid("algorithm.name", name, "one of " + ", ".join(sorted(CLIENTS)), CLIENTS)
+    strategy_builder(name), client_class(name)  # your own (module:function, entry point) or one line
+    _check_own_pieces(flat)
     _check_augment(flat, name)
     if name == "creamfl":
         from flowerbed.strategies.creamfl import check
@@ -366,6 +368,20 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
         build_strategy(flat)  # the privacy mode must fit the algorithm (strategies/privacy.py)
     if load_data:
         validate_data(flat)
+
+
+def _check_own_pieces(flat: dict) -> None:
+    """`model.name` and `dataset.name` name a built-in, a `package.module:function` that imports, or an
+    entry point (tasks/plugins.py): checked before the data is read."""
+    from flowerbed.tasks import plugins
+    from flowerbed.tasks.datasets import LOADERS
+    from flowerbed.tasks.models import model_builder
+
+    from flowerbed.tasks.registry import task_of
+
+    model_builder(str(flat["model.name"]))
+    if task_of(flat).name == "classification":  # another task reads its own datasets (retrieval: dataset=captions)
+        plugins.find("dataset.name", flat["dataset.name"], LOADERS)
 
 
 DP_KEYS = ("clipping", "clipping_norm", "noise_multiplier", "delta", "target_quantile", "clip_lr", "clipped_count_stddev")
@@ -391,12 +407,12 @@ def _check_augment(flat: dict, name: str) -> None:
     train on views of their own)."""
     from flowerbed.clients.augment import VIEWS
     from flowerbed.clients.fedavg import FedAvgClient
-    from flowerbed.clients.registry import CLIENTS
+    from flowerbed.clients.registry import CLIENTS, client_class
 
     view, check = flat.get("train.augment", "none"), _one_of(*VIEWS)
     if not check(view):
         raise ConfigError.invalid("train.augment", view, check.allowed, check.options)
-    if view != "none" and not issubclass(CLIENTS[name], FedAvgClient):
+    if view != "none" and not issubclass(client_class(name), FedAvgClient):
         users = ", ".join(sorted(n for n, c in CLIENTS.items() if issubclass(c, FedAvgClient)))
         raise ConfigError.invalid("train.augment", view, f"none with algorithm.name={name} "
                                   f"(it trains on views of its own; train.augment serves {users})")
@@ -422,12 +438,14 @@ def _check_domains(flat: dict) -> None:
 def validate_data(flat: dict[str, Scalar]) -> None:
     """Build the federation and the model once: what only the data can tell (classes, sizes, files)."""
     from flowerbed.strategies.registry import LOCAL_BATCHNORM
-    from flowerbed.tasks.models import batchnorm_keys
+    from flowerbed.tasks.models import MODELS, batchnorm_keys, check_fits
     from flowerbed.tasks.registry import task_of
 
     task = task_of(flat)
     fed = task.federation(flat)
     model = task.build_model(flat, fed.data)
+    if flat["model.name"] not in MODELS:  # your own (tasks/plugins.py): does it take these samples?
+        check_fits(model, str(flat["model.name"]), fed.data.input_shape, fed.data.num_classes)
     name = flat["algorithm.name"]
     if name in LOCAL_BATCHNORM and not batchnorm_keys(model.state_dict()):
         raise ConfigError.invalid("model.name", flat["model.name"], f"a model with BatchNorm layers for algorithm.name={name} "
@@ -537,15 +555,25 @@ def app_config_toml() -> str:
 
 
 def pyproject_path() -> Path:
+    """The checkout's pyproject.toml (an installed flowerbed has none: writing it is a developer's step)."""
     return Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
 def write_pyproject() -> None:
+    if not pyproject_path().is_file():
+        raise ConfigError(f"no pyproject.toml at {pyproject_path()}: this writes a checkout's app config; "
+                          "run it from a checkout (an installed flowerbed writes its app with `flowerbed deploy app DIR`)")
     text = pyproject_path().read_text()
     start, end = text.index(BEGIN), text.index(END) + len(END)
     pyproject_path().write_text(text[:start] + app_config_toml() + text[end:])
 
 
 if __name__ == "__main__":
-    write_pyproject()
+    try:
+        write_pyproject()
+    except ConfigError as err:
+        import sys
+
+        print(f"flowerbed: error: {err}", file=sys.stderr)
+        sys.exit(2)
     print(f"updated [tool.flwr.app.config] in {pyproject_path()}")

@@ -1,4 +1,4 @@
-"""`flowerbed deploy {certs,export,commands,check}`: the command line of the `deploy` package.
+"""`flowerbed deploy {certs,export,app,commands,check}`: the command line of the `deploy` package.
 
 These only prepare and print; see deploy/ for what each step writes.
 """
@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from flowerbed.deploy.app import write_app
 from flowerbed.deploy.certs import make_certificates
-from flowerbed.deploy.commands import DEVICE_DIR, describe, plan_from_args
+from flowerbed.deploy.commands import APP_DIR, DEVICE_DIR, describe, plan_from_args
 from flowerbed.deploy.export import export_partitions
 from flowerbed.simulations.args import nonempty_path
 
@@ -31,7 +32,7 @@ def node_config_entries(text: str) -> dict:
 
 
 def add_parser(sub) -> None:
-    """Register `flowerbed deploy {certs,export,commands,check}` on the CLI's subparsers."""
+    """Register `flowerbed deploy {certs,export,app,commands,check}` on the CLI's subparsers."""
     deploy = sub.add_parser("deploy", help="prepare a real deployment: certificates, per-node data files, the commands")
     steps = deploy.add_subparsers(dest="step", required=True)
     certs = steps.add_parser("certs", help="a CA, the SuperLink's TLS certificate and one EC key pair per SuperNode")
@@ -40,9 +41,12 @@ def add_parser(sub) -> None:
     certs.add_argument("--host", action="append", default=[], help="a name or IP the devices use for the SuperLink (repeatable)")
     certs.add_argument("--days", type=int, default=365)
     certs.add_argument("--force", action="store_true", help="replace the keys already in OUT")
-    export = steps.add_parser("export", help="each client's partition of a run config as OUT/client-<k>.npz (+ run-config.toml)")
+    export = steps.add_parser("export", help="each client's partition of a run config as OUT/client-<k>.npz "
+                              f"(+ run-config.toml and the Flower app in OUT/{APP_DIR})")
     export.add_argument("out", type=nonempty_path)
     export.add_argument("overrides", nargs="*", help="the same Hydra overrides as `flowerbed run`")
+    app = steps.add_parser("app", help="the Flower app `flwr run` submits (flowerbed's ServerApp and ClientApp) as folder OUT")
+    app.add_argument("out", type=nonempty_path)
     commands = steps.add_parser("commands", help="print the flower-superlink, register, flower-supernode and flwr run commands")
     commands.add_argument("--host", default="127.0.0.1", help="the SuperLink's address as the devices reach it")
     commands.add_argument("--port", type=int, default=9093)
@@ -67,7 +71,12 @@ def run(args, console) -> int:
     if args.step == "export":
         flat = config.load(args.overrides)
         files = export_partitions(flat, Path(args.out))
-        console.print(f"{len(files)} client files and run-config.toml in {files[0].parent}")
+        write_app(files[0].parent / APP_DIR, config.app_config_toml())
+        console.print(f"{len(files)} client files, run-config.toml and the Flower app {APP_DIR}/ in {files[0].parent}")
+        return 0
+    if args.step == "app":
+        folder = write_app(Path(args.out).expanduser().resolve(), config.app_config_toml())
+        console.print(f"the Flower app in {folder}: `flwr run {args.out} <connection>` submits it")
         return 0
     if args.step == "commands":
         plan = plan_from_args(args.host, args.port, args.certs, args.nodes, args.insecure, args.data, args.device_dir)

@@ -56,33 +56,40 @@ def _prepare_output(flat: dict) -> Path:
 
 def run(overrides: list[str]) -> int:
     """Run one simulation; returns the exit status (0, or 130/143 when interrupted)."""
-    from flowerbed.simulations import config
-
-    flat = config.load(overrides, here=True)
-    out = _prepare_output(flat)
     sigterm_interrupts()
-    console.print(f"[bold]flowerbed[/] {flat['algorithm.name']} on {flat['dataset.name']} "
-                  f"({flat['partition.name']}, {flat['clients.num']} clients, {flat['rounds']} rounds, engine {flat['engine.name']})")
     try:
-        if flat["engine.name"] == "flower":
-            from flowerbed.simulations.engines.flower import run_on_flower
-
-            run_on_flower(flat)
-        else:
-            from flowerbed.clients.app import app as client_app
-            from flowerbed.server.app import app as server_app
-            from flowerbed.simulations.engines.batched import BatchedGrid
-            from flowerbed.simulations.engines.inprocess import InProcessGrid, run_in_process
-
-            logging.getLogger("flwr").setLevel(logging.WARNING)  # the progress bar says it all
-            grid_class = BatchedGrid if flat["engine.name"] == "batched" else InProcessGrid
-            run_in_process(server_app, client_app, flat, int(flat["clients.num"]), grid_class)
+        out = simulate(overrides)
     except KeyboardInterrupt as stop:
         console.print(f"\n[yellow]interrupted[/]: finished rounds are saved; continue with "
                       f"`flowerbed run {' '.join(overrides)} resume=true`")
         return 143 if "SIGTERM" in str(stop) else 130
     _print_summary(out)
     return 0
+
+
+def simulate(overrides: list[str]) -> Path:
+    """Validate, prepare output.dir and run on the chosen engine; returns the run's folder.
+    `ConfigError` (one line) for a bad config, before anything is written."""
+    from flowerbed.simulations import config
+
+    flat = config.load(overrides, here=True)
+    out = _prepare_output(flat)
+    console.print(f"[bold]flowerbed[/] {flat['algorithm.name']} on {flat['dataset.name']} "
+                  f"({flat['partition.name']}, {flat['clients.num']} clients, {flat['rounds']} rounds, engine {flat['engine.name']})")
+    if flat["engine.name"] == "flower":
+        from flowerbed.simulations.engines.flower import run_on_flower
+
+        run_on_flower(flat)
+    else:
+        from flowerbed.clients.app import app as client_app
+        from flowerbed.server.app import app as server_app
+        from flowerbed.simulations.engines.batched import BatchedGrid
+        from flowerbed.simulations.engines.inprocess import InProcessGrid, run_in_process
+
+        logging.getLogger("flwr").setLevel(logging.WARNING)  # the progress bar says it all
+        grid_class = BatchedGrid if flat["engine.name"] == "batched" else InProcessGrid
+        run_in_process(server_app, client_app, flat, int(flat["clients.num"]), grid_class)
+    return out
 
 
 def sigterm_interrupts() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from flwr.app import ArrayRecord
 
 from flowerbed.strategies.flower import FedAvg
+from flowerbed.strategies.sampling import no_central_evaluation
 from flowerbed.tasks.errors import ConfigError
 from flowerbed.tasks.models import BATCHNORM_RECORD, batchnorm_keys
 
@@ -41,6 +42,10 @@ class FedBN(FedAvg):
     def central_evaluation(self, evaluate):
         """The loop's hook: no global model to score (its BatchNorm layers are nobody's)."""
         return lambda arrays: {}
+
+    def central_evaluate_fn(self, evaluate_fn):
+        """The same under Flower's `Strategy.start`: `evaluate_fn` is not called."""
+        return no_central_evaluation(type(self).__name__, "its BatchNorm layers stay on the clients")
 
     def local_keys(self, arrays: ArrayRecord) -> set[str]:
         """The keys the clients keep: the model's BatchNorm layers."""

@@ -34,6 +34,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from torch import nn
 
 from flowerbed.strategies.flower import FedAvg
+from flowerbed.strategies.sampling import no_central_evaluation
 from flowerbed.tasks.errors import ConfigError
 from flowerbed.tasks.vit import EMBED_DIMS, init_prompt
 
@@ -66,6 +67,9 @@ class PromptStrategy(FedAvg):
         """The loop's hook: there is no global model to score centrally, only per-client accuracy."""
         return lambda arrays: {}
 
+    def central_evaluate_fn(self, evaluate_fn):
+        return no_central_evaluation(type(self).__name__, "it has no global model, only per-client prompts")
+
     def __init__(self, num_clients: int, num_prompts: int, dim: int, seed: int, model: str = "prompted-tiny-vit",
                  **common) -> None:
         super().__init__(**common)
@@ -96,11 +100,21 @@ class PromptStrategy(FedAvg):
             messages.append(Message(content=content, dst_node_id=node, message_type=message_type))
         return messages
 
+    def stable_ids(self, grid) -> None:
+        """Per-client prompts need each node's client id (0..clients.num-1), which flowerbed's loop asks
+        for; under Flower's `Strategy.start` nobody does."""
+        self.known_clients(grid)
+        if self.clients_from_grid:
+            raise ConfigError(f"{type(self).__name__} keeps a prompt per client: set strategy.client_of_node = "
+                              "{node_id: partition_id, ...} before Strategy.start, or run it with `flowerbed run`")
+
     def configure_train(self, server_round: int, arrays, config, grid) -> Iterable[Message]:
+        self.stable_ids(grid)
         nodes = self.sample_clients(server_round, self.fraction_train, self.min_train_nodes, "train")
         return self._messages(server_round, nodes, MessageType.TRAIN)
 
     def configure_evaluate(self, server_round: int, arrays, config, grid) -> Iterable[Message]:
+        self.stable_ids(grid)
         nodes = self.sample_clients(server_round, self.fraction_evaluate, self.min_evaluate_nodes, "evaluate")
         return self._messages(server_round, nodes, MessageType.EVALUATE)
 

@@ -12,6 +12,7 @@ from flwr.serverapp.strategy import Strategy
 from flowerbed.strategies import creamfl, fedbn, fedlabel, fedloge, flower, fraug, pfedpg
 from flowerbed.strategies import privacy, robust
 from flowerbed.strategies.sampling import mean_over_clients
+from flowerbed.tasks import plugins
 from flowerbed.tasks.errors import ConfigError
 
 
@@ -63,10 +64,15 @@ STRATEGIES: dict[str, Callable[[dict], Strategy]] = {
 LOCAL_BATCHNORM = ("fedbn", "fraug", "fraug-no-rtnet", "fraug-no-generator")
 
 
+def strategy_builder(name: object) -> Callable[[dict], Strategy]:
+    """The server half `algorithm.name` names: one of STRATEGIES, or your own (tasks/plugins.py)."""
+    return plugins.algorithm_half(name, STRATEGIES, "strategy")
+
+
 def build_strategy(cfg: dict) -> Strategy:
-    strategy = STRATEGIES[str(cfg["algorithm.name"])](cfg)
+    strategy = strategy_builder(cfg["algorithm.name"])(cfg)
     strategy.seed = int(cfg["seed"])
-    strategy.client_of_node = {}
+    strategy.client_of_node = None  # flowerbed's loop sets it; under Flower's Strategy.start, read from the grid
     strategy.round_stats = {}
     strategy.max_update_norm = float(cfg.get("clients.max_update_norm", 0.0))
     strategy.aggregation = robust.aggregator(cfg)

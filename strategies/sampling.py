@@ -10,6 +10,12 @@ rejected and counted, never averaged. A round with fewer usable replies than `mi
 leaves the model as it was (`round_stats["short"]`); `aggregation` (strategies/robust.py)
 optionally replaces the mean by a robust statistic.
 
+flowerbed's loop (server/loop.py) asks every node for its stable id and sets `client_of_node`.
+Under Flower's own `Strategy.start` nobody does: each round's connected nodes are then their own
+clients (node id = client id, after Flower's wait for `min_available_nodes`), so a strategy works in
+any ServerApp with any ClientApp that speaks its messages. What only the loop can do (stop at a
+privacy budget, run SecAgg+) is refused by `start` in one line instead of being skipped.
+
 Replies that hold tensors (the in-process engines, tasks/records.py) are screened on their device
 in one pass: the batched engine's per stacked array, separate replies with one foreach norm over
 all their arrays; updates in float64; one host copy of the per-reply results. Replies that hold
@@ -20,11 +26,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from logging import WARNING
 
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
+from flwr.common.logger import log
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
+from flowerbed.tasks.errors import ConfigError
 from flowerbed.tasks.records import TensorArray, is_tensor_backed, stacked, tensors
 
 
@@ -32,16 +42,36 @@ class StableClients:
     """Mix in before a Flower strategy class: `class FedAvg(StableClients, flwr.FedAvg)`."""
 
     seed: int = 0
-    client_of_node: dict[int, int]  # Flower node id -> stable client id, set by the server loop
-    round_stats: dict[str, int]
+    client_of_node: dict[int, int] | None = None  # Flower node id -> stable client id, set by the server loop
+    clients_from_grid: bool = False  # True once `client_of_node` is read from the grid each round (Strategy.start)
+    round_stats: dict[str, int] = {}
     max_update_norm: float = 0.0  # 0: no bound
     aggregation = None  # a Flower strategy computing a robust model (strategies/robust.py), or None
     privacy = None  # differential privacy / secure aggregation (strategies/privacy.py), or None
     _global: ArrayRecord | None = None  # the arrays sent this round, to measure updates against
 
+    def start(self, grid, initial_arrays, num_rounds=3, timeout=3600, train_config=None, evaluate_config=None, evaluate_fn=None):
+        """Flower's `Strategy.start`, after a check of what it cannot do without flowerbed's loop, with
+        `evaluate_fn` as this strategy's central evaluation (`central_evaluate_fn`)."""
+        check_start(self, initial_arrays)
+        evaluate_fn = self.central_evaluate_fn(evaluate_fn) if evaluate_fn is not None else None
+        return super().start(grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, evaluate_fn)
+
+    def central_evaluate_fn(self, evaluate_fn):
+        """Flower's `evaluate_fn(round, arrays)` as this strategy scores its global model (FedLoGe: three)."""
+        return evaluate_fn
+
+    def known_clients(self, grid) -> dict[int, int]:
+        """`client_of_node`; when no loop set it, every connected node as its own client (read each
+        round, after Flower's wait until `min_available_nodes` are connected)."""
+        if self.client_of_node is None or self.clients_from_grid:
+            sample_nodes(grid, self.min_available_nodes, 0)
+            self.client_of_node, self.clients_from_grid = {n: n for n in grid.get_node_ids()}, True
+        return self.client_of_node
+
     def sample_clients(self, server_round: int, fraction: float, minimum: int, purpose: str) -> list[int]:
         """Node ids of the clients chosen for this round and purpose, in client-id order."""
-        by_client = {c: n for n, c in self.client_of_node.items()}
+        by_client = {c: n for n, c in (self.client_of_node or {}).items()}
         ids = sorted(by_client)
         size = sample_size(len(ids), fraction, minimum)
         chosen = random.Random(f"{self.seed}/{server_round}/{purpose}").sample(ids, size)
@@ -56,6 +86,7 @@ class StableClients:
         return [Message(content=first.content, dst_node_id=n, message_type=first.metadata.message_type) for n in node_ids]
 
     def configure_train(self, server_round, arrays, config, grid):
+        self.known_clients(grid)
         chosen = self.sample_clients(server_round, self.fraction_train, self.min_train_nodes, "train")
         self._global = arrays
         if self.privacy is not None:  # may add to `config` (the clipping norm for client-side clipping)
@@ -63,6 +94,7 @@ class StableClients:
         return self._retarget(super().configure_train(server_round, arrays, config, grid), chosen)
 
     def configure_evaluate(self, server_round, arrays, config, grid):
+        self.known_clients(grid)
         chosen = self.sample_clients(server_round, self.fraction_evaluate, self.min_evaluate_nodes, "evaluate")
         return self._retarget(super().configure_evaluate(server_round, arrays, config, grid), chosen)
 
@@ -102,6 +134,29 @@ class StableClients:
         return super().aggregate_evaluate(server_round, sorted(
             (m for m in replies if not m.has_error()), key=lambda m: self.client_of_node.get(m.metadata.src_node_id, 0)
         ))
+
+
+def check_start(strategy: StableClients, initial_arrays) -> None:
+    """One line for what `Strategy.start` would otherwise get wrong silently: no model to train, a
+    privacy budget nothing would enforce, SecAgg+ rounds only flowerbed's loop runs."""
+    name = type(strategy).__name__
+    if not isinstance(initial_arrays, ArrayRecord) or (not len(initial_arrays) and getattr(strategy, "has_global_model", True)):
+        raise ConfigError(f"{name}.start(initial_arrays=...) needs the global model's weights, e.g. "
+                          f"ArrayRecord(model.state_dict()); got {type(initial_arrays).__name__} with "
+                          f"{len(initial_arrays) if isinstance(initial_arrays, ArrayRecord) else 0} arrays")
+    settings = getattr(strategy.privacy, "settings", None)
+    if settings is not None and settings.target_epsilon is not None:
+        raise ConfigError(f"privacy.target_epsilon={settings.target_epsilon:g} needs flowerbed's round loop to stop at the budget; "
+                          f"{name}.start would run past it (leave it out, or run with `flowerbed run`)")
+    if settings is not None and settings.secagg:
+        raise ConfigError(f"privacy.secagg=true needs flowerbed's round loop (server/loop.py runs SecAgg+); {name}.start "
+                          "would send the updates in the clear (leave it out, or run with `flowerbed run`)")
+
+
+def no_central_evaluation(name: str, why: str):
+    """An `evaluate_fn` for a strategy with no global model: says so once, scores nothing."""
+    log(WARNING, "%s: evaluate_fn is not called (%s); see the clients' personal/acc", name, why)
+    return lambda server_round, arrays: None
 
 
 def reply_checks(replies: list[Message], sent: ArrayRecord | None, with_norm: bool) -> list[tuple[bool, float]]:

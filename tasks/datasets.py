@@ -15,12 +15,13 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Callable
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from flowerbed.tasks import imagefolder
+from flowerbed.tasks import imagefolder, plugins
 from flowerbed.tasks.errors import ConfigError
 
 
@@ -339,9 +340,14 @@ def load_npz(cfg: dict) -> ArrayDataset:
     key = "dataset.path"
     if not path.is_file():
         raise ConfigError.invalid(key, str(path), "an existing .npz file with arrays x and y")
-    arrays, where = read_npz(path, key), f"{key}={str(path)!r}"
-    x = numeric_samples(where, "x", arrays["x"])
-    y = integer_labels(where, "y", arrays["y"], len(x))
+    return from_arrays(read_npz(path, key), cfg, f"{key}={str(path)!r}")
+
+
+def from_arrays(arrays: Mapping[str, np.ndarray], cfg: dict, where: str) -> ArrayDataset:
+    """An `ArrayDataset` from samples `x` and integer labels `y`, split by `dataset.test_fraction`
+    (stratified where every class allows it); bad arrays are one line naming `where`."""
+    x = numeric_samples(where, "x", np.asarray(arrays["x"]))
+    y = integer_labels(where, "y", np.asarray(arrays["y"]), len(x))
     if len(x) < 2:
         raise ConfigError(f"{where}: x holds {len(x)} samples; a train/test split needs at least 2")
     test_fraction = float(cfg.get("test_fraction", 0.2))
@@ -368,12 +374,39 @@ LOADERS: dict[str, Callable[[dict], ArrayDataset]] = {
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(name: str, frozen_cfg: tuple) -> ArrayDataset:
-    return LOADERS[name](dict(frozen_cfg))
+    loader = plugins.find("dataset.name", name, LOADERS)
+    if not callable(loader):
+        raise ConfigError.invalid("dataset.name", name, f"a function (dataset config) -> dataset; got {type(loader).__name__}")
+    return as_array_dataset(loader(dict(frozen_cfg)), dict(frozen_cfg), f"dataset.name={name!r}")
 
 
 def load_dataset(cfg: dict) -> ArrayDataset:
-    """Load the dataset a `dataset.*` config section names (cached: once per process)."""
-    name = cfg.get("name")
-    if name not in LOADERS:
-        raise ConfigError.invalid("dataset.name", name, "one of " + ", ".join(sorted(LOADERS)))
-    return _load_cached(name, tuple(sorted(cfg.items())))
+    """Load the dataset a `dataset.*` config section names (cached: once per process): one of LOADERS,
+    or your own loader as `package.module:function` or a `flowerbed.datasets` entry point."""
+    return _load_cached(str(cfg.get("name")), tuple(sorted(cfg.items())))
+
+
+def as_array_dataset(loaded: object, cfg: dict, where: str) -> ArrayDataset:
+    """What a user's loader returned, as an `ArrayDataset`: one already; a mapping of arrays (`x`, `y`,
+    split here, or `x_train`, `y_train`, `x_test`, `y_test`, optionally `num_classes`, `class_names`,
+    `groups`: each train sample's natural client); or Flower Datasets' `FederatedDataset` or a
+    partitioner (tasks/federated_datasets.py)."""
+    from flowerbed.tasks import federated_datasets
+
+    if federated_datasets.is_flower_dataset(loaded):
+        loaded = federated_datasets.from_flower_dataset(loaded, cfg, where)
+    if isinstance(loaded, ArrayDataset):
+        return loaded
+    if isinstance(loaded, Mapping) and {"x", "y"} <= set(loaded):
+        return from_arrays(loaded, cfg, where)
+    if isinstance(loaded, Mapping) and {"x_train", "y_train", "x_test", "y_test"} <= set(loaded):
+        x_tr = numeric_samples(where, "x_train", np.asarray(loaded["x_train"]))
+        y_tr = integer_labels(where, "y_train", np.asarray(loaded["y_train"]), len(x_tr))
+        x_te = numeric_samples(where, "x_test", np.asarray(loaded["x_test"]))
+        y_te = integer_labels(where, "y_test", np.asarray(loaded["y_test"]), len(x_te))
+        classes = int(loaded.get("num_classes") or max(y_tr.max(), y_te.max()) + 1)
+        groups = loaded.get("groups")
+        groups = integer_labels(where, "groups", np.asarray(groups), len(x_tr)) if groups is not None else None
+        return ArrayDataset(x_tr, y_tr, x_te, y_te, classes, groups=groups, class_names=tuple(loaded.get("class_names", ())))
+    raise ConfigError(f"{where}: the loader returned {type(loaded).__name__}; return an ArrayDataset, a dict of arrays "
+                      "(x and y, or x_train, y_train, x_test, y_test), a FederatedDataset or a flwr-datasets partitioner")

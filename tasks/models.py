@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from flowerbed.tasks import vit
+from flowerbed.tasks import plugins, vit
 from flowerbed.tasks.classifier import Classifier
 from flowerbed.tasks.errors import ConfigError
 
@@ -175,17 +175,42 @@ def batchnorm_keys(state_keys) -> list[str]:
     return [k for k in keys if k[: k.rfind(".") + 1] in layers]
 
 
+def model_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder `model.name` names: one of MODELS, your own `package.module:function(input_shape,
+    num_classes)` returning an `nn.Module`, or a `flowerbed.models` entry point (tasks/plugins.py)."""
+    builder = plugins.find("model.name", name, MODELS)
+    if not callable(builder):
+        raise ConfigError.invalid("model.name", name, f"a function (input_shape, num_classes) -> torch.nn.Module; got {type(builder).__name__}")
+    return builder
+
+
+def check_fits(model: nn.Module, name: str, input_shape: tuple[int, ...], num_classes: int) -> None:
+    """One line, before any work, if a model (your own, typically) cannot take this dataset's samples
+    or does not give one logit per class: otherwise the run would fail mid-way with torch's traceback."""
+    x = torch.zeros((2, *input_shape))
+    try:
+        with torch.no_grad():
+            logits = model.eval()(x)
+    except Exception as err:  # whatever the user's forward raises
+        detail = f"{type(err).__name__}: {err}".splitlines()[0]
+        raise ConfigError.invalid("model.name", name, f"a model that takes this dataset's samples of shape {tuple(input_shape)} ({detail})") from err
+    finally:
+        model.train()
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (2, num_classes):
+        got = tuple(logits.shape[1:]) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ConfigError.invalid("model.name", name, f"a model that gives {num_classes} logits per sample (this one gives {got})")
+
+
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int, cfg: dict | None = None) -> nn.Module:
     """The named model, its initial weights a function of the seed alone (and of pretrained weights
     for models that read the run config `cfg`, e.g. `model.weights`).
 
     Each new model is a copy of one built per process and arguments: building (module init, a
     forked and reseeded RNG, maybe reading pretrained weights) costs more than copying."""
-    if name not in MODELS:
-        raise ConfigError.invalid("model.name", name, "one of " + ", ".join(MODELS))
+    factory = model_builder(name)
     if name in ("cnn", "cnn_bn") and len(input_shape) != 3 or name.startswith("resnet") and len(input_shape) != 3:
         raise ConfigError.invalid("model.name", name, f"needs image inputs; this dataset's samples have shape {input_shape}")
-    given = tuple(sorted(cfg.items())) if cfg is not None and getattr(MODELS[name], "reads_config", False) else None
+    given = tuple(sorted(cfg.items())) if cfg is not None and getattr(factory, "reads_config", False) else None
     return copy.deepcopy(_prototype(name, tuple(input_shape), num_classes, seed, given))
 
 
@@ -193,5 +218,8 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed:
 def _prototype(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int, cfg: tuple | None) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        factory = MODELS[name]
-        return factory(input_shape, num_classes, dict(cfg)) if cfg is not None else factory(input_shape, num_classes)
+        factory = model_builder(name)
+        model = factory(input_shape, num_classes, dict(cfg)) if cfg is not None else factory(input_shape, num_classes)
+    if not isinstance(model, nn.Module):
+        raise ConfigError.invalid("model.name", name, f"a builder that returns a torch.nn.Module (it returned {type(model).__name__})")
+    return model

@@ -149,7 +149,8 @@ def _disjoint_partitions(labels: np.ndarray, num_classes: int, num_clients: int,
 
 def _natural_partitions(data: ArrayDataset, pool: np.ndarray, num_clients: int) -> list[np.ndarray]:
     if data.groups is None:
-        raise ConfigError.invalid("partition.name", "natural", "only for datasets with natural clients (synthetic, or imagefolder with dataset.domains=true)")
+        raise ConfigError.invalid("partition.name", "natural", "only for datasets with natural clients (synthetic, imagefolder with dataset.domains=true, "
+                                  "or your own loader's FederatedDataset or partitioner)")
     groups = data.groups[pool]
     if groups.max() + 1 != num_clients:
         raise ConfigError.invalid("clients.num", num_clients, f"must equal the dataset's {groups.max() + 1} users")

@@ -2,7 +2,8 @@
 
 The federation is what `flowerbed deploy` prepares and prints: a SuperLink with TLS and node
 authentication, three SuperNodes that each read their own exported data file and keep their
-personal state in their own state-dir, and a run submitted with `flwr run . <connection>`.
+personal state in their own state-dir, and a run submitted with `flwr run data/app <connection>`
+(the app `flowerbed deploy export` writes beside the data).
 Processes are started from the exact argv lists `flowerbed deploy commands` prints, each in its
 own session, and stopped by PID. The run is FedLoGe (a personal head in `context.state`).
 """
@@ -22,9 +23,10 @@ from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode
 
 from flowerbed.deploy import commands
+from flowerbed.deploy.app import write_app
 from flowerbed.deploy.certs import make_certificates, write_node_key
 from flowerbed.deploy.export import export_partitions, run_config_toml
-from flowerbed.deploy.processes import PROJECT_ROOT, flower_env, free_port, start, stop, wait_healthy
+from flowerbed.deploy.processes import flower_env, free_port, start, stop, wait_healthy
 from flowerbed.simulations import config
 from flowerbed.simulations.engines.inprocess import InProcessGrid, run_in_process
 from tests.conftest import flowerbed, read_metrics
@@ -207,6 +209,41 @@ def test_deploy_helpers_fail_in_one_line(tmp_path, capsys):
     assert "WARNING" in capsys.readouterr().out
 
 
+def test_deploy_app_writes_the_flower_app_that_flwr_run_submits(tmp_path, capsys):
+    """`flowerbed deploy app DIR`: a pyproject.toml that Flower accepts, naming flowerbed's apps and
+    declaring every run-config key, and the package as the wheel lays it out (what the FAB carries to
+    the devices); written again over its own app, never over another project's pyproject.toml."""
+    import tomllib
+
+    from flwr.common.config import validate_config
+
+    app = tmp_path / "app"
+    for _ in range(2):
+        assert flowerbed("deploy", "app", str(app)) == 0
+    pyproject = tomllib.loads((app / "pyproject.toml").read_text())
+    assert validate_config(pyproject, check_module=False)[:2] == (True, [])
+    declared = pyproject["tool"]["flwr"]["app"]
+    assert declared["components"] == {"serverapp": "flowerbed.server.app:app", "clientapp": "flowerbed.clients.app:app"}
+    assert declared["config"] == config.app_config_defaults()
+    package = app / "flowerbed"
+    assert sorted(p.name for p in package.iterdir()) == ["__init__.py", "clients", "deploy", "server", "simulations",
+                                                         "strategies", "tasks"]
+    assert (package / "simulations" / "conf" / "config.yaml").is_file() and not list(package.rglob("__pycache__"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "pyproject.toml").write_text('[project]\nname = "mine"\n')
+    capsys.readouterr()
+    assert flowerbed("deploy", "app", str(mine)) == 2
+    assert "is not an app flowerbed wrote" in capsys.readouterr().err
+    assert (mine / "pyproject.toml").read_text() == '[project]\nname = "mine"\n' and not (mine / "flowerbed").exists()
+    # the recipe submits that folder: the one `deploy export` wrote beside the data, or one it writes
+    assert flowerbed("deploy", "commands", "--insecure", "--nodes", "1") == 0
+    assert "\nflowerbed deploy app app\nflwr run app flowerbed --stream" in capsys.readouterr().out
+    assert flowerbed("deploy", "commands", "--insecure", "--nodes", "1", "--data", str(tmp_path / "data")) == 0
+    data = tmp_path / "data"
+    assert f"flwr run {data / 'app'} flowerbed --stream -c {data / 'run-config.toml'}" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("args,message", [
     (["certs", "CERTS", "--days", "0"], "--days=0 is not valid: at least 1"),  # expired at once
     (["certs", "CERTS", "--days", "-5"], "--days=-5 is not valid: at least 1"),  # cryptography's traceback before
@@ -254,9 +291,10 @@ class Federation:
         self.tmp, self.processes, self.logs = tmp_path, processes, tmp_path / "logs"
         self.certs = make_certificates(tmp_path / "certs", nodes=nodes)
         export_partitions(flat, tmp_path / "data")
+        app = write_app(tmp_path / "data" / commands.APP_DIR, config.app_config_toml())  # what `deploy export` adds
         self.port = free_port()
         self.plan = commands.Plan(address=f"127.0.0.1:{self.port}", nodes=nodes, certs=self.certs, bind_host="127.0.0.1",
-                                run_config=tmp_path / "data" / "run-config.toml", database=None)
+                                run_config=tmp_path / "data" / "run-config.toml", database=None, app=app)
         superlink = self.start(commands.superlink_command(self.plan), flower_env(tmp_path / "home-superlink"), "superlink")
         wait_healthy(self.port, superlink, self.logs / "superlink.log", ca_file=self.certs.ca_cert)
         self.cli_env = flower_env(tmp_path / "home-cli")
@@ -264,11 +302,11 @@ class Federation:
         connection = '[superlink]\ndefault = "flowerbed"\n\n' + commands.connection_toml(self.plan)
         (tmp_path / "home-cli" / "config.toml").write_text(connection)
         for command in commands.register_commands(self.plan):
-            registered = subprocess.run(command, env=self.cli_env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+            registered = subprocess.run(command, env=self.cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
             assert registered.returncode == 0, registered.stdout + registered.stderr
 
-    def start(self, command: list[str], env: dict, name: str, cwd: Path = PROJECT_ROOT) -> subprocess.Popen:
-        process = start(command, env, self.logs / f"{name}.log", cwd=cwd)
+    def start(self, command: list[str], env: dict, name: str) -> subprocess.Popen:
+        process = start(command, env, self.logs / f"{name}.log", cwd=self.tmp)
         self.processes.append(process)
         return process
 
@@ -279,14 +317,14 @@ class Federation:
                                            ca=self.certs.ca_cert, runtime_port=free_port())
         assert "--insecure" not in command
         env = {**flower_env(self.tmp / f"home-{name}"), "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2"}
-        env.pop("PYTHONPATH")  # the ClientApp's code comes in the FAB, as on a device
-        return self.start(command, env, name, cwd=self.tmp)
+        env.pop("PYTHONPATH", None)  # the ClientApp's code comes in the FAB, as on a device
+        return self.start(command, env, name)
 
     def submit(self, name: str = "flwr-run") -> subprocess.Popen:
         return self.start(commands.run_command(self.plan), self.cli_env, name)
 
     def statuses(self) -> list[str]:
-        listed = subprocess.run(["flwr", "ls", "flowerbed", "--format", "json"], env=self.cli_env, cwd=PROJECT_ROOT,
+        listed = subprocess.run(["flwr", "ls", "flowerbed", "--format", "json"], env=self.cli_env, cwd=self.tmp,
                                 capture_output=True, text=True, timeout=60)
         return [r["status"] for r in json.loads(listed.stdout)["runs"]]
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flowerbed.deploy.processes import PROJECT_ROOT
+from tests.conftest import ROOT as PROJECT_ROOT
 
 GUIDE = PROJECT_ROOT / "docs" / "extending.md"
 BLOCK = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```$", re.S | re.M)

@@ -35,7 +35,7 @@ def test_flwr_run_on_a_simulation_of_the_wrong_size_fails_at_once(tmp_path):
     likewise. Through Flower's own CLI and a real SuperLink (own FLWR_HOME and ports, stopped by PID)."""
     import json
 
-    from flowerbed.deploy.processes import PROJECT_ROOT
+    from tests.conftest import ROOT as PROJECT_ROOT  # the checkout's own pyproject.toml: `flwr run .` there
     from flowerbed.simulations.engines.flower import CONNECTION, simulation_superlink
 
     run_dir = tmp_path / "run"

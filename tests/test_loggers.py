@@ -22,7 +22,7 @@ def test_missing_package_is_one_clear_error(monkeypatch):
         loggers.build_logger({"output.dir": "/tmp/x", "logging.tensorboard": True})
 
 
-@pytest.mark.parametrize("sink", ["tensorboard", "mlflow"])
+@pytest.mark.parametrize("sink", ["tensorboard", "mlflow", "wandb"])
 def test_a_missing_sink_package_stops_the_run_before_anything_is_written(sink, tmp_path, monkeypatch, capsys):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == sink else real(name, *a))
@@ -47,3 +47,16 @@ def test_the_loop_logs_each_round_once(run_dir, monkeypatch):
     metrics = run(run_dir)
     assert seen == [(1, True), (2, True), ("closed", True)]
     assert len(metrics[-1]["personal/acc_per_client"]) == 4  # smoke: 4 clients, each one's own accuracy
+
+
+def test_wandb_offline_run_lands_in_the_run_folder(run_dir, monkeypatch):
+    """With wandb installed (`pip install flowerbed[wandb]`): W&B's offline mode writes the run's
+    metrics under output.dir/wandb for a later `wandb sync`."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run(run_dir, "logging.wandb=true", "logging.wandb_project=flowerbed-test")
+    logs = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(logs) == 1
+    data = logs[0].read_bytes()
+    assert b"flowerbed-test" in data and b"global/acc" in data and b"personal/acc" in data
