@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flowerbed.clients.base import ClientAlgorithm
 from flowerbed.clients.ccvr import CCVRClient
+from flowerbed.clients.creamfl import CreamFLClient
 from flowerbed.clients.ditto import DittoClient
 from flowerbed.clients.fedavg import FedAvgClient
 from flowerbed.clients.fedbabu import FedBABUClient
@@ -26,6 +27,7 @@ from flowerbed.tasks import plugins
 
 CLIENTS: dict[str, type[ClientAlgorithm]] = {
     "fedavg": FedAvgClient,
+    "creamfl": CreamFLClient,
     "fedprox": FedProxClient,
     "fedloge": FedLoGeClient,  # FedLoGe and its personalized baselines
     "fedrep": FedRepClient,

@@ -86,7 +86,7 @@ ENGINES: dict[str, dict[str, list[str]]] = {
 # cProfile inclusive time of these functions, per round (`--profile`); nested rows are indented
 BUCKETS: list[tuple[str, list[tuple[str, str]]]] = [
     ("local training compute (sgd_train / train_stacked)",
-     [("clients/core.py", "sgd_train"), ("clients/batched.py", "train_stacked")]),
+     [("tasks/training.py", "sgd_train"), ("clients/batched.py", "train_stacked")]),
     ("evaluation forward passes (predict)", [("tasks/metrics.py", "predict")]),
     ("ClientApp calls (everything a client does)", [("flwr/clientapp/client_app.py", "__call__")]),
     ("  build_model", [("tasks/models.py", "build_model")]),
@@ -113,7 +113,7 @@ def _gpu_peak() -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
-COMPUTE = (("flowerbed.clients.core", "sgd_train"), ("flowerbed.clients.batched", "train_stacked"), ("flowerbed.tasks.metrics", "predict"))
+COMPUTE = (("flowerbed.tasks.training", "sgd_train"), ("flowerbed.clients.batched", "train_stacked"), ("flowerbed.tasks.metrics", "predict"))
 
 
 def _clock_compute(profiler=None) -> tuple[list[tuple[float, float]], list[float]]:

@@ -231,6 +231,15 @@ CHECKS: dict[str, Callable] = {
     "partition.pretrain_fraction": _num(float, 0, 1, high_open=True),
     "partition.samples_per_client": _num(int, 0),
     "model.prompts": _num(int, 1),
+    "model.text_dim": _num(int, 1),
+    "model.embed_dim": _num(int, 1),
+    "dataset.captions_per_image": _num(int, 1),
+    "dataset.max_words": _num(int, 1),
+    "dataset.vocab_size": _num(int, 3),
+    "partition.public_images": _num(int, 0),
+    "algorithm.inter_weight": _num(float, 0),
+    "algorithm.intra_weight": _num(float, 0),
+    "algorithm.distill_weight": _num(float, 0),
     "algorithm.generator_lr": _num(float, 0, low_open=True),
     "algorithm.prompt_generator_lr": _num(float, 0, low_open=True),
     "algorithm.proximal_mu": _num(float, 0),
@@ -323,9 +332,14 @@ def _owned_choices() -> dict[str, Callable]:
     from flowerbed.clients.fedlabel import CONFIDENCES, SELECTIONS
     from flowerbed.strategies.robust import AGGREGATIONS
     from flowerbed.tasks.registry import TASKS
+    from flowerbed.strategies.creamfl import ENSEMBLES
+    from flowerbed.tasks.models import MODELS
+    from flowerbed.tasks.text import TEXT_ENCODERS
 
     return {"algorithm.selection": _one_of(*SELECTIONS), "algorithm.confidence": _one_of(*CONFIDENCES),
-            "algorithm.aggregation": _one_of(*AGGREGATIONS), "task.name": _one_of(*TASKS)}
+            "algorithm.aggregation": _one_of(*AGGREGATIONS), "task.name": _one_of(*TASKS), "model.text": _one_of(*TEXT_ENCODERS),
+            "algorithm.ensemble": _one_of(*ENSEMBLES), "algorithm.client_text": _one_of(*TEXT_ENCODERS),
+            "algorithm.client_model": _one_of(*MODELS)}
 
 
 def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
@@ -360,6 +374,10 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     _check_own_pieces(flat)
     _check_augment(flat, name)
     _check_devices(flat)
+    if name == "creamfl":
+        from flowerbed.strategies.creamfl import check
+
+        check(flat)
     if flat["train.local_epochs"] == 0 and flat["train.local_steps"] == 0:
         raise ConfigError.invalid("train.local_steps", 0, "> 0 when train.local_epochs is 0")
     device = str(flat["train.device"])
@@ -383,8 +401,11 @@ def _check_own_pieces(flat: dict) -> None:
     from flowerbed.tasks.datasets import LOADERS
     from flowerbed.tasks.models import model_builder
 
+    from flowerbed.tasks.registry import task_of
+
     model_builder(str(flat["model.name"]))
-    plugins.find("dataset.name", flat["dataset.name"], LOADERS)
+    if task_of(flat).name == "classification":  # another task reads its own datasets (retrieval: dataset=captions)
+        plugins.find("dataset.name", flat["dataset.name"], LOADERS)
 
 
 def _check_devices(flat: dict) -> None:

@@ -9,8 +9,8 @@ from typing import Callable
 
 from flwr.serverapp.strategy import Strategy
 
-from flowerbed.strategies import ccvr, fedasync, fedbn, fedbuff, feddyn, fedlabel, fedlc, fedloge, fednova, fedrod, flower, fraug, pfedpg
-from flowerbed.strategies import privacy, robust, scaffold, uda
+from flowerbed.strategies import ccvr, creamfl, fedasync, fedbn, fedbuff, feddyn, fedlabel, fedlc, fedloge, fednova, fedrod, flower
+from flowerbed.strategies import fraug, pfedpg, privacy, robust, scaffold, uda
 from flowerbed.strategies.sampling import mean_over_clients
 from flowerbed.tasks import plugins
 from flowerbed.tasks.errors import ConfigError
@@ -36,6 +36,7 @@ def _opt(cfg: dict) -> dict:
 
 STRATEGIES: dict[str, Callable[[dict], Strategy]] = {
     "fedavg": lambda c: flower.FedAvg(**common(c)),
+    "creamfl": lambda c: creamfl.CreamFL(c, **common(c)),
     "fedlabel": lambda c: fedlabel.FedLabel(**common(c)),
     "fixmatch": lambda c: flower.FedAvg(**common(c)),
     "uda": lambda c: uda.UDA(**common(c)),

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from flowerbed.tasks.classification import ClassificationTask
 from flowerbed.tasks.errors import ConfigError
+from flowerbed.tasks.retrieval import RetrievalTask
 from flowerbed.tasks.task import Task
 
 TASKS: dict[str, Task] = {
     "classification": ClassificationTask(),
+    "retrieval": RetrievalTask(),
 }
 
 

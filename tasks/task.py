@@ -6,7 +6,7 @@ A task gives the rest of the code four things, and nothing else may assume what 
   an image and a client type for retrieval, an image for detection); a batch is a pair of
   indexable tensors `(x, y)` whose rows are samples (the task says what a row of each holds);
 - its models: `build_model(cfg, data)`, a builder picked by `model.name` from the task's table;
-- its loss for a batch: `loss(model, x, y)`, so that the one training core (`clients/core.py`'s
+- its loss for a batch: `loss(model, x, y)`, so that the one training core (tasks/training.py's
   `sgd_train`, and `stacked_loss` for the batched engine's vmapped SGD) trains every task;
 - its metrics: `central_metrics` (the server's held-out test set, `global/<name>`) and
   `client_metrics` (a client's local test set, `personal/<name>`), under the shared names

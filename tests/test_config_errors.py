@@ -36,7 +36,7 @@ BAD_INPUTS = [
     (["algorithm=fedavgg"], "algorithm='fedavgg' is not valid: one of "),  # the options (the list grows with each algorithm)
     (["algorithm=fedavgg"], "; did you mean fedavg?"),
     # a key that only other options of its group have: which ones, not a "did you mean" of itself
-    (["dataset.path=/data/cifar10"], "dataset.path is not a key of the chosen dataset; dataset=cifar10, cifar100, fashion-mnist, imagefolder"),
+    (["dataset.path=/data/cifar10"], "dataset.path is not a key of the chosen dataset; dataset=captions, cifar10, cifar100, fashion-mnist, imagefolder"),
     (["partition=dirichlt"], "; did you mean dirichlet?"),
     (["algorithm=fedlabel", "algorithm.selection=bth"], "algorithm.selection='bth' is not valid: one of both, local, global; did you mean both?"),
     (["train.augment=randaugment"], "train.augment='randaugment' is not valid: one of none, weak, crop-flip, strong"),
