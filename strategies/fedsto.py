@@ -25,8 +25,6 @@ T2 (= rounds - T1) in rounds; the server's step comes after averaging in both st
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 
@@ -44,14 +42,9 @@ def options(cfg: dict) -> dict:
     return {"run_config": {k: v for k, v in cfg.items()}}
 
 
-@functools.lru_cache(maxsize=2)
-def _federation(keys: tuple):
-    return build_federation(dict(keys))
-
-
-def _server_data(keys: tuple, everything: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _server_data(cfg: dict, everything: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The server's labeled images and boxes (every domain's for the centralized ceiling), and the class count."""
-    fed = _federation(keys)
+    fed = build_federation(cfg)
     idx = torch.arange(len(fed.data.x_train)) if everything else torch.as_tensor(fed.server)
     return torch.as_tensor(fed.data.x_train)[idx], torch.as_tensor(fed.data.y_train)[idx], fed.data.num_classes
 
@@ -105,7 +98,7 @@ class FedSTO(FedAvg):
         if steps <= 0:
             return arrays
         cfg = self.cfg
-        x, y, num_classes = _server_data(tuple(sorted(cfg.items())), self.variant == "centralized")
+        x, y, num_classes = _server_data(cfg, self.variant == "centralized")
         model = build_model(cfg, num_classes)
         model.load_state_dict(tensors(arrays))
         batches = batch_plan(len(x), int(cfg["train.batch_size"]), 0, steps, generator(int(cfg["seed"]), server_round, "server"))

@@ -21,6 +21,7 @@ class order), and per domain `<prefix>/map50/<domain>` and `<prefix>/map/<domain
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -191,6 +192,15 @@ def class_counts(y: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def build_federation(cfg: dict) -> DetectionFederation:
+    """The run's detection federation, built once per process and data settings (the server loop,
+    its evaluator, the strategy's server step and every in-process client share it)."""
+    keys = tuple(sorted((k, v) for k, v in cfg.items() if k.startswith(("dataset.", "partition.")) or k in ("seed", "clients.num")))
+    return _federation(keys)
+
+
+@functools.lru_cache(maxsize=2)
+def _federation(keys: tuple) -> DetectionFederation:
+    cfg = dict(keys)
     return split_by_domain(load_arrays(cfg), cfg)
 
 
@@ -204,3 +214,28 @@ def check_detection_model(cfg: dict) -> None:
 
 def build_model(cfg: dict, num_classes: int) -> nn.Module:
     return build_detector(str(cfg["model.name"]), num_classes, int(cfg.get("dataset.image_size", 64)), int(cfg["seed"]))
+
+
+# -- the task ------------------------------------------------------------------------------------
+class DetectionTask:
+    """Detection on the task seam: data by domain, torchvision detectors, their loss, mAP."""
+
+    name = "detection"
+
+    def federation(self, cfg: dict) -> DetectionFederation:
+        return build_federation(cfg)
+
+    def build_model(self, cfg: dict, data) -> nn.Module:
+        return build_model(cfg, int(data.num_classes))
+
+    def loss(self, model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return detection_loss(model, x, y)
+
+    def central_metrics(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, federation: Federation,
+                        prefix: str = "global", **options) -> dict:
+        d = federation.data
+        return mean_average_precision(detect(model, x), y, d.num_classes, d.test_groups, d.group_names, prefix)
+
+    def client_metrics(self, model: nn.Module, data, prefix: str = "personal") -> dict:
+        found = detect(model, data.x_test)
+        return {**mean_average_precision(found, data.y_test, data.num_classes, prefix=prefix), "num-examples": len(data.y_test)}

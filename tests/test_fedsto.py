@@ -98,3 +98,24 @@ def test_a_stage_two_round_trains_every_part():
     returned = _round(_client(), sent, stage=2)[1]
     for part, keys in part_names("ssdlite", sent).items():
         assert any(not torch.equal(returned[k], before[k]) for k in keys), part
+
+
+def test_the_teacher_survives_a_restart(tmp_path):
+    from flowerbed.clients import state
+
+    cfg = {**CFG, "output.dir": str(tmp_path)}
+    first = _client()
+    first.context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=cfg)
+    first.cfg = cfg
+    received = build_detector("ssdlite", 3, 64, seed=0)
+    _round(first, received, stage=2)
+    state.save(first.context, 0, 1)
+    kept = first.context.state[TEACHER].to_torch_state_dict()
+    assert any(not torch.equal(kept[k], v) for k, v in build_detector("ssdlite", 3, 64, seed=0).state_dict().items())
+
+    restarted = _client()  # a new process: empty state, restored from the node's files before round 2
+    restarted.context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=cfg)
+    restarted.cfg = cfg
+    state.restore(restarted.context, 0, 2)
+    teacher = restarted.teacher(build_detector("ssdlite", 3, 64, seed=1))  # not the received model: the kept teacher
+    assert all(torch.equal(v, kept[k]) for k, v in teacher.state_dict().items())
