@@ -17,9 +17,9 @@ from torch import nn
 
 from flowerbed.clients.core import generator
 from flowerbed.clients.data import LocalData, client_index, local_data
-from flowerbed.tasks.metrics import classification_metrics, predict
-from flowerbed.tasks.models import build_model, resolve_device, set_training
+from flowerbed.tasks.models import resolve_device, set_training
 from flowerbed.tasks.records import snapshot, tensors
+from flowerbed.tasks.task import Shape, Task, task_of
 
 
 @dataclass
@@ -57,8 +57,9 @@ class Template:
 
 
 @functools.lru_cache(maxsize=4)
-def template(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int, device: str, cfg: tuple) -> Template:
-    return Template.of(build_model(name, input_shape, num_classes, seed, dict(cfg)).to(device))
+def template(input_shape: tuple[int, ...], num_classes: int, device: str, cfg: tuple) -> Template:
+    run_config = dict(cfg)
+    return Template.of(task_of(run_config).build_model(run_config, Shape(input_shape, num_classes)).to(device))
 
 
 class ClientAlgorithm:
@@ -73,19 +74,18 @@ class ClientAlgorithm:
         if torch.get_num_threads() != int(self.cfg["train.num_threads"]):
             torch.set_num_threads(int(self.cfg["train.num_threads"]))
         self.data: LocalData = local_data(self.cfg, context.node_config, self.device)
+        self.task: Task = task_of(self.cfg)
 
     # -- building blocks -------------------------------------------------------------------
     def new_model(self) -> nn.Module:
         """A model of its own with the initial weights (keep it as long as you like)."""
-        model = build_model(str(self.cfg["model.name"]), self.data.input_shape, self.data.num_classes, int(self.cfg["seed"]), self.cfg)
-        return model.to(self.device)
+        return self.task.build_model(self.cfg, self.data).to(self.device)
 
     def model_from(self, msg: Message) -> nn.Module:
         """The received weights in this process's model of the architecture, in training mode and
         without gradients, like a new one: valid until the next call loads other weights into it."""
         state = tensors(msg.content["arrays"])
-        shared = template(str(self.cfg["model.name"]), self.data.input_shape, self.data.num_classes, int(self.cfg["seed"]),
-                          str(self.device), tuple(sorted(self.cfg.items())))
+        shared = template(self.data.input_shape, self.data.num_classes, str(self.device), tuple(sorted(self.cfg.items())))
         try:
             model = shared.load(state)
         except RuntimeError:  # not the whole model: a new one, which raises the same error if it is wrong
@@ -130,20 +130,5 @@ class ClientAlgorithm:
         return RecordDict({"metrics": MetricRecord(metrics)})
 
     def local_metrics(self, model: nn.Module, prefix: str = "personal") -> dict:
-        return local_test_metrics(predict(model, self.data.x_test), self.data.y_test, self.data.num_classes, prefix)
-
-
-def local_test_metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int, prefix: str = "personal") -> dict:
-    """A client's metrics on its local test set from the model's logits (also the batched form's)."""
-    result = classification_metrics(logits, y, num_classes)
-    masked = classification_metrics(mask_absent(logits, y, num_classes), y, num_classes)
-    return {f"{prefix}/acc": result["acc"], f"{prefix}/loss": result["loss"], f"{prefix}/acc_masked": masked["acc"],
-            "num-examples": len(y)}
-
-
-def mask_absent(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Logits with classes absent from the local test set ruled out: the label-prior oracle that
-    FedLoGe's official `localtest` applies, reported beside the plain number."""
-    if len(y) == 0:
-        return logits
-    return logits.masked_fill(torch.bincount(y, minlength=num_classes) == 0, -1e10)
+        """The task's metrics of `model` on the local test set (classification: accuracy, loss, masked accuracy)."""
+        return self.task.client_metrics(model, self.data, prefix)

@@ -42,19 +42,21 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from flowerbed.clients.augment import strong_view
-from flowerbed.clients.base import ClientAlgorithm, Template, local_test_metrics, template
+from flowerbed.clients.base import ClientAlgorithm, Template, template
 from flowerbed.clients.core import batches_from, generator
 from flowerbed.clients.data import local_data
 from flowerbed.clients.fedavg import FedAvgClient
 from flowerbed.clients.fedlabel import FedLabelClient, combine, fit_metrics, local_plan, pseudo_labels, semi_supervised_loss
 from flowerbed.clients.fedloge import FedLoGeClient, FedLoGeNet
 from flowerbed.clients.fedprox import FedProxClient
+from flowerbed.tasks.classification import ClassificationTask, client_scores
 from flowerbed.tasks.etf import options as etf_options
 from flowerbed.tasks.etf import sse_c_for
 from flowerbed.tasks.metrics import predict
 from flowerbed.tasks.models import build_model
 from flowerbed.tasks.partitions import build_federation
 from flowerbed.tasks.records import tensor_record, tensors
+from flowerbed.tasks.task import task_of
 
 Tensors = dict[str, torch.Tensor]
 # loss(model, params, buffers, x, y, extra) for ONE client; vmapped over the cohort.
@@ -80,7 +82,8 @@ class Cohort:
 # -- data and weights ------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=2)
 def _resident(keys: tuple, device: str) -> tuple[torch.Tensor, torch.Tensor, list[np.ndarray]]:
-    fed = build_federation(dict(keys))
+    cfg = dict(keys)
+    fed = task_of(cfg).federation(cfg)
     x = torch.as_tensor(np.ascontiguousarray(fed.data.x_train)).to(device)
     y = torch.as_tensor(np.ascontiguousarray(fed.data.y_train)).to(device)
     return x, y, [c.labeled for c in fed.clients]
@@ -100,9 +103,8 @@ def template_model(cfg: dict, device: torch.device) -> nn.Module:
 
 
 def shared_template(cfg: dict, device: torch.device) -> Template:
-    d = build_federation(cfg).data
-    return template(str(cfg["model.name"]), d.input_shape, d.num_classes, int(cfg["seed"]), str(device),
-                    tuple(sorted(cfg.items())))
+    d = task_of(cfg).federation(cfg).data
+    return template(d.input_shape, d.num_classes, str(device), tuple(sorted(cfg.items())))
 
 
 def stack(records: list[ArrayRecord], names: list[str], device: torch.device) -> Tensors:
@@ -216,19 +218,19 @@ def train_stacked(
 
 
 # -- a batched form: FedAvg's local SGD with a pluggable per-client loss ----------------------------
-def cross_entropy(model: nn.Module, p: Tensors, b: Tensors, x: torch.Tensor, y: torch.Tensor, e: Tensors) -> torch.Tensor:
-    return nn.functional.cross_entropy(functional_call(model, (p, b), (x,)), y)
+def proximal(task_loss: StackedLoss) -> StackedLoss:
+    """FedProx's local objective: the task's loss + (mu/2)||w - w_global||^2 (clients/fedprox.py)."""
 
+    def loss(model: nn.Module, p: Tensors, b: Tensors, x: torch.Tensor, y: torch.Tensor, e: Tensors) -> torch.Tensor:
+        drift = sum(((p[n] - e["anchor/" + n]) ** 2).sum() for n in p)
+        return task_loss(model, p, b, x, y, e) + 0.5 * e["mu"] * drift
 
-def proximal(model: nn.Module, p: Tensors, b: Tensors, x: torch.Tensor, y: torch.Tensor, e: Tensors) -> torch.Tensor:
-    """FedProx's local objective: cross-entropy + (mu/2)||w - w_global||^2 (clients/fedprox.py)."""
-    drift = sum(((p[n] - e["anchor/" + n]) ** 2).sum() for n in p)
-    return cross_entropy(model, p, b, x, y, e) + 0.5 * e["mu"] * drift
+    return loss
 
 
 def local_sgd(
     cohort: Cohort,
-    loss_fn: StackedLoss = cross_entropy,
+    loss_fn: StackedLoss | None = None,
     extra: Callable[[Tensors, list[int]], Tensors] | None = None,
     net: nn.Module | None = None,
     own: Callable[[list[int]], tuple[Tensors, Tensors]] | None = None,
@@ -243,6 +245,7 @@ def local_sgd(
     the cohort positions in `order`) and `keep(position, trained)` (to store what stays on the client).
     """
     cfg, device = cohort.cfg, cohort.device
+    loss_fn = loss_fn or task_of(cfg).stacked_loss
     x, y, labeled = resident_data(cfg, device)
     model = template_model(cfg, device)
     prefix = "model." if net is not None else ""
@@ -291,7 +294,7 @@ def fedprox(cohort: Cohort) -> list[RecordDict]:
         anchors = {"anchor/" + n: p.detach().clone() for n, p in params.items()}
         return {**anchors, "mu": torch.tensor(mus, dtype=torch.float32).to(cohort.device)}
 
-    return local_sgd(cohort, proximal, anchor_and_mu)
+    return local_sgd(cohort, proximal(task_of(cohort.cfg).stacked_loss), anchor_and_mu)
 
 
 class _FedLoGeObjective(FedLoGeNet):
@@ -328,9 +331,10 @@ def fedloge(cohort: Cohort) -> list[RecordDict]:
 @torch.no_grad()
 def evaluate_received(cohort: Cohort) -> list[RecordDict]:
     """ClientAlgorithm.evaluate for a cohort: the clients that received the same model are scored in
-    one forward pass over their local test sets put together, then split back per client."""
+    one forward pass over their local test sets put together, then split back per client (for
+    classification, whose metrics are a function of each sample's logits; other tasks client by client)."""
     cfg, device = cohort.cfg, cohort.device
-    shared = shared_template(cfg, device)
+    shared, task = shared_template(cfg, device), task_of(cfg)
     data = [local_data(cfg, c.node_config, device) for c in cohort.contexts]
     replies: list[RecordDict | None] = [None] * len(cohort.messages)
     by_model: dict[int, list[int]] = {}
@@ -338,9 +342,13 @@ def evaluate_received(cohort: Cohort) -> list[RecordDict]:
         by_model.setdefault(id(message.content["arrays"]), []).append(k)
     for members in by_model.values():
         model = shared.load(tensors(cohort.messages[members[0]].content["arrays"]))
+        if not isinstance(task, ClassificationTask):
+            for k in members:
+                replies[k] = RecordDict({"metrics": MetricRecord(task.client_metrics(model, data[k]))})
+            continue
         logits = predict(model, torch.cat([data[k].x_test for k in members]))
         for k, part in zip(members, logits.split([len(data[k].y_test) for k in members])):
-            replies[k] = RecordDict({"metrics": MetricRecord(local_test_metrics(part, data[k].y_test, data[k].num_classes))})
+            replies[k] = RecordDict({"metrics": MetricRecord(client_scores(part, data[k].y_test, data[k].num_classes))})
     return replies  # type: ignore[return-value]
 
 
@@ -389,7 +397,7 @@ def fedlabel(cohort: Cohort) -> list[RecordDict]:
     # 1. labeled local models, tau_l steps each
     plans = [[labeled[c][idx.numpy()] for idx in local_plan(cfg, len(labeled[c]), "algorithm.tau_l", generator(seed, rnd, c, "train"))]
              for c in cohort.client_ids]
-    local, loss_l = _train_from(model, start, param_names, plans, x, y, cohort, cross_entropy)
+    local, loss_l = _train_from(model, start, param_names, plans, x, y, cohort, task_of(cfg).stacked_loss)
 
     # 2. pseudo-labels, client by client
     rows = [torch.as_tensor(clients[c].unlabeled, device=device) for c in cohort.client_ids]

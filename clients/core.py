@@ -2,7 +2,10 @@
 
 Training is a function of (model, data, batch plan, loss) with no hidden global state: the batch
 plan comes from a generator seeded by (run seed, round, client), so the same client in the same
-round draws the same batches on every engine, and a batched engine can reproduce them.
+round draws the same batches on every engine, and a batched engine can reproduce them. The loss
+is the task's (tasks/task.py: `task.loss`, for a batch of rows of x and y), so one loop trains
+every task; without one it is classification's cross-entropy, which the algorithms that exist
+only for classification (a head apart from a body: FedRep, FedBABU, pFedPG) train with.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from flowerbed.tasks.classification import cross_entropy
 from flowerbed.tasks.models import set_training
 
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # a task's loss(model, x, y)
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -43,10 +47,6 @@ def batch_plan(num_samples: int, batch_size: int, epochs: int, steps: int, gen: 
         batches += list(order.split(batch_size))
         passes -= 1
     return batches[:steps] if steps > 0 else batches
-
-
-def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return nn.functional.cross_entropy(model(x), y)
 
 
 def sgd_train(

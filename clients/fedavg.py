@@ -13,7 +13,7 @@ from torch import nn
 
 from flowerbed.clients.augment import with_view
 from flowerbed.clients.base import ClientAlgorithm
-from flowerbed.clients.core import batches_from, cross_entropy, sgd, sgd_train
+from flowerbed.clients.core import batches_from, sgd, sgd_train
 
 
 class FedAvgClient(ClientAlgorithm):
@@ -25,5 +25,5 @@ class FedAvgClient(ClientAlgorithm):
         return {"train/loss": loss, "num-examples": len(d.y_labeled)}
 
     def loss_fn(self, model: nn.Module, msg: Message):
-        """The local objective; plain cross-entropy here."""
-        return cross_entropy
+        """The local objective: the task's loss here (classification: cross-entropy)."""
+        return self.task.loss

@@ -24,8 +24,9 @@ import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from torch import nn
 
-from flowerbed.clients.base import ClientAlgorithm, local_test_metrics
+from flowerbed.clients.base import ClientAlgorithm
 from flowerbed.clients.core import batches_from, sgd, sgd_train
+from flowerbed.tasks.classification import client_scores
 from flowerbed.tasks.etf import options as etf_options
 from flowerbed.tasks.etf import row_normalized, sse_c_for
 
@@ -84,7 +85,7 @@ class FedLoGeClient(ClientAlgorithm):
         y, num_classes = self.data.y_test, self.data.num_classes
         metrics = {"num-examples": len(y)}
         for name, logits in heads.items():  # each head's accuracy without and with the absent-class mask
-            metrics.update(local_test_metrics(logits, y, num_classes, name))
+            metrics.update(client_scores(logits, y, num_classes, name))
         return RecordDict({"metrics": MetricRecord(metrics)})
 
 

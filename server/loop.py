@@ -32,9 +32,10 @@ from flowerbed.server.results import CheckpointWriter, RunDirectory, initial_wei
 from flowerbed.strategies.registry import build_strategy
 from flowerbed.strategies.secagg import secure_round
 from flowerbed.tasks.errors import ConfigError, RunAborted
-from flowerbed.tasks.models import build_model, resolve_device
-from flowerbed.tasks.partitions import Federation, build_federation
+from flowerbed.tasks.models import resolve_device
+from flowerbed.tasks.partitions import Federation
 from flowerbed.tasks.records import as_tensor_record, tensor_record, wire_bytes
+from flowerbed.tasks.task import task_of
 
 console = Console(stderr=True)
 
@@ -152,7 +153,7 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
     """Run (or resume) the rounds a flat run config describes; returns the summary."""
     out = RunDirectory(str(cfg["output.dir"]))
     out.write_config(cfg)
-    federation = build_federation(cfg)
+    federation = task_of(cfg).federation(cfg)
     device = resolve_device(str(cfg["train.device"]))
     torch.set_num_threads(int(cfg["train.num_threads"]))
     evaluate = CentralEvaluator(cfg, federation, device)
@@ -162,6 +163,7 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
     if not cfg.get("evaluate.central", True):  # e.g. feature shift: the pooled test set is no client's domain
         evaluate = lambda arrays: {}  # noqa: E731
     num_rounds, every = int(cfg["rounds"]), int(cfg["evaluate.every"])
+    metric = task_of(cfg).metric  # the headline: progress, per-client values, best/final in the summary
 
     arrays, first_round, elapsed = initial_arrays(cfg, federation, getattr(strategy, "has_global_model", True)), 1, 0.0
     checkpoint = out.load_checkpoint() if cfg.get("resume") else None
@@ -209,7 +211,7 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
             if rnd % every == 0 or rnd == num_rounds:
                 eval_sent = list(strategy.configure_evaluate(rnd, arrays, ConfigRecord(), grid))
                 eval_replies = list(grid.send_and_receive(eval_sent, timeout=timeout))
-                record.update(_per_client(eval_replies, strategy.client_of_node, "personal/acc"))
+                record.update(_per_client(eval_replies, strategy.client_of_node, f"personal/{metric}"))
                 record.update(_scalars(strategy.aggregate_evaluate(rnd, eval_replies)))
                 record.update(evaluate(arrays))
             record["time/round_s"] = time.perf_counter() - start
@@ -223,13 +225,13 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
                 raise RunAborted(f"stopped after round {rnd}: {short_rounds} rounds in a row had fewer than "
                                  f"{strategy.min_train_nodes} usable replies (clients.max_failed_rounds={max_short}); "
                                  f"see clients/failures in {out.metrics_path}")
-            latest = record if "global/acc" in record or "personal/acc" in record else latest
-            status = progress_status(latest, record)
+            latest = record if f"global/{metric}" in record or f"personal/{metric}" in record else latest
+            status = progress_status(latest, record, metric)
             progress.update(task, advance=1, status=status)
             if not console.is_terminal:
                 console.print(f"round {rnd}/{num_rounds}  {status}  {record['time/round_s']:.2f}s", highlight=False)
     logger.close()
-    summary = summarize(out.read_metrics(), elapsed)
+    summary = summarize(out.read_metrics(), elapsed, metric)
     summary.update(privacy.summary() if privacy else {})
     out.write_summary(summary)
     return summary
@@ -249,8 +251,7 @@ def train_record(server_round: int, train_metrics: MetricRecord | None, sent: li
 def initial_arrays(cfg: dict, federation: Federation, has_global_model: bool = True) -> ArrayRecord:
     """The global model before round 1: the seed's initial weights, or `model.init`'s (checked even
     for a strategy with no global model, so a wrong path fails the same way for every algorithm)."""
-    data = federation.data
-    initial = build_model(str(cfg["model.name"]), data.input_shape, data.num_classes, int(cfg["seed"]), cfg)
+    initial = task_of(cfg).build_model(cfg, federation.data)
     if cfg.get("model.init"):
         initial.load_state_dict(initial_weights(str(cfg["model.init"]), initial, cfg))
     if not has_global_model:  # personalized only (pFedPG): nothing global to send or checkpoint
@@ -270,10 +271,11 @@ def resume(checkpoint: dict, strategy, out: RunDirectory) -> tuple[ArrayRecord, 
     return arrays, checkpoint["round"] + 1, checkpoint["elapsed"]
 
 
-def progress_status(latest: dict, record: dict) -> str:
-    """The progress bar's text: the latest evaluated accuracies, and the privacy spent so far."""
-    status = " ".join(f"{name} {latest[key]:.3f}" for name, key in (("acc", "global/acc"), ("personal", "personal/acc"))
-                      if key in latest)
+def progress_status(latest: dict, record: dict, metric: str = "acc") -> str:
+    """The progress bar's text: the latest evaluated headline metric (the task's: accuracy for
+    classification), global and personal, and the privacy spent so far."""
+    shown = ((metric, f"global/{metric}"), ("personal", f"personal/{metric}"))
+    status = " ".join(f"{name} {latest[key]:.3f}" for name, key in shown if key in latest)
     if "privacy/epsilon" in record:
         status += f"  ε {record['privacy/epsilon']:.2f}"
     return status
@@ -286,15 +288,15 @@ def _per_client(replies: list[Message], client_of_node: dict[int, int], key: str
     return {f"{key}_per_client": [values[c] for c in sorted(values)]} if values else {}
 
 
-def summarize(history: list[dict], elapsed: float) -> dict:
-    """Final and best values of the headline metrics."""
-    evaluated = [r for r in history if "global/acc" in r or "personal/acc" in r]
+def summarize(history: list[dict], elapsed: float, metric: str = "acc") -> dict:
+    """Final and best values of the headline metric (the task's: `acc` for classification)."""
+    evaluated = [r for r in history if f"global/{metric}" in r or f"personal/{metric}" in r]
     final = evaluated[-1] if evaluated else {}
     summary = {"rounds": history[-1]["round"] if history else 0, "train_time_s": elapsed}
     for key, value in final.items():
         if isinstance(value, (int, float)) and key != "round":
             summary[f"final/{key}"] = value
-    for key in ("global/acc", "personal/acc"):
+    for key in (f"global/{metric}", f"personal/{metric}"):
         values = [r[key] for r in evaluated if key in r]
         if values:
             summary[f"best/{key}"] = max(values)

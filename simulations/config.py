@@ -300,9 +300,10 @@ def _owned_choices() -> dict[str, Callable]:
     added in one place (imported here, not at the top: client and strategy modules bring torch)."""
     from flowerbed.clients.fedlabel import CONFIDENCES, SELECTIONS
     from flowerbed.strategies.robust import AGGREGATIONS
+    from flowerbed.tasks.registry import TASKS
 
     return {"algorithm.selection": _one_of(*SELECTIONS), "algorithm.confidence": _one_of(*CONFIDENCES),
-            "algorithm.aggregation": _one_of(*AGGREGATIONS)}
+            "algorithm.aggregation": _one_of(*AGGREGATIONS), "task.name": _one_of(*TASKS)}
 
 
 def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
@@ -403,12 +404,12 @@ def _check_domains(flat: dict) -> None:
 def validate_data(flat: dict[str, Scalar]) -> None:
     """Build the federation and the model once: what only the data can tell (classes, sizes, files)."""
     from flowerbed.strategies.registry import LOCAL_BATCHNORM
-    from flowerbed.tasks.models import batchnorm_keys, build_model
-    from flowerbed.tasks.partitions import build_federation
+    from flowerbed.tasks.models import batchnorm_keys
+    from flowerbed.tasks.task import task_of
 
-    fed = build_federation(flat)
-    classes = fed.data.num_classes
-    model = build_model(str(flat["model.name"]), fed.data.input_shape, classes, 0, flat)
+    task = task_of(flat)
+    fed = task.federation(flat)
+    model = task.build_model(flat, fed.data)
     name = flat["algorithm.name"]
     if name in LOCAL_BATCHNORM and not batchnorm_keys(model.state_dict()):
         raise ConfigError.invalid("model.name", flat["model.name"], f"a model with BatchNorm layers for algorithm.name={name} "

@@ -25,7 +25,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flowerbed.clients.augment import with_view
-from flowerbed.clients.core import batch_plan, cross_entropy, generator, sgd_train
+from flowerbed.clients.core import batch_plan, generator, sgd_train
+from flowerbed.tasks.classification import cross_entropy
 from flowerbed.tasks.classifier import Classifier
 from flowerbed.tasks.datasets import cache_dir, load_dataset
 from flowerbed.tasks.errors import ConfigError

@@ -27,7 +27,7 @@ import numpy as np
 from flowerbed.tasks import domains, imagefolder
 from flowerbed.tasks.datasets import HUB_DATASETS, MNIST_MEAN, MNIST_STD, integer_labels, load_dataset, numeric_samples, read_npz, scale
 from flowerbed.tasks.errors import ConfigError
-from flowerbed.tasks.partitions import build_federation, section
+from flowerbed.tasks.partitions import section
 
 KEY = "data-path"
 
@@ -65,7 +65,9 @@ IMAGE_FORMS: dict[str, ImageForm] = {
 # -- a simulated partition ------------------------------------------------------------------------
 def partition_arrays(run_config: dict, index: int) -> ClientArrays:
     """The arrays simulated client `index` trains and tests on (after its domain shift, if any)."""
-    fed = build_federation(run_config)
+    from flowerbed.tasks.task import task_of  # the tasks import models and torch; reading a device's files does not
+
+    fed = task_of(run_config).federation(run_config)
     split, d = fed.clients[index], fed.data
     # partition.domain_shift: this client's own image transform, on its training and test data
     view = (lambda a: a)  # noqa: E731

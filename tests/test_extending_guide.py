@@ -80,16 +80,17 @@ def test_the_extending_guide_runs(tmp_path):
             commands += [line for line in body.splitlines() if line.strip()]
         else:  # nothing in the guide goes untested
             assert lang not in ("python", "yaml", "bash"), f"an untested {lang} block: {body[:80]!r}"
-    assert (copy / "clients" / "fednova.py").exists() and (copy / "tasks" / "lenet.py").exists()
-    assert len(commands) >= 7
+    assert all((copy / path).exists() for path in ("clients/fednova.py", "tasks/lenet.py", "tasks/smoothed.py"))
+    assert len(commands) >= 8
 
-    tests = ["tests/test_fednova.py", "tests/test_registries.py::test_client_and_server_registries_hold_the_same_names",
+    tests = ["tests/test_fednova.py", "tests/test_smoothed.py",
+             "tests/test_registries.py::test_client_and_server_registries_hold_the_same_names",
              "tests/test_registries.py::test_every_algorithm_config_names_a_registered_algorithm"]
     env = {**_env(), "PYTHONPATH": str(copy), "FLOWERBED_CACHE": str(tmp_path / "cache")}  # decoded images stay here
     result = subprocess.run([sys.executable, "-c", DRIVER, ",".join(tests), *commands], cwd=copy, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    assert "4 passed" in result.stdout  # the guide's two tests and the two registry tests
+    assert "5 passed" in result.stdout  # the guide's three tests and the two registry tests
     assert (copy / "runs" / "fednova" / "report" / "accuracy.png").exists()
     assert (copy / "wine.npz").exists() and (copy / "digit-images" / "9").is_dir()
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
-from flowerbed.clients.base import mask_absent
+from flowerbed.tasks.classification import mask_absent
 from flowerbed.clients.core import sgd, sgd_train
 from flowerbed.clients.fedloge import FedLoGeClient, FedLoGeNet, norm_transfer, parameters
 from flowerbed.tasks.etf import (GENERIC_NORM, NO_BATCHNORM_NORM, PAPER_NORM, has_batchnorm, row_normalized, simplex_etf, sparsity_mask,
