@@ -44,7 +44,7 @@ from torch import nn
 
 from flowerbed.clients.base import ClientAlgorithm
 from flowerbed.clients.core import batches_from, sgd, sgd_step
-from flowerbed.tasks.detection import build_model, detect, detection_loss, rows_of
+from flowerbed.tasks.detection import detect, detection_loss, rows_of
 from flowerbed.tasks.detectors import part_names
 from flowerbed.tasks.records import snapshot
 from flowerbed.tasks.voc import PAD
@@ -165,9 +165,6 @@ class FedSTOClient(ClientAlgorithm):
         self._stage_keys = parts["backbone"] if stage == 1 else None
         return {"train/loss": loss, "fedsto/steps": steps, "fedsto/kept_images": counts["kept"] / max(counts["images"], 1),
                 "fedsto/boxes_per_image": counts["boxes"] / max(counts["kept"], 1), "num-examples": len(d.x_unlabeled)}
-
-    def new_model(self) -> nn.Module:
-        return build_model(self.cfg, self.data.num_classes).to(self.device)
 
     def teacher(self, model: nn.Module) -> nn.Module:
         """The EMA teacher: the received model at a reset (or the first time), else the kept one."""

@@ -335,6 +335,7 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     if name not in STRATEGIES or name not in CLIENTS:
         raise ConfigError.invalid("algorithm.name", name, "one of " + ", ".join(sorted(STRATEGIES)), STRATEGIES)
     _check_augment(flat, name)
+    _check_task(flat, name)
     if flat["train.local_epochs"] == 0 and flat["train.local_steps"] == 0:
         raise ConfigError.invalid("train.local_steps", 0, "> 0 when train.local_epochs is 0")
     device = str(flat["train.device"])
@@ -382,6 +383,33 @@ def _check_augment(flat: dict, name: str) -> None:
         users = ", ".join(sorted(n for n, c in CLIENTS.items() if issubclass(c, FedAvgClient)))
         raise ConfigError.invalid("train.augment", view, f"none with algorithm.name={name} "
                                   f"(it trains on views of its own; train.augment serves {users})")
+
+
+def _check_task(flat: dict, name: str) -> None:
+    """Detection data, detectors and detection algorithms go together (tasks/detection.py)."""
+    from flowerbed.strategies.fedsto import VARIANTS
+    from flowerbed.tasks.detection import DATASETS
+    from flowerbed.tasks.detectors import DETECTORS
+
+    detection = flat.get("task.name", "classification") == "detection"
+    model, dataset = str(flat.get("model.name")), str(flat.get("dataset.name"))
+    if not detection and model in DETECTORS:
+        raise ConfigError.invalid("model.name", model, f"a classifier for task.name={flat.get('task.name', 'classification')} "
+                                  f"and dataset.name={dataset} (detectors need task.name=detection and dataset voc or weather-shapes)")
+    if not detection and (dataset in DATASETS or name in VARIANTS):
+        key, value = ("dataset.name", dataset) if dataset in DATASETS else ("algorithm.name", name)
+        raise ConfigError.invalid(key, value, "a classification one for task.name=classification (set task.name=detection)")
+    if detection:
+        if dataset not in DATASETS:
+            raise ConfigError.invalid("dataset.name", dataset, "a detection dataset for task.name=detection: " + ", ".join(DATASETS))
+        if model not in DETECTORS:
+            raise ConfigError.invalid("model.name", model, "a detector for task.name=detection: " + ", ".join(DETECTORS), DETECTORS)
+        if name not in VARIANTS:
+            raise ConfigError.invalid("algorithm.name", name, "one for task.name=detection: " + ", ".join(VARIANTS), VARIANTS)
+        if flat.get("engine.name") == "batched":
+            raise ConfigError.invalid("engine.name", "batched", "sequential or flower for task.name=detection")
+        if flat.get("partition.name") != "domain":
+            raise ConfigError.invalid("partition.name", flat.get("partition.name"), "domain for task.name=detection (partition=domain)")
 
 
 def _check_domains(flat: dict) -> None:

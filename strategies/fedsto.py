@@ -32,6 +32,7 @@ from flowerbed.clients.core import batch_plan, generator, sgd
 from flowerbed.clients.fedsto import train_steps, with_orthogonality
 from flowerbed.strategies.flower import FedAvg
 from flowerbed.tasks.detection import build_federation, build_model, detection_loss
+from flowerbed.tasks.models import resolve_device
 from flowerbed.tasks.records import tensor_record, tensors
 
 VARIANTS = ("fedsto", "fedsto-no-ortho", "fedsto-stage1", "fedavg-pseudo", "server-only", "centralized")
@@ -87,8 +88,8 @@ class FedSTO(FedAvg):
             self.round_stats = {"failures": 0, "rejected": 0, "rejected_norm": 0, "short": 0}
             return self.server_step(sent, server_round, int(self.cfg["algorithm.server_steps"])), MetricRecord({})
         averaged, metrics = super().aggregate_train(server_round, replies)
-        if averaged is None:
-            return None, metrics
+        if averaged is None:  # too few usable replies: the model stays as sent (warmed up, in round 1)
+            return sent, metrics
         merged = dict(tensors(sent))
         merged.update(tensors(averaged))  # stage 1: the backbone only; neck and head stay the server's
         return self.server_step(tensor_record(merged), server_round, int(self.cfg["algorithm.server_steps"])), metrics
@@ -99,8 +100,10 @@ class FedSTO(FedAvg):
             return arrays
         cfg = self.cfg
         x, y, num_classes = _server_data(cfg, self.variant == "centralized")
-        model = build_model(cfg, num_classes)
+        device = resolve_device(str(cfg["train.device"]))
+        model = build_model(cfg, num_classes).to(device)
         model.load_state_dict(tensors(arrays))
+        x, y = x.to(device), y.to(device)
         batches = batch_plan(len(x), int(cfg["train.batch_size"]), 0, steps, generator(int(cfg["seed"]), server_round, "server"))
         loss_fn = with_orthogonality(detection_loss, self.ortho(server_round) if server_round > 0 else 0.0)
         train_steps(model, x, y, batches, sgd(model.parameters(), cfg), loss_fn)

@@ -9,7 +9,7 @@ from typing import Callable
 
 from flwr.serverapp.strategy import Strategy
 
-from flowerbed.strategies import fedbn, fedlabel, fedloge, flower, fraug, pfedpg
+from flowerbed.strategies import fedbn, fedlabel, fedloge, fedsto, flower, fraug, pfedpg
 from flowerbed.strategies import privacy, robust
 from flowerbed.strategies.sampling import mean_over_clients
 from flowerbed.tasks.errors import ConfigError
@@ -57,6 +57,7 @@ STRATEGIES: dict[str, Callable[[dict], Strategy]] = {
     "fraug": lambda c: fraug.FRAug(**fraug.options(c), **fedbn.options(c), **common(c)),
     "fraug-no-rtnet": lambda c: fraug.FRAug(**fraug.options(c), **fedbn.options(c), **common(c)),
     "fraug-no-generator": lambda c: fedbn.FedBN(**fedbn.options(c), **common(c)),  # nothing but the model travels
+    **{name: (lambda c: fedsto.FedSTO(**fedsto.options(c), **common(c))) for name in fedsto.VARIANTS},
 }
 # Algorithms whose clients keep the BatchNorm layers: a model without any is refused up front.
 LOCAL_BATCHNORM = ("fedbn", "fraug", "fraug-no-rtnet", "fraug-no-generator")

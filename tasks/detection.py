@@ -32,6 +32,7 @@ from flowerbed.tasks.datasets import ArrayDataset
 from flowerbed.tasks.detectors import build_detector, is_detector
 from flowerbed.tasks.errors import ConfigError
 from flowerbed.tasks.partitions import ClientData, Federation
+from flowerbed.tasks.task import DataShape, Task
 from flowerbed.tasks.voc import PAD, DetectionArrays, load_voc
 from flowerbed.tasks import weather_shapes
 
@@ -217,16 +218,21 @@ def build_model(cfg: dict, num_classes: int) -> nn.Module:
 
 
 # -- the task ------------------------------------------------------------------------------------
-class DetectionTask:
-    """Detection on the task seam: data by domain, torchvision detectors, their loss, mAP."""
+class DetectionTask(Task):
+    """Detection on the task seam: data by domain, torchvision detectors, their loss, mAP@0.5 the headline."""
 
     name = "detection"
+    metric = "map50"
 
     def federation(self, cfg: dict) -> DetectionFederation:
         return build_federation(cfg)
 
-    def build_model(self, cfg: dict, data) -> nn.Module:
+    def build_model(self, cfg: dict, data: DataShape) -> nn.Module:
         return build_model(cfg, int(data.num_classes))
+
+    def stacked_loss(self, model, p, b, x, y, e) -> torch.Tensor:
+        raise ConfigError.invalid("engine.name", "batched", "sequential or flower for task.name=detection "
+                                  "(a detector's loss matches boxes image by image; it does not vmap)")
 
     def loss(self, model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return detection_loss(model, x, y)

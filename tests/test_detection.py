@@ -169,3 +169,25 @@ def test_detector_trains_and_detects_on_tiny_images(tiny):
     assert model.training and len(found) == 2 and found[0]["boxes"].shape[1] == 4
     rows = detection.rows_of(found, min_score=2.0)  # nothing scores above 1
     assert rows.shape[0] == 2 and (rows[:, :, 0] == voc.PAD).all()
+
+
+DETECTION = ["task.name=detection", "dataset=weather-shapes", "partition=domain", "model=ssdlite", "algorithm=fedsto"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model=ssdlite"], "model.name='ssdlite' is not valid: a classifier for task.name=classification"),
+    (["task.name=detection", "partition=domain", "model=ssdlite", "algorithm=fedsto"],
+     "dataset.name='digits' is not valid: a detection dataset for task.name=detection"),
+    ([*DETECTION[:-2], "model=cnn", "algorithm=fedsto"], "model.name='cnn' is not valid: a detector"),
+    ([*DETECTION[:-1], "algorithm=fedavg"], "algorithm.name='fedavg' is not valid: one for task.name=detection"),
+    ([*DETECTION, "partition.server_domain=snow", "dataset.images_per_domain=2", "dataset.image_size=32"],
+     "partition.server_domain='snow' is not valid: one of the data's domains"),
+    (["task.name=detection", "dataset=voc", "partition=domain", "model=ssdlite", "algorithm=fedsto", "dataset.path=/nonexistent/voc"],
+     "dataset.path='/nonexistent/voc' is not valid"),
+])
+def test_bad_detection_settings_are_one_line_and_exit_2(overrides, message, capsys, tmp_path):
+    from tests.conftest import flowerbed
+
+    assert flowerbed("run", *overrides, f"output.dir={tmp_path}/r") == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

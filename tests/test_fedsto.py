@@ -12,6 +12,7 @@ from flowerbed.clients.fedsto import FedSTOClient, TEACHER, ema_update, regulari
 from flowerbed.tasks import weather_shapes
 from flowerbed.tasks.detectors import build_detector, part_names
 from flowerbed.tasks.records import snapshot, tensors
+from flowerbed.tasks.task import task_of
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +53,7 @@ def test_ema_moves_the_teacher_toward_the_student():
 
 
 CFG = {
-    "model.name": "ssdlite", "seed": 0, "dataset.image_size": 64, "train.batch_size": 2, "train.local_epochs": 1,
+    "task.name": "detection", "model.name": "ssdlite", "seed": 0, "dataset.image_size": 64, "train.batch_size": 2, "train.local_epochs": 1,
     "train.local_steps": 2, "train.lr": 0.05, "train.momentum": 0.0, "train.weight_decay": 0.0,
     "algorithm.pseudo_threshold": 0.0, "algorithm.ema_rate": 0.9, "algorithm.teacher_reset": False, "train.device": "cpu",
 }
@@ -66,6 +67,7 @@ def _client() -> FedSTOClient:
     client = FedSTOClient.__new__(FedSTOClient)
     client.context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=CFG)
     client.cfg, client.client_id, client.device = CFG, 0, torch.device("cpu")
+    client.task = task_of(CFG)
     client.data = LocalData(x[:0], y[:0], x, y, x[:1], y[:1], 3, (3, 64, 64))
     return client
 
