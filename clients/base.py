@@ -19,7 +19,8 @@ from flowerbed.clients.core import generator
 from flowerbed.clients.data import LocalData, client_index, local_data
 from flowerbed.tasks.models import resolve_device, set_training
 from flowerbed.tasks.records import snapshot, tensors
-from flowerbed.tasks.task import Shape, Task, task_of
+from flowerbed.tasks.registry import task_of
+from flowerbed.tasks.task import Shape, Task
 
 
 @dataclass

@@ -56,7 +56,7 @@ from flowerbed.tasks.metrics import predict
 from flowerbed.tasks.models import build_model
 from flowerbed.tasks.partitions import build_federation
 from flowerbed.tasks.records import tensor_record, tensors
-from flowerbed.tasks.task import task_of
+from flowerbed.tasks.registry import task_of
 
 Tensors = dict[str, torch.Tensor]
 # loss(model, params, buffers, x, y, extra) for ONE client; vmapped over the cohort.

@@ -43,46 +43,15 @@ from flwr.app import ArrayRecord, Message
 from torch import nn
 
 from flowerbed.clients.base import ClientAlgorithm
-from flowerbed.clients.core import batches_from, sgd, sgd_step
-from flowerbed.tasks.detection import detect, detection_loss, rows_of
+from flowerbed.clients.core import batches_from, sgd
+from flowerbed.tasks.detection import detect, detection_loss, rows_of, train_steps
 from flowerbed.tasks.detectors import part_names
+from flowerbed.tasks.orthogonality import with_orthogonality
 from flowerbed.tasks.records import snapshot
 from flowerbed.tasks.voc import PAD
 
 TEACHER = "fedsto/teacher"
 STRONG_FACTOR, STRONG_NOISE = 0.4, 0.03
-
-
-# -- the orthogonality regulariser -------------------------------------------------------------------
-def regularised_weights(model: nn.Module) -> list[torch.Tensor]:
-    """The conv kernels SRIP covers ([NF] choice in the module docstring)."""
-    return [m.weight for m in model.modules()
-            if isinstance(m, nn.Conv2d) and m.groups == 1 and m.weight.shape[0] > 1 and m.weight[0].numel() > 1]
-
-
-def srip(weights: list[torch.Tensor], iterations: int = 2) -> torch.Tensor:
-    """SRIP (Bansal et al., 2018): sum over kernels W (C_out, C_in k k) of the spectral norm of
-    G - I, G the smaller Gram matrix (W W^T or W^T W), by power iteration. Zero exactly when every
-    kernel's rows (or columns, whichever are fewer) are orthonormal."""
-    total = torch.zeros(())
-    for w in weights:
-        m = w.reshape(w.shape[0], -1)
-        gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
-        residual = gram - torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
-        v = torch.ones(len(gram), dtype=gram.dtype, device=gram.device) / len(gram) ** 0.5
-        v = v + 0.1 * torch.arange(len(gram), dtype=gram.dtype, device=gram.device) / len(gram)  # off any symmetric null space
-        for _ in range(iterations):
-            u = residual @ v
-            v = u / (u.norm() + 1e-12)
-        total = total + (residual @ v).norm()
-    return total
-
-
-def with_orthogonality(loss_fn, weight: float):
-    """`loss_fn` plus `weight` x SRIP over the model's conv kernels (unchanged when weight is 0)."""
-    if weight <= 0:
-        return loss_fn
-    return lambda m, x, y: loss_fn(m, x, y) + weight * srip(regularised_weights(m)).to(x.device)
 
 
 # -- the teacher ---------------------------------------------------------------------------------
@@ -121,23 +90,6 @@ def pseudo_label_loss(teacher: nn.Module, threshold: float, gen: torch.Generator
         return detection_loss(model, strong_view(x[keep], gen), rows[keep])
 
     return loss
-
-
-def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list[torch.Tensor], optimizer,
-                loss_fn, after_step=None) -> tuple[float, int]:
-    """One optimizer step per batch whose loss is not None; (mean loss, steps taken)."""
-    model.train()
-    total, steps = 0.0, 0
-    for idx in batches:
-        idx = idx.to(x.device)
-        loss = loss_fn(model, x[idx], y[idx])
-        if loss is None:
-            continue
-        sgd_step(optimizer, loss)
-        total, steps = total + float(loss.detach()), steps + 1
-        if after_step is not None:
-            after_step()
-    return total / max(steps, 1), steps
 
 
 class FedSTOClient(ClientAlgorithm):

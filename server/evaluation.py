@@ -7,7 +7,7 @@ from flwr.app import ArrayRecord
 
 from flowerbed.tasks.partitions import Federation
 from flowerbed.tasks.records import tensors
-from flowerbed.tasks.task import task_of
+from flowerbed.tasks.registry import task_of
 
 
 class CentralEvaluator:

@@ -35,7 +35,7 @@ from flowerbed.tasks.errors import ConfigError, RunAborted
 from flowerbed.tasks.models import resolve_device
 from flowerbed.tasks.partitions import Federation
 from flowerbed.tasks.records import as_tensor_record, tensor_record, wire_bytes
-from flowerbed.tasks.task import task_of
+from flowerbed.tasks.registry import task_of
 
 console = Console(stderr=True)
 

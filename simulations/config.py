@@ -433,7 +433,7 @@ def validate_data(flat: dict[str, Scalar]) -> None:
     """Build the federation and the model once: what only the data can tell (classes, sizes, files)."""
     from flowerbed.strategies.registry import LOCAL_BATCHNORM
     from flowerbed.tasks.models import batchnorm_keys
-    from flowerbed.tasks.task import task_of
+    from flowerbed.tasks.registry import task_of
 
     task = task_of(flat)
     fed = task.federation(flat)

@@ -18,9 +18,11 @@ Baselines and ablations, same budget (the same warm-up, rounds and server steps)
 - `server-only`: no client trains; the server takes its step on its labels every round;
 - `centralized`: as server-only, on the labels of every domain's training images (the ceiling).
 
-[NF] choices: warm-up and server steps as SGD steps of `train.batch_size` at `train.lr` (the paper's
-server epochs are not given per round); aggregation sample-weighted (by unlabeled images); T1 and
-T2 (= rounds - T1) in rounds; the server's step comes after averaging in both stages.
+[NF] choices: warm-up and server steps as SGD steps at `train.lr`, each on a batch of
+`train.batch_size` labeled images drawn afresh (tasks/detection.py `supervised_steps`; the paper's
+server epochs per round are not given); aggregation sample-weighted (by unlabeled images); T1 and
+T2 (= rounds - T1) in rounds; the server's step comes after averaging in both stages; the
+round-0 line scores the model before the warm-up (which runs when round 1 is configured).
 """
 
 from __future__ import annotations
@@ -28,11 +30,10 @@ from __future__ import annotations
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 
-from flowerbed.clients.core import batch_plan, generator, sgd
-from flowerbed.clients.fedsto import train_steps, with_orthogonality
 from flowerbed.strategies.flower import FedAvg
-from flowerbed.tasks.detection import build_federation, build_model, detection_loss
+from flowerbed.tasks.detection import build_federation, build_model, detection_loss, supervised_steps
 from flowerbed.tasks.models import resolve_device
+from flowerbed.tasks.orthogonality import with_orthogonality
 from flowerbed.tasks.records import tensor_record, tensors
 
 VARIANTS = ("fedsto", "fedsto-no-ortho", "fedsto-stage1", "fedavg-pseudo", "server-only", "centralized")
@@ -104,7 +105,6 @@ class FedSTO(FedAvg):
         model = build_model(cfg, num_classes).to(device)
         model.load_state_dict(tensors(arrays))
         x, y = x.to(device), y.to(device)
-        batches = batch_plan(len(x), int(cfg["train.batch_size"]), 0, steps, generator(int(cfg["seed"]), server_round, "server"))
         loss_fn = with_orthogonality(detection_loss, self.ortho(server_round) if server_round > 0 else 0.0)
-        train_steps(model, x, y, batches, sgd(model.parameters(), cfg), loss_fn)
+        supervised_steps(model, x, y, steps, cfg, (int(cfg["seed"]), server_round, 11), loss_fn)
         return tensor_record({k: v.detach() for k, v in model.state_dict().items()})

@@ -94,6 +94,38 @@ def detect(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> l
     return out
 
 
+def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list[torch.Tensor], optimizer,
+                loss_fn, after_step=None) -> tuple[float, int]:
+    """One optimizer step per batch whose loss is not None; (mean loss, steps taken)."""
+    model.train()
+    total, steps = 0.0, 0
+    for idx in batches:
+        idx = idx.to(x.device)
+        loss = loss_fn(model, x[idx], y[idx])
+        if loss is None:
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total, steps = total + float(loss.detach()), steps + 1
+        if after_step is not None:
+            after_step()
+    return total / max(steps, 1), steps
+
+
+def supervised_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, cfg: dict, seed: tuple[int, ...],
+                     loss_fn=detection_loss) -> float:
+    """`steps` SGD steps (`train.lr`, `train.momentum`, `train.weight_decay`) of `loss_fn` on
+    labeled images: each a batch of `train.batch_size` drawn without replacement by a generator
+    seeded with `seed` (a server's own supervised step: FedSTO's warm-up and server step)."""
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence(list(seed)).generate_state(1)[0]))
+    size = min(int(cfg["train.batch_size"]), len(x))
+    batches = [torch.randperm(len(x), generator=gen)[:size] for _ in range(steps if len(x) else 0)]
+    optimizer = torch.optim.SGD(model.parameters(), lr=float(cfg["train.lr"]), momentum=float(cfg["train.momentum"]),
+                                weight_decay=float(cfg["train.weight_decay"]))
+    return train_steps(model, x, y, batches, optimizer, loss_fn)[0]
+
+
 # -- metrics -------------------------------------------------------------------------------------
 def _map(detections: list[dict], truth: list[dict], iou: list[float] | None, per_class: bool) -> dict:
     from torchmetrics.detection import MeanAveragePrecision

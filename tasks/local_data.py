@@ -65,7 +65,7 @@ IMAGE_FORMS: dict[str, ImageForm] = {
 # -- a simulated partition ------------------------------------------------------------------------
 def partition_arrays(run_config: dict, index: int) -> ClientArrays:
     """The arrays simulated client `index` trains and tests on (after its domain shift, if any)."""
-    from flowerbed.tasks.task import task_of  # the tasks import models and torch; reading a device's files does not
+    from flowerbed.tasks.registry import task_of  # the tasks import models and torch; reading a device's files does not
 
     fed = task_of(run_config).federation(run_config)
     split, d = fed.clients[index], fed.data

@@ -27,7 +27,6 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from flowerbed.tasks.errors import ConfigError
 from flowerbed.tasks.partitions import Federation
 
 Tensors = dict[str, torch.Tensor]
@@ -88,12 +87,3 @@ class Task:
         (`data.x_test`, `data.y_test`)."""
         raise NotImplementedError
 
-
-def task_of(cfg: dict) -> Task:
-    """The run's task (`task.name`; classification where the config predates the key)."""
-    from flowerbed.tasks.registry import TASKS
-
-    name = str(cfg.get("task.name", "classification"))
-    if name not in TASKS:
-        raise ConfigError.invalid("task.name", name, "one of " + ", ".join(TASKS))
-    return TASKS[name]

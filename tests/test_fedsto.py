@@ -8,11 +8,12 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from torch import nn
 
 from flowerbed.clients.data import LocalData
-from flowerbed.clients.fedsto import FedSTOClient, TEACHER, ema_update, regularised_weights, srip
+from flowerbed.clients.fedsto import FedSTOClient, TEACHER, ema_update
+from flowerbed.tasks.orthogonality import regularised_weights, srip
 from flowerbed.tasks import weather_shapes
 from flowerbed.tasks.detectors import build_detector, part_names
 from flowerbed.tasks.records import snapshot, tensors
-from flowerbed.tasks.task import task_of
+from flowerbed.tasks.registry import task_of
 
 
 @pytest.fixture(autouse=True)

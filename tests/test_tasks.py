@@ -7,8 +7,8 @@ import copy
 import torch
 
 from flowerbed.simulations import config
-from flowerbed.tasks.registry import TASKS
-from flowerbed.tasks.task import Shape, task_of
+from flowerbed.tasks.registry import TASKS, task_of
+from flowerbed.tasks.task import Shape
 from tests.conftest import flowerbed
 
 
