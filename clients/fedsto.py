@@ -6,7 +6,8 @@ supervised step) is strategies/fedsto.py; the paper's split of the detector is t
 Each local step: the teacher (no gradient, evaluation mode) detects on an unlabeled batch; its
 boxes scoring at least `algorithm.pseudo_threshold` become the targets of the student's own
 detection loss on a photometric strong view of the same images (boxes unchanged); images where the
-teacher keeps no box are left out of the step. After each step the teacher moves toward the
+teacher keeps no box are left out of the step, and a step left with fewer than two images is not
+taken (BatchNorm in training mode needs two). After each step the teacher moves toward the
 student: teacher <- rate * teacher + (1 - rate) * student, on every floating entry of the state
 (BatchNorm statistics included; integer counters are copied).
 
@@ -44,7 +45,7 @@ from torch import nn
 
 from flowerbed.clients.base import ClientAlgorithm
 from flowerbed.clients.core import batches_from, sgd
-from flowerbed.tasks.detection import detect, detection_loss, rows_of, train_steps
+from flowerbed.tasks.detection import MIN_BATCH, detect, detection_loss, rows_of, train_steps
 from flowerbed.tasks.detectors import part_names
 from flowerbed.tasks.orthogonality import with_orthogonality
 from flowerbed.tasks.records import snapshot
@@ -85,7 +86,7 @@ def pseudo_label_loss(teacher: nn.Module, threshold: float, gen: torch.Generator
         counts["images"] += len(x)
         counts["kept"] += int(keep.sum())
         counts["boxes"] += int((rows[:, :, 0] != PAD).sum())
-        if not keep.any():
+        if int(keep.sum()) < MIN_BATCH:
             return None
         return detection_loss(model, strong_view(x[keep], gen), rows[keep])
 

@@ -38,6 +38,7 @@ from flowerbed.tasks import weather_shapes
 
 DATASETS = ("voc", "weather-shapes")
 EVAL_BATCH = 16
+MIN_BATCH = 2  # BatchNorm in training mode needs two values a channel: SSDlite's last maps are 1x1 at small sizes
 
 
 # -- batches -------------------------------------------------------------------------------------
@@ -68,10 +69,13 @@ def collate(samples: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Ten
 
 
 def rows_of(detections: list[dict[str, torch.Tensor]], min_score: float = 0.0) -> torch.Tensor:
-    """`detect`'s output (dataset labels) -> padded rows (n, M, 5), boxes scoring >= min_score."""
+    """`detect`'s output (dataset labels) -> padded rows (n, M, 5): boxes scoring >= min_score and at
+    least a pixel wide and high (a box clipped to the image's edge may have none, and a detector's
+    training loss refuses it)."""
     samples = []
     for d in detections:
-        keep = d["scores"] >= min_score
+        b = d["boxes"]
+        keep = (d["scores"] >= min_score) & (b[:, 2] - b[:, 0] >= 1) & (b[:, 3] - b[:, 1] >= 1)
         samples.append((torch.empty(0), torch.cat([d["labels"][keep, None].float(), d["boxes"][keep]], dim=1)))
     return collate(samples)[1] if samples else torch.full((0, 1, 5), PAD)
 
@@ -96,10 +100,13 @@ def detect(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> l
 
 def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list[torch.Tensor], optimizer,
                 loss_fn, after_step=None) -> tuple[float, int]:
-    """One optimizer step per batch whose loss is not None; (mean loss, steps taken)."""
+    """One optimizer step per batch of at least `MIN_BATCH` images whose loss is not None (a pseudo-
+    labelled batch with nothing confident); (mean loss, steps taken)."""
     model.train()
     total, steps = 0.0, 0
     for idx in batches:
+        if len(idx) < MIN_BATCH:
+            continue
         idx = idx.to(x.device)
         loss = loss_fn(model, x[idx], y[idx])
         if loss is None:
@@ -132,6 +139,7 @@ def _map(detections: list[dict], truth: list[dict], iou: list[float] | None, per
 
     metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", iou_thresholds=iou, class_metrics=per_class,
                                   backend="pycocotools")
+    metric.warn_on_many_detections = False  # SSD keeps up to 300 boxes an image; COCO scores the top 100, as usual
     metric.update([{k: v.cpu() for k, v in d.items()} for d in detections], [{k: v.cpu() for k, v in t.items()} for t in truth])
     return metric.compute()
 

@@ -22,7 +22,7 @@ def srip(weights: list[torch.Tensor], iterations: int = 2) -> torch.Tensor:
     """SRIP (Bansal et al., 2018): sum over kernels W (C_out, C_in k k) of the spectral norm of
     G - I, G the smaller Gram matrix (W W^T or W^T W), by power iteration. Zero exactly when every
     kernel's rows (or columns, whichever are fewer) are orthonormal."""
-    total = torch.zeros(())
+    total = torch.zeros((), device=weights[0].device if weights else None)
     for w in weights:
         m = w.reshape(w.shape[0], -1)
         gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
@@ -40,4 +40,9 @@ def with_orthogonality(loss_fn, weight: float):
     """`loss_fn` plus `weight` x SRIP over the model's conv kernels (unchanged when weight is 0)."""
     if weight <= 0:
         return loss_fn
-    return lambda m, x, y: loss_fn(m, x, y) + weight * srip(regularised_weights(m)).to(x.device)
+
+    def loss(m, x, y):
+        base = loss_fn(m, x, y)
+        return None if base is None else base + weight * srip(regularised_weights(m))  # None: no step (nothing to learn)
+
+    return loss

@@ -122,3 +122,17 @@ def test_the_teacher_survives_a_restart(tmp_path):
     state.restore(restarted.context, 0, 2)
     teacher = restarted.teacher(build_detector("ssdlite", 3, 64, seed=1))  # not the received model: the kept teacher
     assert all(torch.equal(v, kept[k]) for k, v in teacher.state_dict().items())
+
+
+def test_fedsto_runs_end_to_end_and_stage_one_sends_the_backbone_only(tmp_path):
+    from tests.conftest import flowerbed, read_metrics
+
+    assert flowerbed("run", "task.name=detection", "dataset=weather-shapes", "partition=domain", "model=ssdlite", "algorithm=fedsto",
+                     "dataset.image_size=64", "dataset.images_per_domain=4", "partition.domains=identity+fog+contrast",
+                     "clients.num=2", "clients.min_train=1", "rounds=2", "algorithm.t1=1", "algorithm.warmup_steps=2",
+                     "algorithm.server_steps=1", "algorithm.pseudo_threshold=0.0", "train.local_epochs=0", "train.local_steps=1",
+                     "train.batch_size=2", f"output.dir={tmp_path}/r") == 0
+    first, second = read_metrics(tmp_path / "r")[1:]
+    assert first["clients/trained"] == second["clients/trained"] == 2 and first["clients/failures"] == 0
+    assert first["comm/bytes_up"] < second["comm/bytes_up"] == second["comm/bytes_down"]  # stage 1: backbones; stage 2: all
+    assert {"global/map50", "global/map", "global/map50/fog", "global/map50/contrast", "personal/map50"} <= set(second)
