@@ -94,6 +94,11 @@ def pseudo_label_loss(teacher: nn.Module, threshold: float, gen: torch.Generator
 
 
 class FedSTOClient(ClientAlgorithm):
+    @staticmethod
+    def applies_to(setting: dict) -> bool:
+        """For the leaderboard (experiments/leaderboard.py): detection settings only."""
+        return setting.get("task.name") == "detection"
+
     def fit(self, model: nn.Module, msg: Message) -> dict:
         cfg, d, rnd = self.cfg, self.data, self.server_round(msg)
         stage = int(msg.content["config"].get("fedsto-stage", 2))
