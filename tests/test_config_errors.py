@@ -33,7 +33,7 @@ BAD_INPUTS = [
     (["partition.alpah=0.1"], "partition.alpah is not a configuration key; did you mean partition.alpha?"),
     (["+train.lrr=0.1"], "train.lrr is not a configuration key; did you mean train.lr?"),  # `+` got it past Hydra
     (["clients=3"], "clients is not a configuration key; did you mean clients.num?"),  # a whole group replaced by a value
-    (["algorithm=fedavgg"], "algorithm='fedavgg' is not valid: one of fedadam, fedavg,"),
+    (["algorithm=fedavgg"], "algorithm='fedavgg' is not valid: one of centralized, fedadam, fedavg,"),
     (["algorithm=fedavgg"], "; did you mean fedavg?"),
     # a key that only other options of its group have: which ones, not a "did you mean" of itself
     (["dataset.path=/data/cifar10"], "dataset.path is not a key of the chosen dataset; dataset=cifar10, cifar100, fashion-mnist, imagefolder"),
