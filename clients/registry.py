@@ -17,6 +17,7 @@ from flowerbed.clients.fedlc import FedLCClient
 from flowerbed.clients.fedprox import FedProxClient
 from flowerbed.clients.fedrep import FedRepClient
 from flowerbed.clients.fedrod import FedRoDClient
+from flowerbed.clients.fedsto import FedSTOClient
 from flowerbed.clients.fixmatch import FixMatchClient
 from flowerbed.clients.fraug import FRAugClient
 from flowerbed.clients.uda import UDAClient
@@ -64,6 +65,14 @@ CLIENTS: dict[str, type[ClientAlgorithm]] = {
     "pbase-only": PromptClient,
     "fedvpt": PromptClient,
     "singleset-vpt": PromptClient,
+    # FedSTO (detection), its ablations and baselines: the stage comes with each round's config;
+    # server-only and centralized send no client any work.
+    "fedsto": FedSTOClient,
+    "fedsto-no-ortho": FedSTOClient,
+    "fedsto-stage1": FedSTOClient,
+    "fedavg-pseudo": FedSTOClient,
+    "server-only": FedSTOClient,
+    "centralized": FedSTOClient,
 }
 
 

@@ -16,11 +16,13 @@ from pathlib import Path
 
 from flowerbed.clients.registry import CLIENTS
 from flowerbed.simulations.config import group_options
+from flowerbed.strategies.fedsto import VARIANTS as DETECTION_ALGORITHMS
 from flowerbed.strategies.pfedpg import PromptStrategy
 from flowerbed.strategies.registry import LOCAL_BATCHNORM, STRATEGIES
 
 ROUNDS = 6  # the slowest starters (Krum, FedMedian, FedAdam on Dir(0.5)) need about this many
-ALGORITHMS = sorted(set(CLIENTS) & set(STRATEGIES) & set(group_options("algorithm")))
+# Detection's algorithms (FedSTO and its baselines) need task.name=detection: tests/test_fedsto.py runs them.
+ALGORITHMS = sorted(set(CLIENTS) & set(STRATEGIES) & set(group_options("algorithm")) - set(DETECTION_ALGORITHMS))
 
 
 def prompt_method(name: str) -> bool:

@@ -378,6 +378,7 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
         from flowerbed.strategies.creamfl import check
 
         check(flat)
+    _check_task(flat, name)
     if flat["train.local_epochs"] == 0 and flat["train.local_steps"] == 0:
         raise ConfigError.invalid("train.local_steps", 0, "> 0 when train.local_epochs is 0")
     device = str(flat["train.device"])
@@ -474,6 +475,33 @@ def _check_prompt_model(flat: dict, name: str) -> None:
     if issubclass(CLIENTS[name], PromptClient) and not model.startswith("prompted-"):
         options = [o for o in group_options("model") if o.startswith("prompted-")]
         raise ConfigError.invalid("model.name", model, f"{' or '.join(options)} for the prompt methods", options)
+
+
+def _check_task(flat: dict, name: str) -> None:
+    """Detection data, detectors and detection algorithms go together (tasks/detection.py)."""
+    from flowerbed.strategies.fedsto import VARIANTS
+    from flowerbed.tasks.detection import DATASETS
+    from flowerbed.tasks.detectors import DETECTORS
+
+    detection = flat.get("task.name", "classification") == "detection"
+    model, dataset = str(flat.get("model.name")), str(flat.get("dataset.name"))
+    if not detection and model in DETECTORS:
+        raise ConfigError.invalid("model.name", model, f"a classifier for task.name={flat.get('task.name', 'classification')} "
+                                  f"and dataset.name={dataset} (detectors need task.name=detection and dataset voc or weather-shapes)")
+    if not detection and (dataset in DATASETS or name in VARIANTS):
+        key, value = ("dataset.name", dataset) if dataset in DATASETS else ("algorithm.name", name)
+        raise ConfigError.invalid(key, value, "a classification one for task.name=classification (set task.name=detection)")
+    if detection:
+        if dataset not in DATASETS:
+            raise ConfigError.invalid("dataset.name", dataset, "a detection dataset for task.name=detection: " + ", ".join(DATASETS))
+        if model not in DETECTORS:
+            raise ConfigError.invalid("model.name", model, "a detector for task.name=detection: " + ", ".join(DETECTORS), DETECTORS)
+        if name not in VARIANTS:
+            raise ConfigError.invalid("algorithm.name", name, "one for task.name=detection: " + ", ".join(VARIANTS), VARIANTS)
+        if flat.get("engine.name") == "batched":
+            raise ConfigError.invalid("engine.name", "batched", "sequential or flower for task.name=detection")
+        if flat.get("partition.name") != "domain":
+            raise ConfigError.invalid("partition.name", flat.get("partition.name"), "domain for task.name=detection (partition=domain)")
 
 
 def _check_domains(flat: dict) -> None:

@@ -9,8 +9,8 @@ from typing import Callable
 
 from flwr.serverapp.strategy import Strategy
 
-from flowerbed.strategies import ccvr, creamfl, fedasync, fedbn, fedbuff, feddyn, fedlabel, fedlc, fedloge, fednova, fedrod, flower
-from flowerbed.strategies import fraug, pfedpg, privacy, robust, scaffold, uda
+from flowerbed.strategies import ccvr, creamfl, fedasync, fedbn, fedbuff, feddyn, fedlabel, fedlc, fedloge, fednova, fedrod, fedsto
+from flowerbed.strategies import flower, fraug, pfedpg, privacy, robust, scaffold, uda
 from flowerbed.strategies.sampling import mean_over_clients
 from flowerbed.tasks import plugins
 from flowerbed.tasks.errors import ConfigError
@@ -71,6 +71,7 @@ STRATEGIES: dict[str, Callable[[dict], Strategy]] = {
     # asynchronous: server/asynchronous.py drives them, their clients train like FedAvg's
     "fedbuff": lambda c: fedbuff.FedBuff(**fedbuff.options(c), **common(c)),
     "fedasync": lambda c: fedasync.FedAsync(**fedasync.options(c), **common(c)),
+    **{name: (lambda c: fedsto.FedSTO(**fedsto.options(c), **common(c))) for name in fedsto.VARIANTS},
 }
 # Algorithms whose clients keep the BatchNorm layers: a model without any is refused up front.
 LOCAL_BATCHNORM = ("fedbn", "fraug", "fraug-no-rtnet", "fraug-no-generator")

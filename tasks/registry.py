@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flowerbed.tasks.classification import ClassificationTask
+from flowerbed.tasks.detection import DetectionTask
 from flowerbed.tasks.errors import ConfigError
 from flowerbed.tasks.retrieval import RetrievalTask
 from flowerbed.tasks.task import Task
@@ -10,6 +11,7 @@ from flowerbed.tasks.task import Task
 TASKS: dict[str, Task] = {
     "classification": ClassificationTask(),
     "retrieval": RetrievalTask(),
+    "detection": DetectionTask(),
 }
 
 
