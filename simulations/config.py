@@ -371,6 +371,7 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
     if name in STRATEGIES and name not in CLIENTS:
         raise ConfigError.invalid("algorithm.name", name, "one of " + ", ".join(sorted(CLIENTS)), CLIENTS)
     strategy_builder(name), client_class(name)  # your own (module:function, entry point) or one line
+    _check_task(flat, name)
     _check_own_pieces(flat)
     _check_augment(flat, name)
     _check_devices(flat)
@@ -378,7 +379,6 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
         from flowerbed.strategies.creamfl import check
 
         check(flat)
-    _check_task(flat, name)
     if flat["train.local_epochs"] == 0 and flat["train.local_steps"] == 0:
         raise ConfigError.invalid("train.local_steps", 0, "> 0 when train.local_epochs is 0")
     device = str(flat["train.device"])
@@ -401,10 +401,10 @@ def _check_own_pieces(flat: dict) -> None:
     from flowerbed.tasks import plugins
     from flowerbed.tasks.datasets import LOADERS
     from flowerbed.tasks.models import model_builder
-
     from flowerbed.tasks.registry import task_of
 
-    model_builder(str(flat["model.name"]))
+    if task_of(flat).name != "detection":  # a detector is checked with the detection settings (_check_task)
+        model_builder(str(flat["model.name"]))
     if task_of(flat).name == "classification":  # another task reads its own datasets (retrieval: dataset=captions)
         plugins.find("dataset.name", flat["dataset.name"], LOADERS)
 
@@ -469,10 +469,10 @@ def _check_prompt_model(flat: dict, name: str) -> None:
     """The prompt methods train prompt tokens of a frozen ViT: any other model is refused here, before
     a run folder exists (their strategy says the same at round 1, for callers that skip this)."""
     from flowerbed.clients.pfedpg import PromptClient
-    from flowerbed.clients.registry import CLIENTS
+    from flowerbed.clients.registry import client_class
 
     model = str(flat["model.name"])
-    if issubclass(CLIENTS[name], PromptClient) and not model.startswith("prompted-"):
+    if issubclass(client_class(name), PromptClient) and not model.startswith("prompted-"):
         options = [o for o in group_options("model") if o.startswith("prompted-")]
         raise ConfigError.invalid("model.name", model, f"{' or '.join(options)} for the prompt methods", options)
 
@@ -530,7 +530,7 @@ def validate_data(flat: dict[str, Scalar]) -> None:
     task = task_of(flat)
     fed = task.federation(flat)
     model = task.build_model(flat, fed.data)
-    if flat["model.name"] not in MODELS:  # your own (tasks/plugins.py): does it take these samples?
+    if task.name == "classification" and flat["model.name"] not in MODELS:  # your own (tasks/plugins.py): does it take these samples?
         check_fits(model, str(flat["model.name"]), fed.data.input_shape, fed.data.num_classes)
     name = flat["algorithm.name"]
     if name in LOCAL_BATCHNORM and not batchnorm_keys(model.state_dict()):
