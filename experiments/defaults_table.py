@@ -17,19 +17,33 @@ from pathlib import Path
 from flowerbed.clients.registry import CLIENTS
 from flowerbed.simulations.config import group_options
 from flowerbed.strategies.fedsto import VARIANTS as DETECTION_ALGORITHMS
-from flowerbed.strategies.pfedpg import PromptStrategy
 from flowerbed.strategies.registry import LOCAL_BATCHNORM, STRATEGIES
 
 ROUNDS = 6  # the slowest starters (Krum, FedMedian, FedAdam on Dir(0.5)) need about this many
-# Detection's algorithms (FedSTO and its baselines) need task.name=detection: tests/test_fedsto.py runs them.
-ALGORITHMS = sorted(set(CLIENTS) & set(STRATEGIES) & set(group_options("algorithm")) - set(DETECTION_ALGORITHMS))
+# Detection's algorithms (FedSTO and its baselines) need task.name=detection, CreamFL task.name=retrieval:
+# tests/test_fedsto.py and tests/test_creamfl.py run them.
+OTHER_TASKS = {*DETECTION_ALGORITHMS, "creamfl"}
+ALGORITHMS = sorted(set(CLIENTS) & set(STRATEGIES) & set(group_options("algorithm")) - OTHER_TASKS)
+
+
+def rounds_for(name: str) -> int:
+    """ROUNDS of a synchronous algorithm; an asynchronous one's "round" is one server update (FedBuff:
+    algorithm.buffer_size replies, FedAsync: one), so it gets as many rounds as take the same number
+    of client updates as ROUNDS synchronous rounds of every client."""
+    from flowerbed.simulations import config
+
+    if name not in ("fedbuff", "fedasync"):
+        return ROUNDS
+    cfg = config.load([f"algorithm={name}"], load_data=False)
+    per_round = int(cfg["algorithm.buffer_size"]) if name == "fedbuff" else 1
+    return ROUNDS * int(cfg["clients.num"]) // per_round
 
 
 def prompt_method(name: str) -> bool:
-    from flowerbed.simulations import config
+    """Trains prompt tokens of a frozen ViT (pFedPG and its baselines): needs the prompted model."""
+    from flowerbed.clients.pfedpg import PromptClient
 
-    cfg = config.load([f"algorithm={name}"], load_data=False)
-    return isinstance(STRATEGIES[name](cfg), PromptStrategy)
+    return issubclass(CLIENTS[name], PromptClient)
 
 
 def model_overrides(name: str, checkpoint: Path) -> list[str]:
@@ -61,7 +75,8 @@ def main() -> None:
         model = model_overrides(name, args.out / "tiny-vit-digits.pt")
         target = args.out / name
         if not (target / "summary.json").exists():
-            flowerbed(["run", f"algorithm={name}", *model, f"rounds={ROUNDS}", f"evaluate.every={ROUNDS}", f"output.dir={target}",
+            rounds = rounds_for(name)
+            flowerbed(["run", f"algorithm={name}", *model, f"rounds={rounds}", f"evaluate.every={rounds}", f"output.dir={target}",
                        "overwrite=true"])
         last = json.loads((target / "metrics.jsonl").read_text().splitlines()[-1])
         cells = [f"{last[k] * 100:.1f}" if k in last else "–" for k in ("global/acc", "personal/acc")]

@@ -22,7 +22,7 @@ import numpy as np
 from flowerbed.experiments.runs import history, plus_minus, run_once
 from flowerbed.simulations.plots import save_figure
 
-METHODS = ["fedloge", "fedavg", "fedprox", "fedrep", "fedbabu", "fedrod", "fedlc", "ccvr"]
+METHODS = ["fedloge", "fedavg", "fedprox", "fedrep", "fedbabu", "ditto", "fedrod", "fedlc", "ccvr"]
 # (row label, method, metric prefix for generic acc, metric prefix for personalized acc)
 ROWS = [
     ("FedLoGe (GLA-FR: row-normalised psi / phi_k + norm-transferred psi)", "fedloge", "global", "personal"),
@@ -33,6 +33,7 @@ ROWS = [
     ("FedProx (global model)", "fedprox", "global", "personal"),
     ("FedRep (averaged heads / own head)", "fedrep", "global", "personal"),
     ("FedBABU (fixed head / fine-tuned)", "fedbabu", "global", "personal"),
+    ("Ditto (FedAvg's global model / personal model, lambda-regularised)", "ditto", "global", "personal"),
     ("FedRoD (BSM generic head / generic + personal head)", "fedrod", "global", "personal"),
     ("FedRoD, generic head on the local test sets (personalized only)", "fedrod", None, "personal_generic"),
     ("FedLC (global model)", "fedlc", "global", "personal"),

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from flowerbed.experiments.defaults_table import ALGORITHMS, ROUNDS, model_overrides
+from flowerbed.experiments.defaults_table import ALGORITHMS, model_overrides, rounds_for
 from tests.conftest import flowerbed, read_metrics
 
 CHANCE = 0.1  # ten balanced classes
@@ -44,12 +44,12 @@ def majority_share(overrides: list[str]) -> float:
 
 @pytest.mark.parametrize("name", ALGORITHMS)
 def test_algorithm_learns_with_its_defaults(name, tmp_path, checkpoint):
-    overrides = [f"algorithm={name}", *model_overrides(name, checkpoint)]
-    assert flowerbed("run", *overrides, f"rounds={ROUNDS}", f"evaluate.every={ROUNDS}", f"output.dir={tmp_path / 'run'}") == 0
+    overrides, rounds = [f"algorithm={name}", *model_overrides(name, checkpoint)], rounds_for(name)
+    assert flowerbed("run", *overrides, f"rounds={rounds}", f"evaluate.every={rounds}", f"output.dir={tmp_path / 'run'}") == 0
     last = read_metrics(tmp_path / "run")[-1]
-    assert last["round"] == ROUNDS
+    assert last["round"] == rounds
     if "global/acc" in last:
-        assert last["global/acc"] >= GLOBAL_MIN, f"{name}: global accuracy {last['global/acc']:.3f} after {ROUNDS} rounds"
+        assert last["global/acc"] >= GLOBAL_MIN, f"{name}: global accuracy {last['global/acc']:.3f} after {rounds} rounds"
     else:  # personalized only: beat every client predicting its own majority class
         floor = majority_share(overrides) + PERSONAL_MARGIN
         assert last["personal/acc"] >= floor, f"{name}: personal accuracy {last['personal/acc']:.3f} < {floor:.3f}"
