@@ -15,13 +15,13 @@ installed wheel holds the same folders inside `flowerbed/`, where the ordinary s
 
 import os as _os
 
-# First thing, and with nothing imported that is not loaded already: Flower's simulation imports the
-# ServerApp and the ClientApp from two threads, and a thread that finds this module half-initialised
-# must still find its subpackages.
+# First thing, with nothing imported that is not loaded already, and without asking whether the
+# folders are there yet: Flower copies an app bundle into place folder by folder and may import this
+# package from it before the copy is done (then a check found no server/ and left the path short:
+# "No module named flowerbed.clients" later). A wheel has the subpackages inside this folder.
 _here = _os.path.dirname(_os.path.abspath(__file__))
-_root = _os.path.dirname(_here)
-if not _os.path.isdir(_os.path.join(_here, "server")) and _os.path.isfile(_os.path.join(_root, "server", "app.py")):
-    __path__.append(_root)
+if not _os.path.isdir(_os.path.join(_here, "server")):
+    __path__.append(_os.path.dirname(_here))
 
 
 def run(config=None):

@@ -13,13 +13,12 @@ import subprocess
 
 import yaml
 
-from tests.conftest import read_metrics, run
+from tests.conftest import ROOT, read_metrics, run
 
 SMOKE = "clients.num=4 rounds=2"  # experiment=smoke, as -c keys
 
 
 def test_flwr_run_refuses_resumes_validates_and_says_where(tmp_path):
-    from flowerbed.deploy.processes import PROJECT_ROOT
     from flowerbed.simulations.engines.flower import CONNECTION, simulation_superlink
 
     earlier = tmp_path / "earlier"
@@ -27,8 +26,8 @@ def test_flwr_run_refuses_resumes_validates_and_says_where(tmp_path):
     files = {p: p.read_bytes() for p in earlier.rglob("*") if p.is_file()}
 
     def flwr(env: dict, config: str) -> str:
-        command = ["flwr", "run", str(PROJECT_ROOT), CONNECTION, "--stream", "-c", config, "--federation-config", "num-supernodes=4"]
-        done = subprocess.run(command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=400, stdin=subprocess.DEVNULL)
+        command = ["flwr", "run", str(ROOT), CONNECTION, "--stream", "-c", config, "--federation-config", "num-supernodes=4"]
+        done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=400, stdin=subprocess.DEVNULL)
         return done.stdout + done.stderr
 
     home = tmp_path / "flwr-home"
@@ -40,7 +39,7 @@ def test_flwr_run_refuses_resumes_validates_and_says_where(tmp_path):
         bad = flwr(env, f"output.dir='{tmp_path / 'bad'}' partition.alpha=0.0 {SMOKE}")
         relative = flwr(env, f"output.dir='rel/run' {SMOKE}")
         statuses = [r["status"] for r in json.loads(subprocess.run(
-            ["flwr", "ls", CONNECTION, "--format", "json"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60).stdout)["runs"]]
+            ["flwr", "ls", CONNECTION, "--format", "json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60).stdout)["runs"]]
 
     def said(output: str, marker: str) -> list[str]:
         return [line.split(marker, 1)[1] for line in output.splitlines() if marker in line]
