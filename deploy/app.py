@@ -22,7 +22,7 @@ from flowerbed.tasks.errors import ConfigError
 
 # the subpackages the wheel holds (pyproject.toml's [tool.hatch.build.targets.wheel.sources])
 SUBPACKAGES = ("server", "clients", "strategies", "tasks", "simulations", "deploy")
-SERVERAPP, CLIENTAPP = "flowerbed.simulations.serverapp:app", "flowerbed.clients.app:app"  # the run config checked first
+SERVERAPP, CLIENTAPP = "flowerbed.server_app:app", "flowerbed.client_app:app"  # as flowerbed's own pyproject names them
 MARK = "# A Flower app written by flowerbed (deploy/app.py); flowerbed writes over it, never over another project's."
 
 
@@ -68,7 +68,8 @@ def write_app(folder: Path, app_config: str) -> Path:
     if package.exists():
         shutil.rmtree(package)
     package.mkdir(parents=True)
-    shutil.copy2(flowerbed.__file__, package / "__init__.py")
+    for module in Path(flowerbed.__file__).parent.glob("*.py"):  # __init__ and the two app components
+        shutil.copy2(module, package / module.name)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in SUBPACKAGES:
         shutil.copytree(package_folder(name), package / name, ignore=skip)

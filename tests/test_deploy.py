@@ -223,11 +223,11 @@ def test_deploy_app_writes_the_flower_app_that_flwr_run_submits(tmp_path, capsys
     pyproject = tomllib.loads((app / "pyproject.toml").read_text())
     assert validate_config(pyproject, check_module=False)[:2] == (True, [])
     declared = pyproject["tool"]["flwr"]["app"]
-    assert declared["components"] == {"serverapp": "flowerbed.simulations.serverapp:app", "clientapp": "flowerbed.clients.app:app"}
+    assert declared["components"] == {"serverapp": "flowerbed.server_app:app", "clientapp": "flowerbed.client_app:app"}
     assert declared["config"] == config.app_config_defaults()
     package = app / "flowerbed"
-    assert sorted(p.name for p in package.iterdir()) == ["__init__.py", "clients", "deploy", "server", "simulations",
-                                                         "strategies", "tasks"]
+    assert sorted(p.name for p in package.iterdir()) == ["__init__.py", "client_app.py", "clients", "deploy", "server",
+                                                         "server_app.py", "simulations", "strategies", "tasks"]
     assert (package / "simulations" / "conf" / "config.yaml").is_file() and not list(package.rglob("__pycache__"))
     mine = tmp_path / "mine"
     mine.mkdir()

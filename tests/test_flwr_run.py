@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import yaml
 
@@ -55,3 +56,28 @@ def test_flwr_run_refuses_resumes_validates_and_says_where(tmp_path):
     assert said(relative, "flowerbed: results in ") == [str(results)] * 2  # at the start and at the end
     assert (results / "summary.json").exists()
     assert sorted(statuses) == sorted(["finished:failed", "finished:completed", "finished:failed", "finished:completed"])
+
+
+def test_flower_finds_both_components_while_flowerbed_is_still_being_imported(tmp_path):
+    """Flower imports the ServerApp in one thread and, at the same time, looks the ClientApp's module
+    up in another (flwr.simulation.run_simulation). The second can see `flowerbed` half imported: in
+    sys.modules, its path still only flowerbed/ (flowerbed/__init__.py extends it). CI failed on
+    exactly that with "No module named 'flowerbed.clients'"; both components must be found then."""
+    script = tmp_path / "half_imported.py"
+    script.write_text(
+        "import sys, tomllib, types\n"
+        "from flwr.supercore.object_ref import validate\n"
+        "root = sys.argv[1]\n"
+        "half = types.ModuleType('flowerbed')\n"
+        "half.__path__ = [root + '/flowerbed']  # as the import system sets it before __init__ runs\n"
+        "sys.modules['flowerbed'] = half\n"
+        "components = tomllib.load(open(root + '/pyproject.toml', 'rb'))['tool']['flwr']['app']['components']\n"
+        "for ref in components.values():\n"
+        "    try:\n"
+        "        print(ref, validate(ref, project_dir=root))\n"
+        "    except ImportError as err:\n"
+        "        print(ref, err)\n"
+    )
+    done = subprocess.run([sys.executable, str(script), str(ROOT)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["flowerbed.server_app:app (True, None)", "flowerbed.client_app:app (True, None)"], done.stdout

@@ -71,7 +71,7 @@ def test_the_wheel_holds_the_package_and_its_configs_and_nothing_else(wheel):
     version = metadata.version("flowerbed")
     assert {n.split("/")[0] for n in names} == {"flowerbed", f"flowerbed-{version}.dist-info"}
     inside = {n.split("/")[1] for n in names if n.startswith("flowerbed/")}
-    assert inside == {"__init__.py", *SUBPACKAGES}  # no tests, docs, experiments, runs
+    assert inside == {"__init__.py", "server_app.py", "client_app.py", *SUBPACKAGES}  # no tests, docs, experiments, runs
     sources = {f"flowerbed/{p.relative_to(ROOT).as_posix()}" for name in SUBPACKAGES for p in (ROOT / name).rglob("*")
                if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts}
     assert any(s.endswith("simulations/conf/config.yaml") for s in sources)
