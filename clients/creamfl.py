@@ -33,6 +33,11 @@ def client_config(cfg: dict) -> dict:
 
 
 class CreamFLClient(ClientAlgorithm):
+    @staticmethod
+    def applies_to(setting: dict) -> bool:
+        """For the leaderboard (experiments/leaderboard.py): retrieval settings only."""
+        return setting.get("task.name") == "retrieval"
+
     def own_model(self) -> nn.Module:
         model = self.task.build_model(client_config(self.cfg), self.data).to(self.device)
         if STATE_KEY in self.context.state:

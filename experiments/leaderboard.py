@@ -28,7 +28,10 @@ SETTINGS: dict[str, list[str]] = {
     "LT IF=20, Dir(0.5)": ["partition=dirichlet", "partition.alpha=0.5", "partition.imbalance_factor=20"],
     "20% labels, Dir(0.5)": ["partition=dirichlet", "partition.alpha=0.5", "partition.labeled_fraction=0.2"],
 }
-SEMI_SUPERVISED = {"fedlabel", "fixmatch"}  # learn from unlabeled samples: only with labels < 100%
+SEMI_SUPERVISED = {"fedlabel", "fixmatch", "uda"}  # learn from unlabeled samples: only with labels < 100%
+# A server update there is one client's (FedAsync) or a buffer's (FedBuff): rounds do not compare; their
+# comparison is in virtual time (docs/results/device-time.md).
+ASYNCHRONOUS = {"fedasync", "fedbuff"}
 PROMPT_BASED = {"pfedpg", "pbase-only", "fedvpt", "singleset-vpt"}  # need a (pretrained) prompted ViT
 CPU_SIZED = {"fedloge": ["algorithm.etf_steps=1000", "algorithm.etf_lr=0.001"]}  # as experiment=fedloge-small
 # What an algorithm computes per round beyond its local SGD steps on the uploaded model (the budget table).
@@ -50,6 +53,12 @@ EXTRA_WORK = {
     "moon": "two more forward passes per step (the global and the previous local model's features) for the "
             "model-contrastive term",
     "ditto": "a second run of the same local steps: the personal model, pulled toward the global one (lambda)",
+    "fedrod": "the same steps also train the personal head (cross-entropy on the detached generic logits plus its own); "
+              "the generic head's loss is the balanced softmax (log class counts added to the logits)",
+    "fedlc": "none (each logit is shifted down by tau * n_c^(-1/4), n_c the client's label count, before the loss)",
+    "uda": "each step adds an unlabeled batch of the same size (sharpened weak-view targets, strong view learns, KL)",
+    "ccvr": "at each evaluation: one pass of the global model over the labeled data for per-class feature statistics; "
+            "server: the head retrained on virtual features drawn from them (scored, never sent)",
     "fedavgm": "server: SGD with momentum on the averaged update",
     "fedadam": "server: Adam on the averaged update",
     "fedyogi": "server: Yogi on the averaged update",
@@ -82,6 +91,8 @@ def applies(name: str, setting: list[str], model: str) -> bool:
     own = getattr(CLIENTS[name], "applies_to", None)
     if callable(own):
         return bool(own({o.split("=", 1)[0]: o.split("=", 1)[1] for o in setting + [f"model={model}"]}))
+    if name in ASYNCHRONOUS:
+        return False
     if name in PROMPT_BASED or "Prompt" in CLIENTS[name].__name__:
         return model.startswith("prompted")
     if name in SEMI_SUPERVISED:
@@ -222,7 +233,9 @@ def intro(args: argparse.Namespace, runs: list, todo: list[Point], total: float,
         "",
         f"Algorithms: {', '.join(algos)}. Not applicable here: {', '.join(skipped) or 'none'} "
         f"(prompt-based methods need a prompted ViT on a pretrained backbone, see `experiment=pfedpg-small`; FedBN and "
-        f"FRAug need a model with BatchNorm, see `experiment=fraug-digits`). "
+        f"FRAug need a model with BatchNorm, see `experiment=fraug-digits`; CreamFL and FedSTO's family learn "
+        f"retrieval and detection; the asynchronous FedAsync and FedBuff count server updates, not rounds: "
+        f"docs/results/device-time.md compares them in virtual time). "
         f"Semi-supervised methods ({', '.join(sorted(SEMI_SUPERVISED))}) run only with 20% labels, where the "
         "others train on the labeled 20% alone.",
         "",
