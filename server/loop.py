@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import sys
 import time
 from collections.abc import Iterable
 from logging import INFO
@@ -52,9 +53,9 @@ def is_simulation(grid: Grid) -> bool:
     and a deployment's an `HttpGrid` (flwr/superlink/runtime/run_serverapp.py); flowerbed's own
     engines bring their own Grid with every node in place before the ServerApp starts.
     """
-    from flwr.superlink.grid import InMemoryGrid
-
-    return isinstance(grid, InMemoryGrid)
+    # Looked up, not imported (1 s): while Flower's grid module is not loaded no InMemoryGrid exists here.
+    grids = sys.modules.get("flwr.superlink.grid")
+    return grids is not None and isinstance(grid, grids.InMemoryGrid)
 
 
 def check_simulation_size(grid: Grid, expected: int, settle_s: float = 2.0, patience_s: float = 30.0) -> None:

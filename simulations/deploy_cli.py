@@ -11,7 +11,6 @@ from pathlib import Path
 from flowerbed.deploy.app import write_app
 from flowerbed.deploy.certs import make_certificates
 from flowerbed.deploy.commands import APP_DIR, DEVICE_DIR, describe, plan_from_args
-from flowerbed.deploy.export import export_partitions
 from flowerbed.simulations.args import nonempty_path
 
 
@@ -69,6 +68,8 @@ def run(args, console) -> int:
         console.print(f"CA, SuperLink certificate and {args.nodes} node key pairs in {certs.folder}")
         return 0
     if args.step == "export":
+        from flowerbed.deploy.export import export_partitions  # torch: only this step needs it (`--help` stays fast)
+
         flat = config.load(args.overrides)
         files = export_partitions(flat, Path(args.out))
         write_app(files[0].parent / APP_DIR, config.app_config_toml())

@@ -18,6 +18,7 @@ import numpy as np
 from flowerbed.tasks.datasets import ArrayDataset, load_dataset
 from flowerbed.tasks.errors import ConfigError
 from flowerbed.tasks.holdout import pretrain_indices
+from flowerbed.tasks.stored import stored
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
@@ -76,6 +77,16 @@ def shot_groups(class_counts: np.ndarray, many: float = 0.75, medium: float = 0.
         "medium": np.sort(order[(before >= many) & (before < medium)]),
         "few": np.sort(order[before >= medium]),
     }
+
+
+def _stored_partitions(labels: np.ndarray, cfg: dict, num_clients: int, seed: int) -> list[np.ndarray]:
+    """`_flwr_partitions`, kept on disk (tasks/stored.py: importing flwr-datasets and Hugging Face
+    `datasets` costs 2.5 s of a run's start-up, more than the rest of a small run's set-up)."""
+    settings = [cfg.get(k) for k in ("name", "alpha", "min_size", "classes_per_client")]
+    rows = stored("partitions", [settings, num_clients, seed], [labels],
+                  lambda: {f"client{k}": pos for k, pos in enumerate(_flwr_partitions(labels, cfg, num_clients, seed))},
+                  libraries=["flwr-datasets", "datasets"])
+    return [rows[f"client{k}"] for k in range(num_clients)]
 
 
 def _flwr_partitions(labels: np.ndarray, cfg: dict, num_clients: int, seed: int) -> list[np.ndarray]:
@@ -222,7 +233,7 @@ def _build(keys: tuple) -> Federation:
     elif part["name"] == "pathological" and part.get("disjoint", False):
         positions = _disjoint_partitions(data.y_train[pool], data.num_classes, num_clients, int(part["classes_per_client"]), seed)
     else:
-        positions = _flwr_partitions(data.y_train[pool], part, num_clients, seed)
+        positions = _stored_partitions(data.y_train[pool], part, num_clients, seed)
     empty = [k for k, pos in enumerate(positions) if len(pos) == 0]
     if empty:
         raise ConfigError(f"partition.name={part['name']!r} left client {empty[0]} with no data; use fewer clients or another partition")

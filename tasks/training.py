@@ -56,7 +56,7 @@ def sgd_train(
     x: torch.Tensor,
     y: torch.Tensor,
     batches: list[torch.Tensor],
-    optimizer: torch.optim.Optimizer,
+    optimizer: SGD | torch.optim.Optimizer,
     loss_fn: LossFn = cross_entropy,
 ) -> float:
     """Run one optimizer step per batch; return the mean loss (kept on device until the end)."""
@@ -70,15 +70,48 @@ def sgd_train(
     return float(total / max(len(batches), 1))
 
 
-def sgd_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+def sgd_step(optimizer: SGD | torch.optim.Optimizer, loss: torch.Tensor) -> None:
     """One step of `optimizer` down `loss` (gradients of the step before are dropped, not summed)."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
 
 
-def sgd(params, cfg: dict, lr: float | None = None) -> torch.optim.SGD:
-    return torch.optim.SGD(
+class SGD:
+    """torch.optim.SGD's update (weight decay, momentum; no dampening, no Nesterov), written as the
+    operations of its per-tensor path, in their order: the same numbers to the bit.
+
+    Not torch.optim.SGD itself because its first construction in a process imports torch._dynamo
+    (about 1 s, a third of a small run's start-up) only to keep `add_param_group` out of compiled
+    graphs. The batched engine writes the same update out for stacked weights (clients/batched.py).
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
+        self.params = list(params)
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.velocity: list[torch.Tensor | None] = [None] * len(self.params)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for i, p in enumerate(self.params):
+            if p.grad is None:  # not reached by this loss (a frozen part)
+                continue
+            g = p.grad if not self.weight_decay else p.grad.add(p, alpha=self.weight_decay)
+            if self.momentum:
+                if self.velocity[i] is None:
+                    self.velocity[i] = torch.clone(g).detach()
+                else:
+                    self.velocity[i].mul_(self.momentum).add_(g)
+                g = self.velocity[i]
+            p.add_(g, alpha=-self.lr)
+
+
+def sgd(params, cfg: dict, lr: float | None = None) -> SGD:
+    return SGD(
         params,
         lr=float(cfg["train.lr"] if lr is None else lr),
         momentum=float(cfg["train.momentum"]),

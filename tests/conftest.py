@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]  # the checkout the tests run in (an 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("FLOWERBED_CACHE", tempfile.mkdtemp(prefix="flowerbed-cache-"))  # splits and partitions stay out of ~
 
 
 def flowerbed(*args: str) -> int:
