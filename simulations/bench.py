@@ -11,8 +11,9 @@ and peak memory are its own: peak RSS of the child (`os.wait4`; Ray's worker pro
 counted) and, on a GPU, `torch.cuda.max_memory_allocated`. s/round is the median of the run's
 `time/round_s`; client updates/s divides the clients trained per round by it. Where the `pfl`
 package (pfl-research) imports, it runs the same federation, model and hyperparameters with its
-own FedAvg: every user once per round when the cohort is all of them, updates weighted by their
-data points as ours are. A row whose final accuracy is not within ACC_TOLERANCE of the sequential
+own FedAvg: every user once per round when the cohort is all of them, each user's rows in the order
+of our client's batch plan (pfl iterates rows as stored), updates weighted by their data points as
+ours are: on B2 it ends where our engines end. A row whose final accuracy is not within ACC_TOLERANCE of the sequential
 engine's is marked and not ranked: it did not learn the same thing, so its speed compares nothing.
 Timings are printed, never asserted.
 
@@ -209,6 +210,7 @@ def child_flowerbed(overrides: list[str], out: Path, profile: str | None = None)
 
 def child_pfl(overrides: list[str]) -> dict:
     """pfl-research's FedAvg on the same federation, model and hyperparameters."""
+    import collections
     import types
 
     import numpy as np
@@ -226,9 +228,11 @@ def child_pfl(overrides: list[str]) -> dict:
     from pfl.metrics import Metrics, Weighted
     from pfl.model.pytorch import PyTorchModel
 
+    from flowerbed.clients.core import batches_from
     from flowerbed.simulations import config
     from flowerbed.tasks.models import build_model
     from flowerbed.tasks.partitions import build_federation
+    from flowerbed.tasks.training import generator
 
     cfg = config.load(overrides)
     fed, device = build_federation(cfg), get_default_device()
@@ -236,8 +240,21 @@ def child_pfl(overrides: list[str]) -> dict:
     d = fed.data
     x, y = torch.as_tensor(d.x_train).to(device), torch.as_tensor(d.y_train).to(device)
     users = {k: (x[c.labeled], y[c.labeled]) for k, c in enumerate(fed.clients)}
+    visits: collections.Counter = collections.Counter()
+
+    def user_dataset(user_id: int) -> Dataset:
+        """The user's rows in the order of our client's batch plan for this visit (round, when every
+        user trains every round): pfl iterates a user's rows as stored, every epoch, so it is given
+        all epochs' batches as one pass. Same batches as ours; an epoch's short last batch is merged
+        into the next epoch's first when the data size is not a multiple of the batch size."""
+        visits[user_id] += 1
+        xu, yu = users[user_id]
+        plan = batches_from(cfg, len(yu), generator(int(cfg["seed"]), visits[user_id], user_id, "train"))
+        order = torch.cat(plan).to(xu.device)
+        return Dataset(raw_data=[xu[order], yu[order]], user_id=user_id)
+
     # every user once per round when the cohort is all of them (pfl's "random" draws with replacement)
-    data = FederatedDataset.from_slices(users, get_user_sampler("minimize_reuse", list(users)))
+    data = FederatedDataset(user_dataset, get_user_sampler("minimize_reuse", list(users)))
     central = Dataset(raw_data=[torch.as_tensor(d.x_test).to(device), torch.as_tensor(d.y_test).to(device)])
 
     net = build_model(str(cfg["model.name"]), d.input_shape, d.num_classes, int(cfg["seed"]), cfg).to(device)
@@ -275,7 +292,7 @@ def child_pfl(overrides: list[str]) -> dict:
                                            train_cohort_size=cohort, val_cohort_size=0),
         backend=SimulatedBackend(training_data=data, val_data=data, postprocessors=[WeightByDatapoints()]),  # FedAvg's weights
         model=model,
-        model_train_params=NNTrainHyperParams(local_learning_rate=float(cfg["train.lr"]), local_num_epochs=int(cfg["train.local_epochs"]),
+        model_train_params=NNTrainHyperParams(local_learning_rate=float(cfg["train.lr"]), local_num_epochs=1,  # all epochs in one pass
                                               local_batch_size=int(cfg["train.batch_size"])),
         model_eval_params=NNEvalHyperParams(local_batch_size=10000),
         callbacks=[evaluation, clock],
