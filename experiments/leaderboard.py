@@ -205,6 +205,15 @@ def command(args: argparse.Namespace) -> str:
             + f" --dir {args.dir} --out {args.out}")
 
 
+def end_load(args: argparse.Namespace) -> float:
+    """The 1-minute load average when the sweep ended, kept beside its runs: `--report-only`
+    rewrites the page later, when the load says nothing about the runs."""
+    path = Path(args.dir).resolve() / args.dataset / "load.json"
+    if not args.report_only:
+        path.write_text(json.dumps(os.getloadavg()[0]))
+    return float(json.loads(path.read_text())) if path.exists() else float("nan")
+
+
 def intro(args: argparse.Namespace, runs: list, todo: list[Point], total: float, wall: float, only: set[str] | None,
           setting_of: Callable) -> str:
     """The page above the report's own tables: the setting, how to regenerate it, what it cost, the
@@ -226,8 +235,8 @@ def intro(args: argparse.Namespace, runs: list, todo: list[Point], total: float,
         "",
         f"Wall time: **{total / 60:.1f} min** for the {len(todo)} runs, one at a time "
         f"({sum(float(r.summary.get('train_time_s', 0)) for r in runs if r.summary) / 60:.1f} min of it in the round loops, "
-        f"the rest data, model and process setup), on a {os.cpu_count()}-core CPU, load average {os.getloadavg()[0]:.1f} "
-        "at the end (other jobs count in it)"
+        f"the rest data, model and process setup), on a {os.cpu_count()}-core CPU, load average {end_load(args):.1f} "
+        "at the end of the runs (other jobs count in it)"
         + (f"; this invocation took {wall / 60:.1f} min (earlier ones ran the rest)."
            if abs(wall - total) > 30 and not args.report_only else "."),
         "",
