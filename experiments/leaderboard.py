@@ -206,11 +206,9 @@ def command(args: argparse.Namespace) -> str:
 
 
 def end_load(args: argparse.Namespace) -> float:
-    """The 1-minute load average when the sweep ended, kept beside its runs: `--report-only`
-    rewrites the page later, when the load says nothing about the runs."""
+    """The 1-minute load average when the sweep ended (main keeps it beside the runs: `--report-only`
+    rewrites the page later, when the load says nothing about them)."""
     path = Path(args.dir).resolve() / args.dataset / "load.json"
-    if not args.report_only:
-        path.write_text(json.dumps(os.getloadavg()[0]))
     return float(json.loads(path.read_text())) if path.exists() else float("nan")
 
 
@@ -286,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if not args.report_only:
         run_sweep(todo, root, args.jobs, console)
+        (root / "load.json").write_text(json.dumps(os.getloadavg()[0]))
     wall = time.perf_counter() - start
     times = json.loads((root / "times.json").read_text()) if (root / "times.json").exists() else {}
     total = sum(times.get(p.name, 0.0) for p in todo)

@@ -26,7 +26,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from flowerbed.tasks.errors import ConfigError
-from flowerbed.tasks.imagefolder import _progress, _write_atomic, content_key
+from flowerbed.tasks.imagefolder import _progress, content_key
+from flowerbed.tasks.stored import write_atomic
 
 LAYOUT = "images/<id>.jpg and captions.csv with header image,caption (a folder or .tar/.tar.gz; one top folder allowed)"
 CAPTIONS = "captions.csv"
@@ -156,7 +157,7 @@ def load_cached(path: str | Path, shape: tuple[int, int, int], cache_root: Path,
         except (OSError, ValueError, KeyError, EOFError):  # an unreadable cache: decode again
             pass
     data = read(where, shape, key)
-    _write_atomic(cached, {"names": np.asarray(data.names, dtype=str), "images": data.images,
+    write_atomic(cached, {"names": np.asarray(data.names, dtype=str), "images": data.images,
                            "counts": np.asarray([len(c) for c in data.captions], np.int64),
                            "captions": np.asarray([c for cs in data.captions for c in cs], dtype=str)})
     return data

@@ -34,6 +34,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from flowerbed.tasks.errors import ConfigError
+from flowerbed.tasks.stored import write_atomic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -287,16 +288,5 @@ def load_cached(path: str | Path, shape: tuple[int, int, int] | None, cache_root
     arrays = {"classes": np.asarray(images.classes, dtype=str), "x_train": images.x_train, "y_train": images.y_train}
     if images.x_test is not None:
         arrays.update(x_test=images.x_test, y_test=images.y_test)
-    _write_atomic(cached, arrays)
+    write_atomic(cached, arrays)
     return images
-
-
-def _write_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

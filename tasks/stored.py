@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,11 +48,21 @@ def stored(kind: str, inputs: list, arrays: Sequence[np.ndarray], compute: Calla
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # not there yet, or cut short
         pass
     result = compute()
-    try:  # written whole, then renamed: a reader never sees half a file, and concurrent runs write the same bytes
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-            np.savez(tmp, **result)
-        os.replace(tmp.name, path)
+    try:
+        write_atomic(path, result)
     except OSError:
         pass
     return result
+
+
+def write_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """`np.savez` to `path` under a temporary name, then renamed: processes loading at once never
+    see half a file (and concurrent writers of the same result write the same bytes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
