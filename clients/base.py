@@ -7,18 +7,20 @@ outlive the call goes into `context.state`, which `flowerbed.clients.state` also
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, RecordDict
 from torch import nn
 
 from flowerbed.clients.core import generator
 from flowerbed.clients.data import LocalData, client_index, local_data
+from flowerbed.tasks.config_key import config_key
 from flowerbed.tasks.models import resolve_device, set_training
-from flowerbed.tasks.records import snapshot, tensors
+from flowerbed.tasks.records import metric_record, record_dict, snapshot, tensors
 from flowerbed.tasks.registry import task_of
 from flowerbed.tasks.task import Shape, Task
 
@@ -31,6 +33,8 @@ class Template:
     names: list[str]
     slots: list[torch.Tensor]  # the model's own parameters and buffers, in state_dict order
     plain: bool  # no module transforms what it loads: a copy into `slots` is load_state_dict
+    parameters: list[nn.Parameter]  # model.parameters(), listed once (the walk costs more than a small step)
+    last_loaded: list[torch.Tensor] = dataclasses.field(default_factory=list)
 
     @classmethod
     def of(cls, model: nn.Module) -> "Template":
@@ -38,19 +42,24 @@ class Template:
         plain = all(not m._load_state_dict_pre_hooks and not m._load_state_dict_post_hooks and (
             type(m)._load_from_state_dict is nn.Module._load_from_state_dict or isinstance(m, nn.modules.batchnorm._NormBase))
             for m in model.modules())
-        return cls(model, list(state), list(state.values()), plain)
+        return cls(model, list(state), list(state.values()), plain, list(model.parameters()))
 
     def load(self, state: Mapping[str, torch.Tensor]) -> nn.Module:
         """`model.load_state_dict(state)` (strict: every entry, so nothing of the last call stays),
         as plain copies when the entries are the model's own in its order and shapes."""
         values = list(state.values())
-        if self.plain and list(state) == self.names and all(v.shape == t.shape for v, t in zip(values, self.slots)):
+        if self.plain and (self._fits(values) or list(state) == self.names and all(v.shape == t.shape for v, t in zip(values, self.slots))):
             with torch.no_grad():
-                for target, value in zip(self.slots, values):
-                    target.copy_(value)
+                torch._foreach_copy_(self.slots, values)
+            self.last_loaded = values  # a round's clients all receive these same tensors: checked once
         else:
             self.model.load_state_dict(state)
         return self.model
+
+    def _fits(self, values: list[torch.Tensor]) -> bool:
+        """`values` are the very tensors loaded last time (names and shapes already checked)."""
+        last = self.last_loaded
+        return len(values) == len(last) and all(v is w for v, w in zip(values, last))
 
     def snapshot(self) -> ArrayRecord:
         """A tensor record of copies of the model's state (what `snapshot(model.state_dict())` gives)."""
@@ -86,7 +95,7 @@ class ClientAlgorithm:
         """The received weights in this process's model of the architecture, in training mode and
         without gradients, like a new one: valid until the next call loads other weights into it."""
         state = tensors(msg.content["arrays"])
-        shared = template(self.data.input_shape, self.data.num_classes, str(self.device), tuple(sorted(self.cfg.items())))
+        shared = template(self.data.input_shape, self.data.num_classes, str(self.device), config_key(self.cfg))
         try:
             model = shared.load(state)
         except RuntimeError:  # not the whole model: a new one, which raises the same error if it is wrong
@@ -97,6 +106,11 @@ class ClientAlgorithm:
             p.grad = None
         self._template = shared
         return set_training(model)
+
+    def parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """`list(model.parameters())`, listed once for this process's model of the architecture."""
+        shared = getattr(self, "_template", None)
+        return shared.parameters if shared is not None and shared.model is model else list(model.parameters())
 
     def generator(self, server_round: int, purpose: str = "train") -> torch.Generator:
         return generator(int(self.cfg["seed"]), server_round, self.client_id, purpose)
@@ -110,7 +124,7 @@ class ClientAlgorithm:
         model = self.model_from(msg)
         metrics = self.fit(model, msg)
         metrics.setdefault("num-examples", len(self.data.y_labeled))
-        return RecordDict({"arrays": self.reply_arrays(model), "metrics": MetricRecord(metrics)})
+        return record_dict({"arrays": self.reply_arrays(model), "metrics": metric_record(metrics)})
 
     def reply_arrays(self, model: nn.Module) -> ArrayRecord:
         """What goes back to the server: the whole model here; less where parts stay local.
@@ -128,7 +142,7 @@ class ClientAlgorithm:
         """Personalized accuracy: the model this client would use, on its local test set."""
         model = self.model_from(msg)
         metrics = self.local_metrics(model)
-        return RecordDict({"metrics": MetricRecord(metrics)})
+        return record_dict({"metrics": metric_record(metrics)})
 
     def local_metrics(self, model: nn.Module, prefix: str = "personal") -> dict:
         """The task's metrics of `model` on the local test set (classification: accuracy, loss, masked accuracy)."""

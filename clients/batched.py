@@ -45,6 +45,7 @@ from flowerbed.clients.augment import strong_view
 from flowerbed.clients.base import ClientAlgorithm, Template, template
 from flowerbed.clients.core import batches_from, generator
 from flowerbed.clients.data import local_data
+from flowerbed.tasks.config_key import config_key
 from flowerbed.clients.fedavg import FedAvgClient
 from flowerbed.clients.feddyn import GRAD as FEDDYN_GRAD
 from flowerbed.clients.feddyn import FedDynClient
@@ -102,7 +103,7 @@ def resident_data(cfg: dict, device: torch.device) -> tuple[torch.Tensor, torch.
 
     A client's `x_labeled[i]` (clients/data.py) is row `labeled[i]` of this tensor.
     """
-    return _resident(tuple(sorted(cfg.items())), str(device))
+    return _resident(config_key(cfg), str(device))
 
 
 def template_model(cfg: dict, device: torch.device) -> nn.Module:
@@ -112,7 +113,7 @@ def template_model(cfg: dict, device: torch.device) -> nn.Module:
 
 def shared_template(cfg: dict, device: torch.device) -> Template:
     d = task_of(cfg).federation(cfg).data
-    return template(d.input_shape, d.num_classes, str(device), tuple(sorted(cfg.items())))
+    return template(d.input_shape, d.num_classes, str(device), config_key(cfg))
 
 
 def stack(records: list[ArrayRecord], names: list[str], device: torch.device) -> Tensors:

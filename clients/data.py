@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from flowerbed.tasks.config_key import config_key
 from flowerbed.tasks.errors import ConfigError
 from flowerbed.tasks.local_data import ClientArrays, load_local, partition_arrays
 
@@ -56,8 +57,7 @@ def local_data(run_config: dict, node_config: dict, device: torch.device) -> Loc
         dataset = tuple(sorted((k, v) for k, v in run_config.items() if k.startswith("dataset.")))
         options = tuple((k, str(node_config[k])) for k in NODE_OPTIONS if k in node_config)
         return _node_data(path, stamp, dataset, options, str(device))
-    keys = tuple(sorted(run_config.items()))
-    return _local_data(keys, client_index(node_config), str(device))
+    return _local_data(config_key(run_config), client_index(node_config), str(device))
 
 
 @functools.lru_cache(maxsize=512)

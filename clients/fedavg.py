@@ -28,7 +28,7 @@ class FedAvgClient(ClientAlgorithm):
         d, rnd = self.data, self.server_round(msg)
         views = lambda: self.generator(rnd, "augment" if stream == "train" else f"{stream}/augment")  # noqa: E731
         loss_fn = with_view(loss_fn, str(self.cfg.get("train.augment", "none")), views)
-        return sgd_train(model, d.x_labeled, d.y_labeled, self.plan(msg, stream), sgd(model.parameters(), self.cfg), loss_fn)
+        return sgd_train(model, d.x_labeled, d.y_labeled, self.plan(msg, stream), sgd(self.parameters(model), self.cfg), loss_fn)
 
     def plan(self, msg: Message, stream: str = "train") -> list[torch.Tensor]:
         """This round's batches (index tensors): a function of (seed, round, client, stream), so a

@@ -24,11 +24,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from flwr.app import Message
+from flwr.app import ArrayRecord, Message, MetricRecord
 
 from flowerbed.tasks.devices import DeviceProfile
 from flowerbed.tasks.errors import ConfigError
-from flowerbed.tasks.records import wire_bytes
+from flowerbed.tasks.records import records_of, wire_bytes
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,11 @@ class Trip:
 def message_bytes(message: Message | None) -> int:
     if message is None or not message.has_content():
         return 0
-    return sum(wire_bytes(record) for record in message.content.array_records.values())
+    return sum(wire_bytes(record) for record in records_of(message.content, ArrayRecord))
 
 
 def trained_examples(reply: Message) -> int:
-    for record in reply.content.metric_records.values():
+    for record in records_of(reply.content, MetricRecord):
         if "num-examples" in record:
             return int(record["num-examples"])
     return 0

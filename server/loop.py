@@ -40,7 +40,7 @@ from flowerbed.tasks.devices import build_profiles, from_classes
 from flowerbed.tasks.errors import ConfigError, RunAborted
 from flowerbed.tasks.models import resolve_device
 from flowerbed.tasks.partitions import Federation
-from flowerbed.tasks.records import as_tensor_record, tensor_record, wire_bytes
+from flowerbed.tasks.records import as_tensor_record, records_of, tensor_record, wire_bytes
 from flowerbed.tasks.registry import task_of
 
 console = Console(stderr=True)
@@ -146,7 +146,7 @@ def _bytes(messages: Iterable[Message]) -> int:
     total = 0
     for m in messages:
         if m.has_content():
-            for rec in m.content.array_records.values():
+            for rec in records_of(m.content, ArrayRecord):
                 total += sizes[id(rec)] if id(rec) in sizes else sizes.setdefault(id(rec), wire_bytes(rec))
     return total
 
@@ -205,9 +205,10 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
         rounds = asynchronous_rounds(grid, strategy, clock, arrays, num_rounds, timeout)
     else:
         rounds = synchronous_rounds(grid, strategy, clock, arrays, range(first_round, num_rounds + 1), timeout)
+    terminal = console.is_terminal  # asked once: rich asks the OS each time
     with checkpoints, Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(), console=console, disable=not console.is_terminal,
+        TimeElapsedColumn(), console=console, disable=not terminal,
     ) as progress:
         task = progress.add_task(str(cfg["algorithm.name"]), total=num_rounds, completed=first_round - 1, status="")
         for rnd, arrays, record, start in rounds:
@@ -231,7 +232,7 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
             latest = record if f"global/{metric}" in record or f"personal/{metric}" in record else latest
             status = progress_status(latest, record, metric)
             progress.update(task, advance=1, status=status)
-            if not console.is_terminal:
+            if not terminal:
                 console.print(f"round {rnd}/{num_rounds}  {status}  {record['time/round_s']:.2f}s", highlight=False)
     logger.close()
     summary = summarize(out.read_metrics(), elapsed, metric)
@@ -353,7 +354,7 @@ def _per_client(replies: list[Message], client_of_node: dict[int, int], key: str
     clients without a local test set have none (`has_test_samples`)."""
     values = {client_of_node.get(m.metadata.src_node_id, m.metadata.src_node_id): float(rec[key])
               for m in replies if not m.has_error() and has_test_samples(m.content)
-              for rec in m.content.metric_records.values() if key in rec}
+              for rec in records_of(m.content, MetricRecord) if key in rec}
     return {f"{key}_per_client": [values[c] for c in sorted(values)]} if values else {}
 
 

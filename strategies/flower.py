@@ -16,7 +16,7 @@ from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import strategy as flwr_strategy
 
 from flowerbed.strategies.sampling import StableClients, sample_size
-from flowerbed.tasks.records import is_tensor_backed, stacked, tensor_record, tensors
+from flowerbed.tasks.records import is_tensor_backed, records_of, stacked, tensor_record, tensors
 
 
 class DeviceMean(flwr_strategy.FedAvg):
@@ -42,15 +42,15 @@ class DeviceMean(flwr_strategy.FedAvg):
 
 
 def _one_tensor_record(content: RecordDict) -> bool:
-    records = list(content.array_records.values())
+    records = records_of(content, ArrayRecord)
     return len(records) == 1 and is_tensor_backed(records[0])
 
 
 def weighted_mean(contents: list[RecordDict], weight_key: str) -> ArrayRecord:
     """Flower's `aggregate_arrayrecords` on tensors: sum_k (w_k / sum w) * arrays_k, in reply order."""
-    weights = [float(next(iter(c.metric_records.values()))[weight_key]) for c in contents]
+    weights = [float(records_of(c, MetricRecord)[0][weight_key]) for c in contents]
     total = sum(weights)
-    records = [next(iter(c.array_records.values())) for c in contents]
+    records = [records_of(c, ArrayRecord)[0] for c in contents]
     names = list(records[0].keys())
     found = stacked(records)
 

@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 from flwr.common.logger import log
-from flwr.serverapp.strategy.strategy_utils import sample_nodes
+from flwr.serverapp.strategy.strategy_utils import sample_nodes, validate_message_reply_consistency
 
 from flowerbed.tasks.errors import ConfigError
-from flowerbed.tasks.records import TensorArray, is_tensor_backed, stacked, tensors
+from flowerbed.tasks.records import TensorArray, is_tensor_backed, records_of, stacked, tensors
 
 
 class StableClients:
@@ -87,21 +87,43 @@ class StableClients:
         messages = list(messages)
         if not messages:
             return []
+        if [m.metadata.dst_node_id for m in messages] == node_ids:  # built for them (`_construct_messages`)
+            return messages
         first = messages[0]
         return [Message(content=first.content, dst_node_id=n, message_type=first.metadata.message_type) for n in node_ids]
 
+    def _check_and_log_replies(self, replies, is_train, validate=True):
+        """Flower's, with its consistency check run on `ReplyRecords` (Flower's own check, which
+        would build four synced record views per reply otherwise)."""
+        valid, errors = super()._check_and_log_replies(replies, is_train, validate=False)
+        if validate and valid:
+            validate_message_reply_consistency([ReplyRecords(m.content) for m in valid], self.weighted_by_key, is_train)
+        return valid, errors
+
+    def _construct_messages(self, record, node_ids, message_type):
+        """Flower's FedAvg family builds its messages here: for the nodes this class chose, not
+        for the ones Flower sampled (`_retarget` rebuilds them where a strategy does not come here)."""
+        chosen = getattr(self, "_chosen", None)
+        return super()._construct_messages(record, chosen if chosen is not None else node_ids, message_type)
+
     def configure_train(self, server_round, arrays, config, grid):
         self.known_clients(grid)
-        chosen = self.sample_clients(server_round, self.fraction_train, self.min_train_nodes, "train")
+        chosen = self._chosen = self.sample_clients(server_round, self.fraction_train, self.min_train_nodes, "train")
         self._global = arrays
         if self.privacy is not None:  # may add to `config` (the clipping norm for client-side clipping)
             self.privacy.configure(server_round, arrays, config, grid, [self.client_of_node[n] for n in chosen])
-        return self._retarget(super().configure_train(server_round, arrays, config, grid), chosen)
+        try:
+            return self._retarget(super().configure_train(server_round, arrays, config, grid), chosen)
+        finally:
+            self._chosen = None
 
     def configure_evaluate(self, server_round, arrays, config, grid):
         self.known_clients(grid)
-        chosen = self.sample_clients(server_round, self.fraction_evaluate, self.min_evaluate_nodes, "evaluate")
-        return self._retarget(super().configure_evaluate(server_round, arrays, config, grid), chosen)
+        chosen = self._chosen = self.sample_clients(server_round, self.fraction_evaluate, self.min_evaluate_nodes, "evaluate")
+        try:
+            return self._retarget(super().configure_evaluate(server_round, arrays, config, grid), chosen)
+        finally:
+            self._chosen = None
 
     def screen(self, replies: Iterable[Message]) -> list[Message]:
         """Replies in client-id order, without errors and non-finite updates (both counted)."""
@@ -141,6 +163,16 @@ class StableClients:
         ))
 
 
+class ReplyRecords(dict):
+    """A reply's records by name, with RecordDict's `array_records` and `metric_records` views made
+    once, as plain dicts (read-only use: Flower's `validate_message_reply_consistency`)."""
+
+    def __init__(self, content) -> None:
+        super().__init__(content.items())
+        self.array_records = {k: v for k, v in self.items() if isinstance(v, ArrayRecord)}
+        self.metric_records = {k: v for k, v in self.items() if isinstance(v, MetricRecord)}
+
+
 def check_start(strategy: StableClients, initial_arrays) -> None:
     """One line for what `Strategy.start` would otherwise get wrong silently: no model to train, a
     privacy budget nothing would enforce, SecAgg+ rounds only flowerbed's loop runs."""
@@ -166,7 +198,7 @@ def no_central_evaluation(name: str, why: str):
 
 def reply_checks(replies: list[Message], sent: ArrayRecord | None, with_norm: bool) -> list[tuple[bool, float]]:
     """Per reply: are all its float values finite, and (`with_norm`) the L2 norm of reply - `sent`."""
-    records = [list(m.content.array_records.values()) for m in replies]
+    records = [records_of(m.content, ArrayRecord) for m in replies]
     on_device = [i for i, r in enumerate(records) if len(r) == 1 and is_tensor_backed(r[0])]
     device_side = set(on_device)
     out = [None if i in device_side else (all(_finite(rec) for rec in recs), update_norm(m, sent) if with_norm else 0.0)
@@ -212,7 +244,9 @@ def _separate_checks(arrays: list[list[torch.Tensor]], sent: list[torch.Tensor |
 
 def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
     """[len(tensors)] L2 norms, one foreach call, on the first tensor's device."""
-    return torch.stack([n.to(tensors[0].device) for n in torch._foreach_norm(tensors)])
+    norms = torch._foreach_norm(tensors)
+    device = tensors[0].device
+    return torch.stack(norms if all(t.device == device for t in tensors) else [n.to(device) for n in norms])
 
 
 def _finite_rows(rows: torch.Tensor) -> torch.Tensor:
@@ -246,7 +280,7 @@ def sample_size(num_clients: int, fraction: float, minimum: int) -> int:
 def update_norm(reply: Message, sent: ArrayRecord | None) -> float:
     """L2 norm of (reply - global) over every float array the reply and the global model share."""
     total = 0.0
-    for record in reply.content.array_records.values():
+    for record in records_of(reply.content, ArrayRecord):
         for key, array in record.items():
             new = float_values(array)
             if new is None:
@@ -296,7 +330,7 @@ def mean_over_clients(records, weighted_by_key: str) -> MetricRecord:
     for record in records:
         if not has_test_samples(record, weighted_by_key):
             continue
-        for metrics in record.metric_records.values():
+        for metrics in records_of(record, MetricRecord):
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and key != weighted_by_key:
                     totals.setdefault(key, []).append(float(value))
@@ -305,4 +339,4 @@ def mean_over_clients(records, weighted_by_key: str) -> MetricRecord:
 
 def has_test_samples(record, weighted_by_key: str = "num-examples") -> bool:
     """Whether an evaluation reply's metrics come from at least one sample (a reply without the key counts)."""
-    return all(float(metrics.get(weighted_by_key, 1)) > 0 for metrics in record.metric_records.values())
+    return all(float(metrics.get(weighted_by_key, 1)) > 0 for metrics in records_of(record, MetricRecord))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -65,9 +66,15 @@ def central_scores(logits: torch.Tensor, y: torch.Tensor, federation: Federation
 
 def client_scores(logits: torch.Tensor, y: torch.Tensor, num_classes: int, prefix: str = "personal") -> dict:
     """A client's metrics on its local test set from the model's logits (also the batched engine's)."""
-    result = classification_metrics(logits, y, num_classes)
-    masked = classification_metrics(mask_absent(logits, y, num_classes), y, num_classes)
-    return {f"{prefix}/acc": result["acc"], f"{prefix}/loss": result["loss"], f"{prefix}/acc_masked": masked["acc"],
+    if len(y) == 0:  # classification_metrics' placeholder, left out of means over clients
+        return {f"{prefix}/acc": 0.0, f"{prefix}/loss": 0.0, f"{prefix}/acc_masked": 0.0, "num-examples": 0}
+    # classification_metrics' loss and accuracies (the same floats) without its per-class lists, which
+    # no one reads here; the argmaxes in NumPy, several times cheaper than torch on a client's few rows
+    loss = nn.functional.cross_entropy(logits, y).item()
+    scores, labels = (logits.detach().float() if logits.dtype == torch.bfloat16 else logits.detach()).cpu().numpy(), y.cpu().numpy()
+    masked = np.where(np.bincount(labels, minlength=num_classes) > 0, scores, np.float32(-1e10))  # mask_absent
+    hits = [int((s.argmax(1) == labels).sum()) for s in (scores, masked)]
+    return {f"{prefix}/acc": hits[0] / len(y), f"{prefix}/loss": loss, f"{prefix}/acc_masked": hits[1] / len(y),
             "num-examples": len(y)}
 
 

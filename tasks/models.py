@@ -14,9 +14,11 @@ from torch import nn
 
 from flowerbed.tasks import plugins, vit
 from flowerbed.tasks.classifier import Classifier
+from flowerbed.tasks.config_key import config_key
 from flowerbed.tasks.errors import ConfigError
 
 
+@functools.lru_cache(maxsize=16)
 def resolve_device(name: str) -> torch.device:
     """`train.device` as a torch device: `auto` is the GPU when there is one. The server's central
     evaluation and the clients read it the same way, so `cuda:1` means GPU 1 for both."""
@@ -210,7 +212,7 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed:
     factory = model_builder(name)
     if name in ("cnn", "cnn_bn") and len(input_shape) != 3 or name.startswith("resnet") and len(input_shape) != 3:
         raise ConfigError.invalid("model.name", name, f"needs image inputs; this dataset's samples have shape {input_shape}")
-    given = tuple(sorted(cfg.items())) if cfg is not None and getattr(factory, "reads_config", False) else None
+    given = config_key(cfg) if cfg is not None and getattr(factory, "reads_config", False) else None
     return copy.deepcopy(_prototype(name, tuple(input_shape), num_classes, seed, given))
 
 

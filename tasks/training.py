@@ -12,6 +12,7 @@ public pairs) runs the same loop.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
@@ -25,9 +26,16 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # a ta
 
 
 def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed from any tuple of ints/strings, stable across processes and machines."""
-    ints = [p if isinstance(p, int) else int.from_bytes(str(p).encode()[:16].ljust(16, b"\0"), "little") for p in parts]
-    return int(np.random.SeedSequence(ints).generate_state(2, np.uint64)[0] >> np.uint64(1))
+    """A 63-bit seed from any tuple of ints/strings, stable across processes and machines: the first
+    64-bit word of NumPy's SeedSequence of the parts, shifted right by one (assembled from its two
+    32-bit words, which is the same number without NumPy's slower uint64 scalar arithmetic)."""
+    words = np.random.SeedSequence([p if isinstance(p, int) else _string_entropy(p) for p in parts]).generate_state(2)
+    return ((int(words[1]) << 32) | int(words[0])) >> 1
+
+
+@functools.lru_cache(maxsize=256)
+def _string_entropy(part: str) -> int:
+    return int.from_bytes(str(part).encode()[:16].ljust(16, b"\0"), "little")
 
 
 def generator(*parts: int | str) -> torch.Generator:
@@ -46,7 +54,8 @@ def batch_plan(num_samples: int, batch_size: int, epochs: int, steps: int, gen: 
     passes = epochs if steps <= 0 else -1
     while passes != 0 and (steps <= 0 or len(batches) < steps):
         order = torch.randperm(num_samples, generator=gen)
-        batches += list(order.split(batch_size))
+        wanted = num_samples if steps <= 0 else min(num_samples, (steps - len(batches)) * batch_size)
+        batches += [order[i : i + batch_size] for i in range(0, wanted, batch_size)]  # `order.split`, as slices
         passes -= 1
     return batches[:steps] if steps > 0 else batches
 

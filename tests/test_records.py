@@ -160,3 +160,43 @@ def test_in_process_engines_make_no_bytes_unless_asked(tmp_path, monkeypatch, en
 
     model = ArrayRecord(build_model("cnn", (1, 8, 8), 10, 0).state_dict()).count_bytes()
     assert metrics[1]["comm/bytes_up"] == metrics[1]["clients/trained"] * model
+
+
+def test_records_built_without_flowers_per_entry_checks_equal_flowers_and_still_refuse_bad_values():
+    """metric_record / record_dict / tensor_record store plain entries directly: the records must be
+    the ones Flower's constructors give (equal, same type, serialised alike), and what Flower would
+    refuse must still be refused."""
+    from flowerbed.tasks.records import metric_record, record_dict
+
+    metrics = {"train/loss": 0.25, "num-examples": 36, "personal/acc_per_class": [0.5, 1.0]}
+    fast, flower = metric_record(metrics), MetricRecord(metrics)
+    assert type(fast) is MetricRecord and fast == flower and fast.count_bytes() == flower.count_bytes()
+    assert fast.deflate() == flower.deflate()
+    with pytest.raises(TypeError):
+        metric_record({"acc": torch.tensor(0.5)})  # a tensor is no metric: Flower's check runs on it
+    with pytest.raises(TypeError):
+        metric_record({"flag": True})  # nor a bool, which Flower refuses
+    arrays, expected = tensor_record(_state(2)), ArrayRecord(_state(2))
+    assert type(arrays) is ArrayRecord and arrays.is_dirty and arrays.count_bytes() == expected.count_bytes()
+    assert list(arrays) == list(expected) and [a.data for a in arrays.values()] == [a.data for a in expected.values()]
+    content = record_dict({"arrays": arrays, "metrics": fast})
+    assert type(content) is RecordDict and content == RecordDict({"arrays": arrays, "metrics": flower})
+    assert list(content.array_records) == ["arrays"] and list(content.metric_records) == ["metrics"]
+    with pytest.raises(TypeError):
+        record_dict({"metrics": {"acc": 0.5}})  # a plain dict is no record
+    with pytest.raises(TypeError):
+        record_dict({3: fast})
+
+
+def test_a_read_only_run_config_is_keyed_once_and_a_plain_one_every_time():
+    from types import MappingProxyType
+
+    from flowerbed.tasks.config_key import config_key
+
+    plain = {"seed": 1, "algorithm.name": "fedavg"}
+    shared = MappingProxyType(dict(plain))
+    assert config_key(shared) == tuple(sorted(plain.items())) and hash(config_key(shared)) == hash(tuple(sorted(plain.items())))
+    assert config_key(shared) is config_key(shared)
+    first = config_key(plain)
+    plain["seed"] = 2  # a dict may change between calls: its key follows
+    assert config_key(plain) != first and dict(config_key(plain))["seed"] == 2
