@@ -35,6 +35,7 @@ class Template:
     plain: bool  # no module transforms what it loads: a copy into `slots` is load_state_dict
     parameters: list[nn.Parameter]  # model.parameters(), listed once (the walk costs more than a small step)
     last_loaded: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    versions: list[int] = dataclasses.field(default_factory=list)  # the slots' in-place versions after that load
 
     @classmethod
     def of(cls, model: nn.Module) -> "Template":
@@ -48,15 +49,19 @@ class Template:
         """`model.load_state_dict(state)` (strict: every entry, so nothing of the last call stays),
         as plain copies when the entries are the model's own in its order and shapes."""
         values = list(state.values())
-        if self.plain and (self._fits(values) or list(state) == self.names and all(v.shape == t.shape for v, t in zip(values, self.slots))):
-            with torch.no_grad():
-                torch._foreach_copy_(self.slots, values)
-            self.last_loaded = values  # a round's clients all receive these same tensors: checked once
+        again = self._loaded_last(values)
+        if self.plain and (again or list(state) == self.names and all(v.shape == t.shape for v, t in zip(values, self.slots))):
+            if not (again and [t._version for t in self.slots] == self.versions):  # else: the model still holds them
+                with torch.no_grad():
+                    torch._foreach_copy_(self.slots, values)
+                self.versions = [t._version for t in self.slots]  # any in-place change to the model moves these
+            self.last_loaded = values  # a round's clients all receive these same tensors: checked (and copied) once
         else:
+            self.last_loaded = []
             self.model.load_state_dict(state)
         return self.model
 
-    def _fits(self, values: list[torch.Tensor]) -> bool:
+    def _loaded_last(self, values: list[torch.Tensor]) -> bool:
         """`values` are the very tensors loaded last time (names and shapes already checked)."""
         last = self.last_loaded
         return len(values) == len(last) and all(v is w for v, w in zip(values, last))

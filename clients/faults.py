@@ -15,11 +15,14 @@ engine and a real deployment fail in the same way. Which client fails, and how, 
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, RecordDict
+
+from flowerbed.tasks.config_key import config_key
 
 KINDS = ("raise", "timeout", "dropout", "poison")
 
@@ -34,15 +37,22 @@ class ClientDropout(RuntimeError):
 
 def draw(cfg: dict, server_round: int, client_id: int) -> str | None:
     """The fault this client suffers in this round, if any (one uniform draw against the shares)."""
-    if not any(float(cfg.get(f"faults.{kind}_fraction", 0.0)) for kind in KINDS):
+    shares = _shares(config_key(cfg))
+    if not any(shares):
         return None  # no faults asked for: no draw (a seeded Random per call is 3% of a small client call)
     u = random.Random(f"{cfg.get('seed', 0)}/{server_round}/{client_id}/faults").random()
     edge = 0.0
-    for kind in KINDS:
-        edge += float(cfg.get(f"faults.{kind}_fraction", 0.0))
+    for kind, share in zip(KINDS, shares):
+        edge += share
         if u < edge:
             return kind
     return None
+
+
+@functools.lru_cache(maxsize=8)
+def _shares(cfg: tuple) -> tuple[float, ...]:
+    config = dict(cfg)
+    return tuple(float(config.get(f"faults.{kind}_fraction", 0.0)) for kind in KINDS)
 
 
 def before_train(cfg: dict, server_round: int, client_id: int) -> str | None:

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The checks that need the GPU machine, in two parts of about 5 minutes each (one device call may
 # run 10 minutes; run both parts in one call only when the lease has time to rerun one):
-#   b1:    B1 (pfl-research's CIFAR-10 shape) for batched, batched+compile and sequential, 100 rounds each;
+#   b1:    B1 (pfl-research's CIFAR-10 shape) for batched, batched+compile, sequential and pfl-research
+#          itself (where .gpu/pfl-site holds it), 100 rounds each;
 #   paper: seconds per round of every paper-sized preset (FedLabel, FedLoGe, pFedPG), a few rounds each,
 #          so that a later session can plan the full runs (800, 500 and 100 rounds) inside its budget.
 #
 # Here, once:   bash ../shared/tools/gpu-wheels.sh && mkdir -p .gpu && cp ../shared/data/cifar10-jpeg.tar.gz .gpu/
 #               echo /.gpu/ >> .git/info/exclude
+#               pip install --target .gpu/pfl-site --no-deps pfl==0.6.0 dp-accounting prv-accountant multiprocess \
+#                   dill absl-py dm-tree mpmath attrs "wheel<0.46"        (16 MB; the pfl row of B1)
 # Device calls: bash experiments/gpu_check.sh b1        then        bash experiments/gpu_check.sh paper
-#               each with carry [".whl", ".gpu"] and timeout_s 420
+#               each with carry [".whl", ".gpu"] and timeout_s 480 (b1) and 420 (paper)
 # Results come back under $OUT: gpu.txt, b1.md, paper.md and the logs. On a CPU (a dry run of the
 # script itself): SKIP_INSTALL=1 PYTHON=.venv/bin/python ROUNDS_B1=2 ROUNDS_PAPER=1 PRESETS=fedloge-paper-cifar10-lt OUT=/tmp/gc bash experiments/gpu_check.sh
 set -uo pipefail
@@ -33,10 +36,12 @@ FLOWERBED=("$PYTHON" -m flowerbed.simulations.cli)  # an array, not a function: 
   nproc; uptime; } > "$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
 
-# b1: every engine in one run (the pfl row needs pfl-research, which the device does not have)
+# b1: every engine in one run; the pfl row where pfl-research came along (.gpu/pfl-site)
 if [[ " $PARTS " == *" b1 "* ]]; then
-  timeout 330 "${FLOWERBED[@]}" bench b1 --rounds "$ROUNDS_B1" --engines batched,batched+compile,sequential --out /tmp/gpu-check-b1 \
-    > "$OUT/b1.log" 2>&1
+  engines=batched,batched+compile,sequential
+  if [ -d .gpu/pfl-site ]; then engines=$engines,pfl; fi
+  PYTHONPATH=${PYTHONPATH:-}:$PWD/.gpu/pfl-site timeout 400 "${FLOWERBED[@]}" bench b1 --rounds "$ROUNDS_B1" --engines "$engines" \
+    --out /tmp/gpu-check-b1 > "$OUT/b1.log" 2>&1
   cp /tmp/gpu-check-b1/bench.md "$OUT/b1.md" 2>/dev/null && cat "$OUT/b1.md" || tail -20 "$OUT/b1.log"
 fi
 [[ " $PARTS " == *" paper "* ]] || exit 0

@@ -233,7 +233,7 @@ def run_federated(grid: Grid, cfg: dict) -> dict:
             status = progress_status(latest, record, metric)
             progress.update(task, advance=1, status=status)
             if not terminal:
-                console.print(f"round {rnd}/{num_rounds}  {status}  {record['time/round_s']:.2f}s", highlight=False)
+                console.file.write(f"round {rnd}/{num_rounds}  {status}  {record['time/round_s']:.2f}s\n")  # plain text: no rich rendering
     logger.close()
     summary = summarize(out.read_metrics(), elapsed, metric)
     summary.update(privacy.summary() if privacy else {})

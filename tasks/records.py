@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.constant import SType
 
 _NUMPY_DTYPES: dict[torch.dtype, tuple[np.dtype, str]] = {}  # and the dtype's name, which str() would remake each time
@@ -223,3 +223,14 @@ def stacked(records: Iterable[ArrayRecord]) -> tuple[dict[str, torch.Tensor], li
             slot = vars(v)["_slot"]
         slots.append(slot)
     return stacks, slots
+
+
+def readdressed(message: Message, node_id: int) -> Message:
+    """A copy of an instruction message (the same content object, the same metadata but for the
+    destination) sent to `node_id`, without `Message(...)`'s checks of every argument (12 µs):
+    a Message and its Metadata keep their fields in `__dict__`."""
+    metadata = object.__new__(type(message.metadata))
+    vars(metadata).update(vars(message.metadata), _dst_node_id=node_id)
+    copy = object.__new__(type(message))
+    vars(copy).update(vars(message), _metadata=metadata)
+    return copy

@@ -27,15 +27,31 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # a ta
 
 def derive_seed(*parts: int | str) -> int:
     """A 63-bit seed from any tuple of ints/strings, stable across processes and machines: the first
-    64-bit word of NumPy's SeedSequence of the parts, shifted right by one (assembled from its two
-    32-bit words, which is the same number without NumPy's slower uint64 scalar arithmetic)."""
-    words = np.random.SeedSequence([p if isinstance(p, int) else _string_entropy(p) for p in parts]).generate_state(2)
+    64-bit word of NumPy's SeedSequence of the parts (a string as the int of its first 16 bytes),
+    shifted right by one.
+
+    Computed the cheap way (a client call asks for one): SeedSequence is given the 32-bit words it
+    would split the parts into (each int's words, least significant first), and the 64-bit word is
+    assembled from two 32-bit ones; the same number as `SeedSequence(parts).generate_state(2, uint64)[0] >> 1`."""
+    entropy: list[int] = []
+    for part in parts:
+        entropy += _string_words(part) if not isinstance(part, int) else _int_words(part)
+    words = np.random.SeedSequence(np.array(entropy, dtype=np.uint32)).generate_state(2)
     return ((int(words[1]) << 32) | int(words[0])) >> 1
 
 
+def _int_words(value: int) -> list[int]:
+    if value < 0:
+        raise ValueError(f"a seed part must be a non-negative int or a string, not {value}")
+    words = [value & 0xFFFFFFFF]
+    while value := value >> 32:
+        words.append(value & 0xFFFFFFFF)
+    return words
+
+
 @functools.lru_cache(maxsize=256)
-def _string_entropy(part: str) -> int:
-    return int.from_bytes(str(part).encode()[:16].ljust(16, b"\0"), "little")
+def _string_words(part: str) -> tuple[int, ...]:
+    return tuple(_int_words(int.from_bytes(str(part).encode()[:16].ljust(16, b"\0"), "little")))
 
 
 def generator(*parts: int | str) -> torch.Generator:

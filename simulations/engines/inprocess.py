@@ -21,7 +21,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.run import Run, RunStatus
 from flwr.supercore.task_identity import TaskIdentity
 
-from flowerbed.tasks.records import record_dict
+from flowerbed.tasks.records import readdressed, record_dict
 
 SERVER_NODE_ID = 0
 CLIENT_EXCEPTION = 300  # the error code Flower's runtimes use when a ClientApp raises
@@ -121,16 +121,9 @@ def node_copy(message: Message) -> Message:
     node. Records are copied, not the values in them: arrays are never written in place (their
     bytes are immutable, a tensor is loaded into a model by copy). `copy.deepcopy` rebuilt every
     value through Flower's type checks: 0.18 ms of a sequential client call."""
-    content = record_dict({name: record.copy() for name, record in message.content.items()})
-    return _shallow_copy(message, _content=content, _metadata=_shallow_copy(message.metadata))
-
-
-def _shallow_copy(obj, **replaced):
-    """`copy.copy(obj)` with some attributes replaced, without copy's generic protocol (a Message
-    and its Metadata keep their fields in `__dict__`; Message(...) would check them all again)."""
-    new = object.__new__(type(obj))
-    vars(new).update(vars(obj), **replaced)
-    return new
+    copy = readdressed(message, message.metadata.dst_node_id)
+    vars(copy)["_content"] = record_dict({name: record.copy() for name, record in message.content.items()})
+    return copy
 
 
 def _run_record(run_id: int, run_config: dict) -> Run:
