@@ -46,3 +46,32 @@ def test_batch_plans_and_the_generator_after_them_are_those_of_whole_shuffled_pa
         got, want = batch_plan(n, batch, epochs, steps, ours), _plan_by_definition(n, batch, epochs, steps, reference)
         assert len(got) == len(want) and all(torch.equal(a, b) for a, b in zip(got, want)), (n, batch, epochs, steps)
         assert torch.equal(ours.get_state(), reference.get_state())  # what is drawn next (augmentations) is unchanged too
+
+
+def test_a_reused_model_holds_exactly_what_each_call_received():
+    """The process's model of an architecture is loaded by copy, and a load of the tensors it already
+    holds is skipped: any change to the model since (a training step, an edit in place) must make
+    the next load copy again, and a partial or foreign state must go through load_state_dict."""
+    from flowerbed.clients.base import Template
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    shared = Template.of(model)
+    received = {k: v.detach().clone() + 1 for k, v in model.state_dict().items()}
+
+    def holds(state) -> bool:
+        return all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+    assert holds(shared.load(received).state_dict()) and holds(received)
+    with torch.no_grad():
+        model[0].weight.add_(5.0)  # a training step's kind of change
+    shared.load(received)
+    assert holds(received)
+    model.train()
+    model(torch.randn(8, 3))  # BatchNorm's running statistics move in place
+    shared.load(received)
+    assert holds(received)
+    other = {k: v + 2 for k, v in received.items()}
+    shared.load(other)
+    assert holds(other) and len(shared.parameters) == len(list(model.parameters()))
+    with pytest.raises(RuntimeError):
+        shared.load({"0.weight": other["0.weight"]})  # strict, as load_state_dict
