@@ -37,10 +37,12 @@ METHODS: dict[str, tuple[str, list[str]]] = {  # name: (preset, its overrides)
     "mean": ("creamfl", ["algorithm.ensemble=mean"]),
     "no-inter": ("creamfl", ["algorithm.inter_weight=0"]),
     "no-intra": ("creamfl", ["algorithm.intra_weight=0"]),
+    "mean-local": ("creamfl", ["algorithm.ensemble=mean", "algorithm.inter_weight=0", "algorithm.intra_weight=0"]),
 }
 LABELS = {"creamfl": "CreamFL", "public-only": "server on public pairs only", "fedavg": "FedAvg of the image-text clients",
           "mean": "representation mean (CreamFL, mean instead of ensemble weights)",
-          "no-inter": "CreamFL without inter-modal contrast", "no-intra": "CreamFL without intra-modal contrast"}
+          "no-inter": "CreamFL without inter-modal contrast", "no-intra": "CreamFL without intra-modal contrast",
+          "mean-local": "representation mean, clients on their local task only (FedMD-style)"}
 RECALLS = ["r1_i2t", "r5_i2t", "r10_i2t", "r1_t2i", "r5_t2i", "r10_t2i", "rsum"]
 NOT_FOR_FEDAVG = ("partition.public_images", "algorithm.")
 
@@ -108,7 +110,7 @@ def plot(out: Path, methods: list[str], seeds: list[int], path: Path) -> Path:
         runs = [[m for m in run_history(run_dir(out, method, s)) if "global/rsum" in m] for s in seeds]
         rounds = [m["round"] for m in runs[0]]
         value = np.array([[m["global/rsum"] for m in r] for r in runs])
-        style = "-" if method == "creamfl" else "--" if method in ("public-only", "fedavg") else ":"
+        style = "-" if method == "creamfl" else "--" if method in ("public-only", "fedavg", "mean-local") else ":"
         ax.plot(rounds, value.mean(0), style, color=f"C{i}", label=LABELS.get(method, method), lw=2 if method == "creamfl" else 1.3)
         ax.fill_between(rounds, value.mean(0) - value.std(0), value.mean(0) + value.std(0), color=f"C{i}", alpha=0.12)
     ax.set(xlabel="round", ylabel="server model's test rsum (max 600)", title=f"rsum per round ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}: mean ± std)")
