@@ -51,19 +51,8 @@ RECALLS = (1, 5, 10)
 # -- data ------------------------------------------------------------------------------------------
 def load_captioned(cfg: dict) -> ArrayDataset:
     """The captioned images of `dataset.path`, split by image (seeded by `seed`), as arrays."""
-    d = section(cfg, "dataset")
-    if not str(d.get("path", "")).strip():
-        raise ConfigError.invalid("dataset.path", d.get("path", ""), f"a folder or .tar/.tar.gz: {captions.LAYOUT}")
-    shape = image_shape(str(d.get("image_shape") or "3x32x32"), "dataset.image_shape")
-    data = captions.load_cached(str(d["path"]), shape, cache_dir(d), "dataset.path")
-    test_fraction = float(d.get("test_fraction", 0.2))
-    n = len(data.names)
-    n_test = int(round(test_fraction * n))
-    if not 0 < n_test < n:
-        allowed = f"a share that leaves images in both splits ({n} images)"
-        raise ConfigError.invalid("dataset.test_fraction", test_fraction, allowed)
-    order = np.random.default_rng([int(cfg["seed"]), 7]).permutation(n)
-    test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+    d, data = section(cfg, "dataset"), read_captioned(cfg)
+    test, train = split(cfg, len(data.names))
     vocab = vocabulary((c for i in train for c in data.captions[i]), int(d.get("vocab_size", 5000)))
     per_image, max_words = int(d.get("captions_per_image", 5)), int(d.get("max_words", 16))
 
@@ -77,6 +66,33 @@ def load_captioned(cfg: dict) -> ArrayDataset:
     mean, std = channel_stats(data.images[train])
     x_train, x_test = scale(data.images[train], mean, std), scale(data.images[test], mean, std)
     return ArrayDataset(x_train, ids(train), x_test, ids(test), len(vocab) + 2)
+
+
+def read_captioned(cfg: dict) -> captions.CaptionedImages:
+    """`dataset.path`'s images at `dataset.image_shape` and their captions, decoded once (cached)."""
+    d = section(cfg, "dataset")
+    if not str(d.get("path", "")).strip():
+        raise ConfigError.invalid("dataset.path", d.get("path", ""), f"a folder or .tar/.tar.gz: {captions.LAYOUT}")
+    shape = image_shape(str(d.get("image_shape") or "3x32x32"), "dataset.image_shape")
+    return captions.load_cached(str(d["path"]), shape, cache_dir(d), "dataset.path")
+
+
+def split(cfg: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The test and training rows of `n` captioned images (`dataset.test_fraction`, seeded by `seed`)."""
+    test_fraction = float(section(cfg, "dataset").get("test_fraction", 0.2))
+    n_test = int(round(test_fraction * n))
+    if not 0 < n_test < n:
+        allowed = f"a share that leaves images in both splits ({n} images)"
+        raise ConfigError.invalid("dataset.test_fraction", test_fraction, allowed)
+    order = np.random.default_rng([int(cfg["seed"]), 7]).permutation(n)
+    return np.sort(order[:n_test]), np.sort(order[n_test:])
+
+
+def test_captions(cfg: dict) -> list[tuple[str, ...]]:
+    """The test images' captions as written (those the metrics count, in the test set's order): for
+    showing what a model retrieves."""
+    data, per_image = read_captioned(cfg), int(section(cfg, "dataset").get("captions_per_image", 5))
+    return [data.captions[i][:per_image] for i in split(cfg, len(data.names))[0]]
 
 
 def federation(cfg: dict) -> Federation:
