@@ -143,3 +143,50 @@ def test_creamfl_needs_the_retrieval_task(tmp_path, capsys):
     assert flowerbed("run", "experiment=smoke", "algorithm=creamfl", "partition.public_images=20", f"output.dir={tmp_path}") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "task.name" in err[0]
+
+
+@pytest.mark.parametrize("kind, sent", [("text", "txt"), ("image", "img")])
+def test_a_device_says_its_client_type_and_replies_with_its_modality(tmp_path, shapes, unimodal, kind, sent):
+    """A SuperNode's `client-type` and `data-path` (its own AG News CSV or image folder): the text goes
+    through the captions' vocabulary (the articles' other words are the unknown id)."""
+    import torch
+    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from flowerbed.clients.creamfl import CreamFLClient
+    from flowerbed.simulations import config
+    from flowerbed.tasks.retrieval import caption_vocabulary
+    from flowerbed.tasks.text import UNKNOWN
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0  # a message built outside a running app
+    images, news = unimodal
+    cfg = config.load(["experiment=smoke", "task.name=retrieval", "dataset=captions", f"dataset.path={shapes}", "partition=iid",
+                       f"partition.public_images={PUBLIC}", "algorithm=creamfl", f"dataset.cache_dir={tmp_path / 'cache'}"])
+    node = {"client-id": 7, "client-type": kind, "data-path": str(news if kind == "text" else images)}
+    client = CreamFLClient(Context(run_id=1, node_id=5, node_config=node, state=RecordDict(), run_config=cfg))
+    if kind == "text":
+        ids = client.data.x_labeled
+        assert ids.dtype == torch.int64 and int(ids.max()) < len(caption_vocabulary(cfg)) + 2 and (ids == UNKNOWN).any()
+        assert sorted(set(client.data.y_labeled.tolist())) == [0, 1, 2, 3]
+    else:
+        assert client.data.x_labeled.shape[1:] == (3, 32, 32) and client.data.num_classes == 3
+    unit = lambda: torch.nn.functional.normalize(torch.randn(PUBLIC, DIM), dim=1)  # noqa: E731
+    msg = Message(RecordDict({"config": ConfigRecord({"server-round": 1}), "arrays": ArrayRecord({"img": unit(), "txt": unit()})}),
+                  dst_node_id=5, message_type=MessageType.TRAIN)
+    reply = client.train(msg)["arrays"].to_torch_state_dict()
+    assert list(reply) == [sent] and reply[sent].shape == (PUBLIC, DIM)
+    assert "personal/acc" in client.evaluate(msg)["metrics"]
+
+
+def test_a_device_with_an_unknown_client_type_is_one_line(tmp_path, shapes, unimodal):
+    from flwr.app import Context, RecordDict
+
+    from flowerbed.clients.creamfl import CreamFLClient
+    from flowerbed.simulations import config
+    from flowerbed.tasks.errors import ConfigError
+
+    cfg = config.load(["experiment=smoke", "task.name=retrieval", "dataset=captions", f"dataset.path={shapes}", "partition=iid",
+                       f"partition.public_images={PUBLIC}", "algorithm=creamfl", f"dataset.cache_dir={tmp_path / 'cache'}"])
+    node = {"client-id": 7, "client-type": "audio", "data-path": str(unimodal[1])}
+    with pytest.raises(ConfigError, match="client-type"):
+        CreamFLClient(Context(run_id=1, node_id=5, node_config=node, state=RecordDict(), run_config=cfg))
