@@ -9,7 +9,9 @@ first ones. The word vocabulary is built from the training captions alone (tasks
 `num_classes` carries its size, what the text encoder embeds. Clients hold the training images
 at random (`partition=iid`: there are no classes to skew) and an equal share of the test images:
 the image-text clients, `clients.num` less CreamFL's image-only and text-only clients
-(tasks/client_types.py), which come after them and hold no pairs. The partition's other keys (labeled_fraction, samples_per_client, ...) do not apply.
+(tasks/client_types.py), which come after them and hold no pairs. `partition.samples_per_client`
+> 0 keeps that many of each client's images (drawn at random; the rest go unused); the partition's
+other keys (labeled_fraction, ...) do not apply.
 `partition.public_images` of the training images go to no client: a server's public pairs (CreamFL).
 
 Model: the image encoder is `model.name`'s feature extractor from tasks/models.py, the text
@@ -126,7 +128,8 @@ def _federation(keys: tuple) -> tuple[Federation, np.ndarray, dict[str, int]]:
     order = np.random.default_rng([seed, 8]).permutation(len(data.x_train))
     train = np.array_split(order[public:], num_clients) if num_clients else []
     test = np.array_split(np.random.default_rng([seed, 9]).permutation(len(data.x_test)), num_clients) if num_clients else []
-    clients = [ClientData(np.sort(tr), np.array([], np.int64), np.sort(te)) for tr, te in zip(train, test)]
+    cap = int(cfg.get("partition.samples_per_client", 0)) or None  # > 0: a client keeps its first `cap` images (a CPU-sized run)
+    clients = [ClientData(np.sort(tr[:cap]), np.array([], np.int64), np.sort(te)) for tr, te in zip(train, test)]
     none = np.array([], np.int64)  # CreamFL's uni-modal clients hold no pairs: their data is tasks/client_types.py's
     clients += [ClientData(none, none, none)] * (int(cfg["clients.num"]) - num_clients)
     return Federation(data, clients, np.zeros(0, np.int64), {}), np.sort(order[:public]), vocab

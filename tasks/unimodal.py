@@ -18,30 +18,31 @@ from flowerbed.tasks.models import build_model
 from flowerbed.tasks.text import text_encoder
 
 
-class ImageClassifier(nn.Module):
+class ProjectedClassifier(nn.Module):
+    """An encoder, a projection into the joint space, a classifier on the projection."""
+
     def __init__(self, encoder: nn.Module, width: int, dim: int, num_classes: int) -> None:
         super().__init__()
-        self.image_encoder, self.image_projection = encoder, nn.Linear(width, dim)
+        self.encoder, self.projection = encoder, nn.Linear(width, dim)
         self.classifier = nn.Linear(dim, num_classes)
 
-    def image(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(self.image_projection(self.image_encoder(x)), dim=-1)
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(self.projection(self.encoder(x)), dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.image_projection(self.image_encoder(x)))
+        return self.classifier(self.projection(self.encoder(x)))
 
 
-class TextClassifier(nn.Module):
-    def __init__(self, encoder: nn.Module, width: int, dim: int, num_classes: int) -> None:
-        super().__init__()
-        self.text_encoder, self.text_projection = encoder, nn.Linear(width, dim)
-        self.classifier = nn.Linear(dim, num_classes)
+class ImageClassifier(ProjectedClassifier):
+    def image(self, x: torch.Tensor) -> torch.Tensor:
+        """Its representation of images (what an image-only client sends)."""
+        return self.embed(x)
 
+
+class TextClassifier(ProjectedClassifier):
     def text(self, ids: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(self.text_projection(self.text_encoder(ids)), dim=-1)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.text_projection(self.text_encoder(ids)))
+        """Its representation of word ids (what a text-only client sends)."""
+        return self.embed(ids)
 
 
 def image_classifier(cfg: dict, input_shape: tuple[int, ...], num_classes: int) -> ImageClassifier:

@@ -29,17 +29,7 @@ def make_shapes(root: Path, num_images: int = 60, seed: int = 0, size: int = 32)
     for i in range(num_images):
         colour = list(COLOURS)[i % len(COLOURS)]
         shape = SHAPES[(i // len(COLOURS)) % len(SHAPES)]
-        r = int(rng.integers(size // 5, size // 3))
-        cx, cy = int(rng.integers(r, size - r)), int(rng.integers(r, size - r))
-        img = Image.new("RGB", (size, size), (128, 128, 128))
-        draw = ImageDraw.Draw(img)
-        box = (cx - r, cy - r, cx + r, cy + r)
-        if shape == "circle":
-            draw.ellipse(box, fill=COLOURS[colour])
-        elif shape == "square":
-            draw.rectangle(box, fill=COLOURS[colour])
-        else:
-            draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=COLOURS[colour])
+        img, cx = _draw(shape, COLOURS[colour], rng, size)
         name = f"shape{i:04d}.jpg"
         img.save(root / "images" / name, quality=95)
         side = "left" if cx < size // 2 else "right"
@@ -56,7 +46,7 @@ def make_labeled_shapes(root: Path, num_images: int = 60, seed: int = 1, size: i
     for i in range(num_images):
         shape, colour = SHAPES[i % len(SHAPES)], list(COLOURS)[int(rng.integers(len(COLOURS)))]
         (root / "train" / shape).mkdir(parents=True, exist_ok=True)
-        _draw(shape, COLOURS[colour], rng, size).save(root / "train" / shape / f"{i:04d}.jpg", quality=95)
+        _draw(shape, COLOURS[colour], rng, size)[0].save(root / "train" / shape / f"{i:04d}.jpg", quality=95)
     return root
 
 
@@ -73,7 +63,8 @@ def make_news(path: Path, num_rows: int = 60, seed: int = 2) -> Path:
     return path
 
 
-def _draw(shape: str, fill: tuple[int, int, int], rng: np.random.Generator, size: int) -> Image.Image:
+def _draw(shape: str, fill: tuple[int, int, int], rng: np.random.Generator, size: int) -> tuple[Image.Image, int]:
+    """One shape at a random place and size on grey, and its centre's x."""
     r = int(rng.integers(size // 5, size // 3))
     cx, cy = int(rng.integers(r, size - r)), int(rng.integers(r, size - r))
     img = Image.new("RGB", (size, size), (128, 128, 128))
@@ -85,7 +76,7 @@ def _draw(shape: str, fill: tuple[int, int, int], rng: np.random.Generator, size
         draw.rectangle(box, fill=fill)
     else:
         draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
-    return img
+    return img, cx
 
 
 def write_captions(path: Path, rows: list[tuple[str, str]], header: tuple[str, ...] = ("image", "caption")) -> None:
