@@ -26,7 +26,8 @@ Choices [NF]:
 - in a simulation the type follows the client id (image-text, then image, then text clients); on
   a device the SuperNode says it: `--node-config 'client-id=N client-type=image|text|image-text
   data-path=...'`, where data-path is an image folder (ImageFolder layout) for `image`, an AG News
-  CSV for `text`, and for `image-text` the .npz `flowerbed deploy export` writes. The device also
+  CSV for `text`, or for any type the .npz `flowerbed deploy export` writes (the printed SuperNode
+  commands leave client-type out: add it for the uni-modal clients, whose ids follow the image-text ones). The device also
   needs the run's public pairs (`dataset.path`), from which it builds the vocabulary as the server does.
 """
 
@@ -93,7 +94,7 @@ class CreamFLClient(ClientAlgorithm):
 
     def load_data(self, node_config: dict) -> LocalData:
         self.kind = node_type(self.cfg, node_config)
-        if self.kind == IMAGE_TEXT:
+        if self.kind == IMAGE_TEXT or str(node_config.get("data-path", "")).endswith(".npz"):  # `deploy export`'s arrays
             return super().load_data(node_config)
         if node_config.get("data-path"):
             rows = device_rows(self.cfg, self.kind, str(node_config["data-path"]), float(node_config.get("test-fraction", 0.2)))

@@ -190,3 +190,28 @@ def test_a_device_with_an_unknown_client_type_is_one_line(tmp_path, shapes, unim
     node = {"client-id": 7, "client-type": "audio", "data-path": str(unimodal[1])}
     with pytest.raises(ConfigError, match="client-type"):
         CreamFLClient(Context(run_id=1, node_id=5, node_config=node, state=RecordDict(), run_config=cfg))
+
+
+def test_deploy_export_writes_each_client_types_own_rows(tmp_path, shapes, unimodal):
+    """`flowerbed deploy export` of a mixed federation: a text node given its .npz and client-type=text
+    trains on the rows its simulated twin holds."""
+    import torch
+    from flwr.app import Context, RecordDict
+
+    from flowerbed.clients.creamfl import CreamFLClient
+    from flowerbed.deploy.export import export_partitions
+    from flowerbed.simulations import config
+
+    images, news = unimodal
+    cfg = config.load(["experiment=smoke", "task.name=retrieval", "dataset=captions", f"dataset.path={shapes}", "partition=iid",
+                       f"partition.public_images={PUBLIC}", "algorithm=creamfl", f"dataset.cache_dir={tmp_path / 'cache'}",
+                       "clients.num=3", "partition.image_clients=1", "partition.text_clients=1",
+                       f"dataset.image_path={images}", f"dataset.text_path={news}"])
+    files = export_partitions(cfg, tmp_path / "export")
+
+    def data(node):
+        return CreamFLClient(Context(run_id=1, node_id=5, node_config=node, state=RecordDict(), run_config=cfg)).data
+
+    simulated, deployed = data({"partition-id": 2}), data({"client-id": 2, "client-type": "text", "data-path": str(files[2])})
+    assert torch.equal(simulated.x_labeled, deployed.x_labeled) and torch.equal(simulated.y_test, deployed.y_test)
+    assert simulated.x_labeled.dtype == torch.int64 and deployed.num_classes == 4
