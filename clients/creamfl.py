@@ -75,6 +75,11 @@ def _unimodal_data(keys: tuple, index: int, device: str) -> LocalData:
     return as_local_data(unimodal_arrays(dict(keys), index), device)
 
 
+@functools.lru_cache(maxsize=4)
+def _device_data(keys: tuple, kind: str, path: str, test_fraction: float, device: str) -> LocalData:
+    return as_local_data(device_rows(dict(keys), kind, path, test_fraction), device)
+
+
 def device_rows(cfg: dict, kind: str, path: str, test_fraction: float) -> ClientArrays:
     """A uni-modal device's own file or folder, a fixed share held out as its local test set."""
     rows = read_rows(cfg, kind, path, "data-path")
@@ -97,8 +102,8 @@ class CreamFLClient(ClientAlgorithm):
         if self.kind == IMAGE_TEXT or str(node_config.get("data-path", "")).endswith(".npz"):  # `deploy export`'s arrays
             return super().load_data(node_config)
         if node_config.get("data-path"):
-            rows = device_rows(self.cfg, self.kind, str(node_config["data-path"]), float(node_config.get("test-fraction", 0.2)))
-            return as_local_data(rows, str(self.device))
+            fraction = float(node_config.get("test-fraction", 0.2))
+            return _device_data(tuple(sorted(self.cfg.items())), self.kind, str(node_config["data-path"]), fraction, str(self.device))
         return _unimodal_data(tuple(sorted(self.cfg.items())), client_index(node_config), str(self.device))
 
     def own_model(self) -> nn.Module:
