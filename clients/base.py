@@ -88,8 +88,12 @@ class ClientAlgorithm:
         self.device = resolve_device(str(self.cfg["train.device"]))
         if torch.get_num_threads() != int(self.cfg["train.num_threads"]):
             torch.set_num_threads(int(self.cfg["train.num_threads"]))
-        self.data: LocalData = local_data(self.cfg, context.node_config, self.device)
+        self.data: LocalData = self.load_data(context.node_config)
         self.task: Task = task_of(self.cfg)
+
+    def load_data(self, node_config: dict) -> LocalData:
+        """This client's data: its partition, or a device's `data-path` (CreamFL reads its client type's)."""
+        return local_data(self.cfg, node_config, self.device)
 
     # -- building blocks -------------------------------------------------------------------
     def new_model(self) -> nn.Module:

@@ -62,15 +62,16 @@ def local_data(run_config: dict, node_config: dict, device: torch.device) -> Loc
 
 @functools.lru_cache(maxsize=512)
 def _local_data(keys: tuple, index: int, device: str) -> LocalData:
-    return _tensors(partition_arrays(dict(keys), index), device)
+    return as_local_data(partition_arrays(dict(keys), index), device)
 
 
 @functools.lru_cache(maxsize=8)
 def _node_data(path: str, stamp: int, dataset: tuple, options: tuple, device: str) -> LocalData:
-    return _tensors(load_local(path, dict(dataset), dict(options)), device)
+    return as_local_data(load_local(path, dict(dataset), dict(options)), device)
 
 
-def _tensors(a: ClientArrays, device: str) -> LocalData:
+def as_local_data(a: ClientArrays, device: str) -> LocalData:
+    """A client's arrays as tensors on `device`."""
     as_x = lambda v: torch.as_tensor(np.ascontiguousarray(v)).to(device)  # noqa: E731
     return LocalData(
         as_x(a.x_labeled), as_x(a.y_labeled), as_x(a.x_unlabeled), as_x(a.y_unlabeled),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flowerbed.tasks.client_types import IMAGE_TEXT, client_type, unimodal_arrays
 from flowerbed.tasks.local_data import partition_arrays, save_npz
 
 
@@ -33,7 +34,7 @@ def export_partitions(run_config: dict, out: Path) -> list[Path]:
     files = []
     for k in range(int(flat["clients.num"])):
         path = out / f"client-{k}.npz"
-        save_npz(path, partition_arrays(flat, k))
+        save_npz(path, unimodal_arrays(flat, k) if client_type(flat, k) != IMAGE_TEXT else partition_arrays(flat, k))
         files.append(path)
     (out / "run-config.toml").write_text(run_config_toml(flat))
     return files

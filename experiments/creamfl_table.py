@@ -1,5 +1,7 @@
-"""Regenerate docs/results/creamfl.md's table and figures: CreamFL, its baselines and ablations on
-captioned images (the image-text clients of `experiment=creamfl-flickr8k-cpu`).
+"""Regenerate docs/results/creamfl.md's tables and figures: CreamFL, its baselines and ablations on
+captioned images, in a federation of image-text clients (`--federation pairs`:
+`experiment=creamfl-pairs-flickr8k-cpu`) or of image-text, image-only and text-only clients
+(`--federation mixed`: `experiment=creamfl-flickr8k-cpu`).
 
     python -m flowerbed.experiments.creamfl_table --out runs/creamfl-table \\
         --plot docs/results/creamfl-rsum.png --retrievals docs/results/creamfl-retrievals.png \\
@@ -29,7 +31,13 @@ from flowerbed.experiments.runs import finished, plus_minus, run_once
 from flowerbed.experiments.runs import history as run_history
 from flowerbed.simulations.plots import save_figure
 
-PRESETS = {"creamfl": "experiment=creamfl-flickr8k-cpu", "fedavg": "experiment=retrieval-flickr8k-cpu"}
+FEDERATIONS: dict[str, dict[str, list[str]]] = {  # federation: {preset: its overrides}
+    "pairs": {"creamfl": ["experiment=creamfl-pairs-flickr8k-cpu"], "fedavg": ["experiment=retrieval-flickr8k-cpu"]},
+    # FedAvg averages the image-text clients' dual encoders: the uni-modal clients are left out
+    "mixed": {"creamfl": ["experiment=creamfl-flickr8k-cpu"],
+              "fedavg": ["experiment=creamfl-flickr8k-cpu", "algorithm=fedavg", "clients.num=2", "partition.image_clients=0",
+                         "partition.text_clients=0", "model.name=cnn", "model.text=gru"]},
+}
 METHODS: dict[str, tuple[str, list[str]]] = {  # name: (preset, its overrides)
     "creamfl": ("creamfl", []),
     "public-only": ("creamfl", ["algorithm.distill_weight=0"]),
@@ -51,17 +59,17 @@ def run_dir(out: Path, method: str, seed: int) -> Path:
     return out / f"{method}-seed{seed}"
 
 
-def overrides_for(method: str, extra: list[str]) -> list[str]:
+def overrides_for(method: str, extra: list[str], federation: str = "pairs") -> list[str]:
     preset, own = METHODS[method]
     kept = [o for o in extra if preset != "fedavg" or not o.startswith(NOT_FOR_FEDAVG)]
-    return [PRESETS[preset], *own, *kept]
+    return [*FEDERATIONS[federation][preset], *own, *kept]
 
 
-def run_all(out: Path, methods: list[str], seeds: list[int], extra: list[str]) -> None:
+def run_all(out: Path, methods: list[str], seeds: list[int], extra: list[str], federation: str = "pairs") -> None:
     for seed in seeds:  # every method once before the next seed: early comparisons are complete
         for method in methods:
             target = run_dir(out, method, seed)
-            run_once(target, [*overrides_for(method, extra), f"seed={seed}", f"output.dir={target}"])
+            run_once(target, [*overrides_for(method, extra, federation), f"seed={seed}", f"output.dir={target}"])
 
 
 def finals(out: Path, method: str, seeds: list[int]) -> list[dict]:
@@ -166,13 +174,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/creamfl-table"))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--federation", choices=list(FEDERATIONS), default="pairs")
     parser.add_argument("--plot", type=Path, help="rsum per round (default: OUT/rsum.png)")
     parser.add_argument("--retrievals", type=Path, help="top-5 captions of three test images (default: OUT/retrievals.png)")
     parser.add_argument("--no-run", action="store_true", help="only read finished runs")
     parser.add_argument("extra", nargs="*", help="more overrides for every run, e.g. dataset.path=../shared/data/flickr8k-64.tar.gz")
     args = parser.parse_args()
     if not args.no_run:
-        run_all(args.out, args.methods, args.seeds, args.extra)
+        run_all(args.out, args.methods, args.seeds, args.extra, args.federation)
     done = [m for m in args.methods if all(finished(run_dir(args.out, m, s)) for s in args.seeds)]  # a partial table while runs go
     if not done:
         print("no method has finished every seed")

@@ -237,6 +237,11 @@ CHECKS: dict[str, Callable] = {
     "dataset.max_words": _num(int, 1),
     "dataset.vocab_size": _num(int, 3),
     "partition.public_images": _num(int, 0),
+    "partition.image_clients": _num(int, 0),
+    "partition.text_clients": _num(int, 0),
+    "partition.unimodal_alpha": _num(float, 0, low_open=True),
+    "dataset.image_samples": _num(int, 0),
+    "dataset.text_samples": _num(int, 0),
     "algorithm.inter_weight": _num(float, 0),
     "algorithm.intra_weight": _num(float, 0),
     "algorithm.distill_weight": _num(float, 0),
@@ -339,7 +344,8 @@ def _owned_choices() -> dict[str, Callable]:
     return {"algorithm.selection": _one_of(*SELECTIONS), "algorithm.confidence": _one_of(*CONFIDENCES),
             "algorithm.aggregation": _one_of(*AGGREGATIONS), "task.name": _one_of(*TASKS), "model.text": _one_of(*TEXT_ENCODERS),
             "algorithm.ensemble": _one_of(*ENSEMBLES), "algorithm.client_text": _one_of(*TEXT_ENCODERS),
-            "algorithm.client_model": _one_of(*MODELS)}
+            "algorithm.client_model": _one_of(*MODELS), "algorithm.image_model": _one_of(*MODELS),
+            "algorithm.text_model": _one_of(*TEXT_ENCODERS)}
 
 
 def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
@@ -379,6 +385,9 @@ def validate(flat: dict[str, Scalar], load_data: bool = True) -> None:
         from flowerbed.strategies.creamfl import check
 
         check(flat)
+    for key in ("partition.image_clients", "partition.text_clients"):  # uni-modal clients learn only through representations
+        if int(flat.get(key, 0)) > 0 and name != "creamfl":
+            raise ConfigError.invalid(key, flat[key], f"0 for algorithm.name={name} (uni-modal clients need algorithm.name=creamfl)")
     if flat["train.local_epochs"] == 0 and flat["train.local_steps"] == 0:
         raise ConfigError.invalid("train.local_steps", 0, "> 0 when train.local_epochs is 0")
     device = str(flat["train.device"])
@@ -529,6 +538,10 @@ def validate_data(flat: dict[str, Scalar]) -> None:
 
     task = task_of(flat)
     fed = task.federation(flat)
+    if task.name == "retrieval":
+        from flowerbed.tasks.client_types import check
+
+        check(flat)  # CreamFL's image-only and text-only clients' data
     model = task.build_model(flat, fed.data)
     if task.name == "classification" and flat["model.name"] not in MODELS:  # your own (tasks/plugins.py): does it take these samples?
         check_fits(model, str(flat["model.name"]), fed.data.input_shape, fed.data.num_classes)

@@ -89,6 +89,12 @@ def _stored_partitions(labels: np.ndarray, cfg: dict, num_clients: int, seed: in
     return [rows[f"client{k}"] for k in range(num_clients)]
 
 
+def dirichlet_partitions(labels: np.ndarray, alpha: float, min_size: int, num_clients: int, seed: int) -> list[np.ndarray]:
+    """Positions 0..len(labels)-1 split over clients by a Dirichlet over classes (`partition=dirichlet`'s
+    partitioner, kept on disk): for data that is not the run's dataset (CreamFL's uni-modal clients)."""
+    return _stored_partitions(labels, {"name": "dirichlet", "alpha": alpha, "min_size": min_size}, num_clients, seed)
+
+
 def _flwr_partitions(labels: np.ndarray, cfg: dict, num_clients: int, seed: int) -> list[np.ndarray]:
     """Split positions 0..len(labels)-1 with a flwr-datasets partitioner."""
     from datasets import Dataset

@@ -7,8 +7,11 @@ images' channel statistics, and its captions `y` (`dataset.captions_per_image`, 
 as word ids; an image with fewer captions has all-zero rows (no caption), one with more keeps its
 first ones. The word vocabulary is built from the training captions alone (tasks/text.py), and
 `num_classes` carries its size, what the text encoder embeds. Clients hold the training images
-at random (`partition=iid`: there are no classes to skew) and an equal share of the test images;
-the partition's other keys (labeled_fraction, samples_per_client, ...) do not apply.
+at random (`partition=iid`: there are no classes to skew) and an equal share of the test images:
+the image-text clients, `clients.num` less CreamFL's image-only and text-only clients
+(tasks/client_types.py), which come after them and hold no pairs. `partition.samples_per_client`
+> 0 keeps that many of each client's images (drawn at random; the rest go unused); the partition's
+other keys (labeled_fraction, ...) do not apply.
 `partition.public_images` of the training images go to no client: a server's public pairs (CreamFL).
 
 Model: the image encoder is `model.name`'s feature extractor from tasks/models.py, the text
@@ -49,8 +52,9 @@ RECALLS = (1, 5, 10)
 
 
 # -- data ------------------------------------------------------------------------------------------
-def load_captioned(cfg: dict) -> ArrayDataset:
-    """The captioned images of `dataset.path`, split by image (seeded by `seed`), as arrays."""
+def load_captioned(cfg: dict) -> tuple[ArrayDataset, dict[str, int]]:
+    """The captioned images of `dataset.path`, split by image (seeded by `seed`), as arrays, and the
+    word vocabulary of the training captions."""
     d, data = section(cfg, "dataset"), read_captioned(cfg)
     test, train = split(cfg, len(data.names))
     vocab = vocabulary((c for i in train for c in data.captions[i]), int(d.get("vocab_size", 5000)))
@@ -65,7 +69,7 @@ def load_captioned(cfg: dict) -> ArrayDataset:
 
     mean, std = channel_stats(data.images[train])
     x_train, x_test = scale(data.images[train], mean, std), scale(data.images[test], mean, std)
-    return ArrayDataset(x_train, ids(train), x_test, ids(test), len(vocab) + 2)
+    return ArrayDataset(x_train, ids(train), x_test, ids(test), len(vocab) + 2), vocab
 
 
 def read_captioned(cfg: dict) -> captions.CaptionedImages:
@@ -104,30 +108,47 @@ def public_rows(cfg: dict) -> np.ndarray:
     return _federation(_keys(cfg))[1]
 
 
+def caption_vocabulary(cfg: dict) -> dict[str, int]:
+    """word -> id of the training captions: what every text encoder of the run reads (CreamFL's text clients too)."""
+    return _federation(_keys(cfg))[2]
+
+
+def image_text_clients(cfg: dict) -> int:
+    """How many clients hold image-text pairs: `clients.num` less CreamFL's uni-modal clients
+    (`partition.image_clients`, `partition.text_clients`; tasks/client_types.py)."""
+    return int(cfg["clients.num"]) - int(cfg.get("partition.image_clients", 0)) - int(cfg.get("partition.text_clients", 0))
+
+
 def _keys(cfg: dict) -> tuple:
     return tuple(sorted((k, v) for k, v in cfg.items() if k.split(".")[0] in ("dataset", "partition", "clients", "seed")))
 
 
 @functools.lru_cache(maxsize=4)
-def _federation(keys: tuple) -> tuple[Federation, np.ndarray]:
+def _federation(keys: tuple) -> tuple[Federation, np.ndarray, dict[str, int]]:
     cfg = dict(keys)
     if cfg.get("dataset.name") != "captions":
         raise ConfigError.invalid("dataset.name", cfg.get("dataset.name"), "captions for task.name=retrieval")
     if cfg.get("partition.name") != "iid":
         allowed = "iid for task.name=retrieval (images have no classes to skew)"
         raise ConfigError.invalid("partition.name", cfg.get("partition.name"), allowed)
-    data = load_captioned(cfg)
-    num_clients, seed, public = int(cfg["clients.num"]), int(cfg["seed"]), int(cfg.get("partition.public_images", 0))
+    data, vocab = load_captioned(cfg)
+    num_clients, seed, public = image_text_clients(cfg), int(cfg["seed"]), int(cfg.get("partition.public_images", 0))
+    if num_clients < 0:
+        allowed = f"at least partition.image_clients + partition.text_clients ({int(cfg['clients.num']) - num_clients})"
+        raise ConfigError.invalid("clients.num", cfg["clients.num"], allowed)
     if not 0 <= public < len(data.x_train):
         raise ConfigError.invalid("partition.public_images", public, f"fewer than the {len(data.x_train)} training images")
     if num_clients > len(data.x_train) - public:
         allowed = f"at most the {len(data.x_train) - public} training images the clients hold"
         raise ConfigError.invalid("clients.num", num_clients, allowed)
     order = np.random.default_rng([seed, 8]).permutation(len(data.x_train))
-    train = np.array_split(order[public:], num_clients)
-    test = np.array_split(np.random.default_rng([seed, 9]).permutation(len(data.x_test)), num_clients)
-    clients = [ClientData(np.sort(tr), np.array([], np.int64), np.sort(te)) for tr, te in zip(train, test)]
-    return Federation(data, clients, np.zeros(0, np.int64), {}), np.sort(order[:public])
+    train = np.array_split(order[public:], num_clients) if num_clients else []
+    test = np.array_split(np.random.default_rng([seed, 9]).permutation(len(data.x_test)), num_clients) if num_clients else []
+    cap = int(cfg.get("partition.samples_per_client", 0)) or None  # > 0: a client keeps its first `cap` images (a CPU-sized run)
+    clients = [ClientData(np.sort(tr[:cap]), np.array([], np.int64), np.sort(te)) for tr, te in zip(train, test)]
+    none = np.array([], np.int64)  # CreamFL's uni-modal clients hold no pairs: their data is tasks/client_types.py's
+    clients += [ClientData(none, none, none)] * (int(cfg["clients.num"]) - num_clients)
+    return Federation(data, clients, np.zeros(0, np.int64), {}), np.sort(order[:public]), vocab
 
 
 # -- model -----------------------------------------------------------------------------------------
@@ -242,12 +263,26 @@ def public_pairs(cfg: dict, device: torch.device | str = "cpu") -> tuple[torch.T
     return torch.as_tensor(data.x_train[rows]).to(device), torch.as_tensor(data.y_train[rows, 0]).to(device)
 
 
+MODALITIES = {"img": "txt", "txt": "img"}  # a representation's modality -> the other one
+
+
+def represent(model: nn.Module, images: torch.Tensor, ids: torch.Tensor, keys=tuple(MODALITIES)) -> dict[str, torch.Tensor]:
+    """A model's representations (B, d) of B public pairs, for each modality of `keys` it encodes:
+    `img` where it has `image(x)`, `txt` where it has `text(ids)` (a dual encoder both, a uni-modal
+    client one)."""
+    out = {}
+    if "img" in keys and hasattr(model, "image"):
+        out["img"] = model.image(images)
+    if "txt" in keys and hasattr(model, "text"):
+        out["txt"] = model.text(ids)
+    return out
+
+
 @torch.no_grad()
-def embed_pairs(model: DualEncoder, x: torch.Tensor, ids: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, ...]:
-    """Image and caption embeddings (P, d) of P pairs, in evaluation mode."""
+def embed_pairs(model: nn.Module, x: torch.Tensor, ids: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """`represent` of P pairs (P, d) per modality, in evaluation mode."""
     was_training = model.training
     set_training(model, False)
-    img = torch.cat([model.image(x[i: i + batch_size]) for i in range(0, len(x), batch_size)])
-    txt = torch.cat([model.text(ids[i: i + batch_size]) for i in range(0, len(ids), batch_size)])
+    parts = [represent(model, x[i: i + batch_size], ids[i: i + batch_size]) for i in range(0, len(x), batch_size)]
     set_training(model, was_training)
-    return img, txt
+    return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
