@@ -45,6 +45,7 @@ from flowerbed.clients.core import batch_plan, batches_from, sgd, sgd_train
 from flowerbed.clients.data import LocalData, as_local_data, client_index
 from flowerbed.tasks.classification import cross_entropy
 from flowerbed.tasks.client_types import IMAGE, IMAGE_TEXT, TEXT, TYPES, client_type, read_rows, unimodal_arrays
+from flowerbed.tasks.config_key import config_key
 from flowerbed.tasks.errors import ConfigError
 from flowerbed.tasks.local_data import ClientArrays
 from flowerbed.tasks.registry import TASKS
@@ -103,8 +104,8 @@ class CreamFLClient(ClientAlgorithm):
             return super().load_data(node_config)
         if node_config.get("data-path"):
             fraction = float(node_config.get("test-fraction", 0.2))
-            return _device_data(tuple(sorted(self.cfg.items())), self.kind, str(node_config["data-path"]), fraction, str(self.device))
-        return _unimodal_data(tuple(sorted(self.cfg.items())), client_index(node_config), str(self.device))
+            return _device_data(config_key(self.cfg), self.kind, str(node_config["data-path"]), fraction, str(self.device))
+        return _unimodal_data(config_key(self.cfg), client_index(node_config), str(self.device))
 
     def own_model(self) -> nn.Module:
         if self.kind == IMAGE:
