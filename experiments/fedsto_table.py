@@ -3,12 +3,15 @@ generated weather-shapes set and on DAWN's fog photographs.
 
     python -m flowerbed.experiments.fedsto_table --out runs/fedsto-table --datasets shapes dawn \\
         --plot docs/results/fedsto-map.png --boxes docs/results/fedsto-boxes.png \\
-        dataset.path=../shared/data/dawn-fog-512.tar.gz
+        dataset.path=../shared/data/dawn-fog-512.tar.gz \\
+        model.weights=../shared/weights/tf_efficientnet_lite0.imagenet.safetensors
 
 Runs `flowerbed run experiment=<preset> algorithm=... seed=...` per dataset, method and seed (finished
 runs are skipped, interrupted ones resumed), then prints per dataset a Markdown table of the final
 round's global mAP@0.5 on each domain's test split and overall, mean ± std over seeds, with the bytes
-a round sends and receives and the seconds it takes. `dataset.path=...` reaches only the DAWN runs.
+a round sends and receives and the seconds it takes. `dataset.path=...` and `model.weights=...` (the
+ImageNet EfficientNet-Lite0 file the DAWN preset's detector starts from, results tables only) reach
+only the DAWN runs.
 """
 
 from __future__ import annotations
@@ -32,8 +35,11 @@ def run_dir(out: Path, dataset: str, method: str, seed: int) -> Path:
     return out / dataset / f"{method}-seed{seed}"
 
 
+DAWN_ONLY = ("dataset.path", "model.weights")  # the archive and the ImageNet backbone file reach only the DAWN runs
+
+
 def overrides_for(dataset: str, extra: list[str]) -> list[str]:
-    return [o for o in extra if dataset == "dawn" or not o.startswith("dataset.path")]
+    return [o for o in extra if dataset == "dawn" or not o.startswith(DAWN_ONLY)]
 
 
 def run_all(out: Path, datasets: list[str], methods: list[str], seeds: list[int], extra: list[str]) -> None:
@@ -133,7 +139,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--plot", type=Path, help="mAP per round (default: OUT/map.png)")
-    parser.add_argument("--boxes", type=Path, help="also draw test images with server-only's and FedSTO's boxes")
+    parser.add_argument("--boxes", type=Path, help="also draw test images with server-only's and FedSTO's boxes (per dataset)")
     parser.add_argument("--no-run", action="store_true", help="only read finished runs")
     parser.add_argument("extra", nargs="*", help="more overrides for every run, e.g. dataset.path=../shared/data/dawn-fog-512.tar.gz")
     args = parser.parse_args()
@@ -150,9 +156,11 @@ def main() -> None:
     if done(args.datasets):
         plot(args.out, args.datasets, done(args.datasets), args.seeds, figure)
         print(f"\nwrote {figure}")
-    if args.boxes and {"server-only", "fedsto"} <= set(done(args.datasets[:1])):
-        boxes_figure(args.out, args.datasets[0], ["server-only", "fedsto"], args.seeds[0], args.boxes)
-        print(f"wrote {args.boxes}")
+    for dataset in args.datasets if args.boxes else []:  # one picture a dataset: PATH, or PATH-<dataset>.png for several
+        path = args.boxes if len(args.datasets) == 1 else args.boxes.with_name(f"{args.boxes.stem}-{dataset}{args.boxes.suffix}")
+        if {"server-only", "fedsto"} <= set(done([dataset])):
+            boxes_figure(args.out, dataset, ["server-only", "fedsto"], args.seeds[0], path)
+            print(f"wrote {path}")
 
 
 if __name__ == "__main__":
