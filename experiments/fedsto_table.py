@@ -55,16 +55,28 @@ def domains_of(record: dict) -> list[str]:
     return sorted(k.split("/", 2)[2] for k in record if k.startswith("global/map50/"))
 
 
+def server_domain(out: Path, dataset: str, method: str, seed: int, names: list[str]) -> str:
+    """The labeled domain of a run: partition.server_domain, else the data's first (tasks/detection.py)."""
+    import yaml
+
+    cfg = yaml.safe_load((run_dir(out, dataset, method, seed) / "config.yaml").read_text())
+    return str(cfg.get("partition.server_domain") or (str(cfg.get("partition.domains") or "").split("+")[0] or names[0]))
+
+
 def table(out: Path, dataset: str, methods: list[str], seeds: list[int]) -> str:
-    """Final-round global mAP@0.5 per domain and overall; bytes and seconds per round."""
+    """Final-round global mAP@0.5 per domain, on the clients' domains (their mean, per seed) and
+    overall; bytes and seconds per round."""
     first = run_history(run_dir(out, dataset, methods[0], seeds[0]))[-1]
     names = domains_of(first)
-    head = ["method", *(f"mAP@0.5 {n}" for n in names), "mAP@0.5 all", "mAP@0.5:0.95 all", "MB up / round", "MB down / round", "s / round"]
+    clients = [n for n in names if n != server_domain(out, dataset, methods[0], seeds[0], names)]
+    head = ["method", *(f"mAP@0.5 {n}" for n in names), "mAP@0.5 clients' domains", "mAP@0.5 all", "mAP@0.5:0.95 all",
+            "MB up / round", "MB down / round", "s / round"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method in methods:
         runs = [run_history(run_dir(out, dataset, method, s)) for s in seeds]
         finals = [r[-1] for r in runs]
         cells = [plus_minus([f[f"global/map50/{n}"] for f in finals]) for n in names]
+        cells += [plus_minus([float(np.mean([f[f"global/map50/{n}"] for n in clients])) for f in finals])]
         cells += [f"**{plus_minus([f['global/map50'] for f in finals])}**", plus_minus([f["global/map"] for f in finals])]
         cells += [f"{np.mean([np.mean([m['comm/bytes_up'] for m in r[1:]]) for r in runs]) / 1e6:.2f}",
                   f"{np.mean([np.mean([m['comm/bytes_down'] for m in r[1:]]) for r in runs]) / 1e6:.2f}",
@@ -74,21 +86,28 @@ def table(out: Path, dataset: str, methods: list[str], seeds: list[int]) -> str:
 
 
 def plot(out: Path, datasets: list[str], methods: list[str], seeds: list[int], path: Path) -> None:
+    """Global mAP@0.5 per round, on every test image (top) and on the clients' domains (their mean, bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
+    fig, axes = plt.subplots(2, len(datasets), figsize=(6 * len(datasets), 7), squeeze=False, sharex="col")
+    for col, dataset in enumerate(datasets):
+        names = domains_of(run_history(run_dir(out, dataset, methods[0], seeds[0]))[-1])
+        clients = [n for n in names if n != server_domain(out, dataset, methods[0], seeds[0], names)]
         for i, method in enumerate(methods):
             runs = [[m for m in run_history(run_dir(out, dataset, method, s)) if "global/map50" in m] for s in seeds]
             rounds = [m["round"] for m in runs[0]]
-            value = np.array([[m["global/map50"] for m in r] for r in runs]) * 100
-            ax.plot(rounds, value.mean(0), "-" if method.startswith("fedsto") else "--", color=f"C{i}", label=LABELS.get(method, method))
-            ax.fill_between(rounds, value.min(0), value.max(0), color=f"C{i}", alpha=0.15)
-        ax.set(xlabel="round", ylabel="global mAP@0.5 (%)", title=f"{dataset} ({len(seeds)} seeds: mean, min-max)")
-        ax.grid(alpha=0.3)
+            for row, score in enumerate((lambda m: m["global/map50"], lambda m: np.mean([m[f"global/map50/{n}"] for n in clients]))):
+                value = np.array([[score(m) for m in r] for r in runs]) * 100
+                ax = axes[row][col]
+                ax.plot(rounds, value.mean(0), "-" if method.startswith("fedsto") else "--", color=f"C{i}", label=LABELS.get(method, method))
+                ax.fill_between(rounds, value.min(0), value.max(0), color=f"C{i}", alpha=0.12)
+        axes[0][col].set(ylabel="global mAP@0.5, all domains (%)", title=f"{dataset} ({len(seeds)} seeds: mean, min-max)")
+        axes[1][col].set(xlabel="round", ylabel=f"mAP@0.5, clients' domains (%)\n({', '.join(clients)})")
+        for ax in axes[:, col]:
+            ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     save_figure(fig, path)
 
