@@ -108,6 +108,7 @@ def _fcos_lite0(num_classes: int, image_size: int) -> nn.Module:
     body = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True, out_indices=(2, 3, 4))
     return FCOS(TimmFPN(body), num_classes + 1, min_size=image_size, max_size=image_size,
                 image_mean=[0.5] * 3, image_std=[0.5] * 3,  # the ImageNet weights' inputs are in [-1, 1]
+                score_thresh=0.05,  # boxes kept for scoring as COCO evaluations keep them (torchvision's FCOS: 0.2)
                 anchor_generator=_anchors(MOBILE_STRIDES, 1.0, 1))
 
 
