@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from flowerbed.tasks.datasets import ArrayDataset
-from flowerbed.tasks.detectors import build_detector, is_detector
+from flowerbed.tasks.detectors import build_detector, is_detector, load_backbone
 from flowerbed.tasks.errors import ConfigError
 from flowerbed.tasks.partitions import ClientData, Federation
 from flowerbed.tasks.task import DataShape, Task
@@ -254,7 +254,12 @@ def check_detection_model(cfg: dict) -> None:
 
 
 def build_model(cfg: dict, num_classes: int) -> nn.Module:
-    return build_detector(str(cfg["model.name"]), num_classes, int(cfg.get("dataset.image_size", 64)), int(cfg["seed"]))
+    """The seeded detector; its backbone from `model.weights` where one is given (fcos-lite0)."""
+    name = str(cfg["model.name"])
+    model = build_detector(name, num_classes, int(cfg.get("dataset.image_size", 64)), int(cfg["seed"]))
+    if str(cfg.get("model.weights") or ""):
+        load_backbone(model, name, str(cfg["model.weights"]))
+    return model
 
 
 # -- the task ------------------------------------------------------------------------------------

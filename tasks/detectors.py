@@ -6,6 +6,9 @@ into backbone / neck / head by parameter name.
 - `fcos`, `retinanet`: a MobileNetV3-Small + FPN backbone (small enough for a CPU);
   backbone = `backbone.body`, neck = `backbone.fpn`, head = `head`.
 - `retinanet-resnet18`: RetinaNet on ResNet-18 + FPN (19M): the larger, GPU-sized option.
+- `fcos-lite0`: FCOS on timm's EfficientNet-Lite0 (strides 8, 16, 32) + FPN, the one ImageNet
+  backbone to be had offline: `model.weights=<tf_efficientnet_lite0 .safetensors>` loads the
+  backbone from that file (`load_backbone`); "" leaves it random like every other detector here.
 
 All are built for a fixed square input of `image_size` pixels (a batch is one tensor) and with
 `num_classes + 1` outputs: label 0 is background for SSD and unused by the sigmoid heads of FCOS and
@@ -83,11 +86,57 @@ def _retinanet(num_classes: int, image_size: int, backbone: str = "mobilenet_v3_
                      anchor_generator=_anchors(strides, 4.0 if backbone == "resnet18" else 2.0, 3))
 
 
+class TimmFPN(nn.Module):
+    """A timm features-only network (`body`) and a torchvision FPN over its maps (`fpn`): the
+    `backbone` torchvision's FCOS/RetinaNet expect (`out_channels`; maps strides 8 ... 64)."""
+
+    def __init__(self, body: nn.Module, out_channels: int = 128) -> None:
+        from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
+
+        super().__init__()
+        self.body, self.out_channels = body, out_channels
+        self.fpn = FeaturePyramidNetwork(body.feature_info.channels(), out_channels, extra_blocks=LastLevelMaxPool())
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.fpn({str(i): f for i, f in enumerate(self.body(x))})
+
+
+def _fcos_lite0(num_classes: int, image_size: int) -> nn.Module:
+    import timm
+    from torchvision.models.detection import FCOS
+
+    body = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True, out_indices=(2, 3, 4))
+    return FCOS(TimmFPN(body), num_classes + 1, min_size=image_size, max_size=image_size,
+                image_mean=[0.5] * 3, image_std=[0.5] * 3,  # the ImageNet weights' inputs are in [-1, 1]
+                score_thresh=0.05,  # boxes kept for scoring as COCO evaluations keep them (torchvision's FCOS: 0.2)
+                anchor_generator=_anchors(MOBILE_STRIDES, 1.0, 1))
+
+
+def load_backbone(model: nn.Module, name: str, path: str) -> None:
+    """Load `path` (a tf_efficientnet_lite0 state dict as .safetensors) into `fcos-lite0`'s backbone;
+    its classifier layers (conv_head, bn2, classifier) have no place in the detector and are left out."""
+    if name != "fcos-lite0":
+        raise ConfigError.invalid("model.weights", path, f"empty for model.name={name} (only fcos-lite0 loads a backbone file)")
+    from pathlib import Path
+
+    if not Path(path).expanduser().is_file():
+        raise ConfigError.invalid("model.weights", path, "an existing tf_efficientnet_lite0 .safetensors file, or empty")
+    from safetensors.torch import load_file
+
+    body = model.backbone.body
+    saved = load_file(str(Path(path).expanduser()))
+    missing = [k for k in body.state_dict() if k not in saved]
+    if missing:
+        raise ConfigError.invalid("model.weights", path, f"tf_efficientnet_lite0 weights (no {missing[0]!r} in the file)")
+    body.load_state_dict({k: saved[k] for k in body.state_dict()})
+
+
 DETECTORS: dict[str, tuple[Callable[[int, int], nn.Module], dict[str, tuple[str, ...]]]] = {
     "ssdlite": (_ssdlite, _SSD_PARTS),
     "fcos": (_fcos, _FPN_PARTS),
     "retinanet": (_retinanet, _FPN_PARTS),
     "retinanet-resnet18": (lambda c, s: _retinanet(c, s, "resnet18"), _FPN_PARTS),
+    "fcos-lite0": (_fcos_lite0, _FPN_PARTS),
 }
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from flowerbed.tasks import detection, voc, weather_shapes
-from flowerbed.tasks.detectors import DETECTORS, PARTS, build_detector, part_names
+from flowerbed.tasks.detectors import DETECTORS, PARTS, build_detector, load_backbone, part_names
 from flowerbed.tasks.errors import ConfigError
 
 
@@ -145,6 +146,30 @@ def test_backbone_neck_head_cover_every_parameter_once(name):
     assert sorted(keys) == sorted(model.state_dict()) and len(keys) == len(set(keys))
     params = {n for n, _ in model.named_parameters()}
     assert all(any(k in params for k in parts[part]) for part in PARTS)  # each part holds parameters
+
+
+_ROOT = Path(__file__).resolve().parents[1]
+LITE0 = next((p for p in (r / "shared" / "weights" / "tf_efficientnet_lite0.imagenet.safetensors" for r in (_ROOT, *_ROOT.parents[:2]))
+              if p.is_file()), Path("absent"))  # the shared weights beside a checkout (a worktree sits one level deeper)
+
+
+@pytest.mark.skipif(not LITE0.is_file(), reason="the shared EfficientNet-Lite0 weights are not on this machine")
+def test_lite0_backbone_loads_the_imagenet_file():
+    from safetensors.torch import load_file
+
+    model = detection.build_model({"model.name": "fcos-lite0", "model.weights": str(LITE0), "seed": 0, "dataset.image_size": 64}, 3)
+    saved = load_file(str(LITE0))
+    body = model.backbone.body.state_dict()
+    assert all(torch.equal(v, saved[k]) for k, v in body.items())
+    assert not torch.equal(body["conv_stem.weight"], build_detector("fcos-lite0", 3, 64, seed=0).backbone.body.state_dict()["conv_stem.weight"])
+
+
+def test_a_backbone_file_is_checked(tmp_path):
+    model = build_detector("fcos-lite0", 3, 64, seed=0)
+    with pytest.raises(ConfigError, match="model.weights=.*existing tf_efficientnet_lite0"):
+        load_backbone(model, "fcos-lite0", str(tmp_path / "absent.safetensors"))
+    with pytest.raises(ConfigError, match="empty for model.name=ssdlite"):
+        load_backbone(build_detector("ssdlite", 3, 64, seed=0), "ssdlite", str(tmp_path / "absent.safetensors"))
 
 
 def test_partition_by_domain(tiny):
