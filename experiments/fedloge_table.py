@@ -4,7 +4,7 @@
     python -m flowerbed.experiments.fedloge_table --out /tmp/fedloge-c10 --plot docs/results/fedloge-norms-cifar10-lt.png \
         --preset fedloge-cifar10-lt-cpu dataset.path=../shared/data/cifar10-jpeg.tar.gz --methods fedloge fedavg
     python -m flowerbed.experiments.fedloge_table --out /tmp/fedloge-c10 --preset fedloge-cifar10-lt-cpu \
-        dataset.path=/work/shared/data/cifar10-jpeg.tar.gz --methods fedrod fedlc ccvr
+        dataset.path=../shared/data/cifar10-jpeg.tar.gz --methods fedrod fedlc ccvr
 
 Runs `flowerbed run experiment=<--preset> <overrides> algorithm=... seed=...` per method and seed
 (skipping runs that already finished), prints a Markdown table of the final round (mean ± std over
