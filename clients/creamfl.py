@@ -26,8 +26,8 @@ Choices [NF]:
 - in a simulation the type follows the client id (image-text, then image, then text clients); on
   a device the SuperNode says it: `--node-config 'client-id=N client-type=image|text|image-text
   data-path=...'`, where data-path is an image folder (ImageFolder layout) for `image`, an AG News
-  CSV for `text`, or for any type the .npz `flowerbed deploy export` writes (the printed SuperNode
-  commands leave client-type out: add it for the uni-modal clients, whose ids follow the image-text ones). The device also
+  CSV for `text`, or for any type the .npz `flowerbed deploy export` writes (`flowerbed deploy
+  commands` prints each device's client-type from the exported run config). The device also
   needs the run's public pairs (`dataset.path`), from which it builds the vocabulary as the server does.
 """
 

@@ -65,9 +65,25 @@ def register_commands(plan: Plan) -> list[list[str]]:
             for k in range(plan.nodes)]
 
 
-def node_config(k: int, data_path: str, state_dir: str) -> str:
-    """`--node-config` of device k: its stable id, its data, and where its personal state lives."""
-    return f'client-id={k} data-path="{data_path}" state-dir="{state_dir}"'
+def node_config(k: int, data_path: str, state_dir: str, client_type: str | None = None) -> str:
+    """`--node-config` of device k: its stable id, its data, where its personal state lives, and
+    (CreamFL's image-only and text-only clients) its client type."""
+    config = f'client-id={k} data-path="{data_path}" state-dir="{state_dir}"'
+    return f"{config} client-type={client_type}" if client_type else config
+
+
+def device_client_type(plan: Plan, k: int) -> str | None:
+    """Device k's CreamFL client type where `export`'s run config has uni-modal clients, else None."""
+    if plan.run_config is None or not plan.run_config.is_file():
+        return None
+    import tomllib
+
+    run_config = tomllib.loads(plan.run_config.read_text())
+    if not any(int(run_config.get(f"partition.{kind}_clients", 0)) for kind in ("image", "text")):
+        return None
+    from flowerbed.tasks.client_types import client_type
+
+    return client_type(run_config, k)
 
 
 def supernode_command(plan: Plan, k: int, data_path: str | None = None, state_dir: str | None = None,
@@ -82,7 +98,7 @@ def supernode_command(plan: Plan, k: int, data_path: str | None = None, state_di
                     "--auth-supernode-private-key", str(key or f"{device}/node-{k}.key")]
     if runtime_port is not None:  # several SuperNodes on one machine each need their own
         command += ["--port", str(runtime_port)]
-    config = node_config(k, data_path or f"{device}/client-{k}.npz", state_dir or f"{device}/state")
+    config = node_config(k, data_path or f"{device}/client-{k}.npz", state_dir or f"{device}/state", device_client_type(plan, k))
     return command + ["--node-config", config]
 
 

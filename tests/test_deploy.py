@@ -209,6 +209,18 @@ def test_deploy_helpers_fail_in_one_line(tmp_path, capsys):
     assert "WARNING" in capsys.readouterr().out
 
 
+def test_creamfl_uni_modal_devices_are_told_their_client_type(tmp_path):
+    """The SuperNode commands of an exported CreamFL federation name each device's client type
+    (image-text ids first, then image-only, then text-only); other runs' commands do not."""
+    exported = {"algorithm.name": "creamfl", "clients.num": 4, "partition.image_clients": 1, "partition.text_clients": 1}
+    (tmp_path / "run-config.toml").write_text(run_config_toml(exported))
+    plan = commands.Plan(address="127.0.0.1:9092", nodes=4, certs=None, run_config=tmp_path / "run-config.toml")
+    configs = [commands.supernode_command(plan, k)[-1] for k in range(4)]
+    assert [c.split("client-type=")[1] if "client-type=" in c else None for c in configs] == ["image-text", "image-text", "image", "text"]
+    (tmp_path / "run-config.toml").write_text(run_config_toml({"algorithm.name": "fedavg", "clients.num": 4}))
+    assert all("client-type" not in commands.supernode_command(plan, k)[-1] for k in range(4))
+
+
 def test_deploy_app_writes_the_flower_app_that_flwr_run_submits(tmp_path, capsys):
     """`flowerbed deploy app DIR`: a pyproject.toml that Flower accepts, naming flowerbed's apps and
     declaring every run-config key, and the package as the wheel lays it out (what the FAB carries to
