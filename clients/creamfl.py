@@ -44,7 +44,7 @@ from flowerbed.clients.base import ClientAlgorithm
 from flowerbed.clients.core import batch_plan, batches_from, sgd, sgd_train
 from flowerbed.clients.data import LocalData, as_local_data, client_index
 from flowerbed.tasks.classification import cross_entropy
-from flowerbed.tasks.client_types import IMAGE, IMAGE_TEXT, TEXT, TYPES, client_type, read_rows, unimodal_arrays
+from flowerbed.tasks.client_types import IMAGE, IMAGE_TEXT, TEXT, TYPES, client_type, holdout, read_rows, unimodal_arrays
 from flowerbed.tasks.config_key import config_key
 from flowerbed.tasks.errors import ConfigError
 from flowerbed.tasks.local_data import ClientArrays
@@ -84,9 +84,7 @@ def _device_data(keys: tuple, kind: str, path: str, test_fraction: float, device
 def device_rows(cfg: dict, kind: str, path: str, test_fraction: float) -> ClientArrays:
     """A uni-modal device's own file or folder, a fixed share held out as its local test set."""
     rows = read_rows(cfg, kind, path, "data-path")
-    order = np.random.default_rng(0).permutation(len(rows.y))
-    n_test = int(round(test_fraction * len(order)))
-    train, test = np.sort(order[n_test:]), np.sort(order[:n_test])
+    train, test = holdout(np.arange(len(rows.y)), test_fraction, np.random.default_rng(0))
     if len(train) == 0:
         raise ConfigError(f"data-path={path!r}: no training rows ({len(rows.y)} in all)")
     return ClientArrays(rows.x[train], rows.y[train], rows.x[:0], rows.y[:0], rows.x[test], rows.y[test], rows.num_classes)

@@ -88,7 +88,7 @@ class CreamFL(FedAvg):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Image-text clients score recall, uni-modal ones accuracy: not the same keys, which Flower's
         check wants; each key is the mean over the clients that report it (`evaluate_metrics_aggr_fn`)."""
-        ordered = sorted((m for m in replies if not m.has_error()), key=lambda m: self.client_of_node.get(m.metadata.src_node_id, 0))
+        ordered = self.in_client_order(m for m in replies if not m.has_error())
         return self.evaluate_metrics_aggr_fn([m.content for m in ordered], self.weighted_by_key) if ordered else None
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -100,12 +100,12 @@ class CreamFL(FedAvg):
             return ArrayRecord(model.state_dict()), None
         uploads = [m.content["arrays"].to_torch_state_dict() for m in kept]
         targets, senders = {}, {}
+        contrastive = str(self.cfg["algorithm.ensemble"]) == "contrastive"
         for key, other in MODALITIES.items():  # each modality over the clients that sent it; none sent: no term
             sent = [u[key] for u in uploads if key in u]
             senders[f"creamfl/{key}_senders"] = len(sent)
             if sent:
                 stacked = torch.stack(sent)
-                contrastive = str(self.cfg["algorithm.ensemble"]) == "contrastive"
                 targets[key] = aggregate(stacked, ensemble_weights(stacked, global_[other]) if contrastive else None)
         weight = float(self.cfg["algorithm.distill_weight"])
         _, first = public_pairs(self.cfg)

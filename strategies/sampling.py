@@ -145,7 +145,11 @@ class StableClients:
             else:
                 kept.append(msg)
         self.round_stats = {"failures": failures, "rejected": rejected, "rejected_norm": too_large}
-        return sorted(kept, key=lambda m: self.client_of_node.get(m.metadata.src_node_id, 0))
+        return self.in_client_order(kept)
+
+    def in_client_order(self, replies: Iterable[Message]) -> list[Message]:
+        """The replies sorted by their stable client ids (the order every engine aggregates in)."""
+        return sorted(replies, key=lambda m: self.client_of_node.get(m.metadata.src_node_id, 0))
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         kept = self.screen(replies)
@@ -164,9 +168,7 @@ class StableClients:
         return super().aggregate_train(server_round, kept)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return super().aggregate_evaluate(server_round, sorted(
-            (m for m in replies if not m.has_error()), key=lambda m: self.client_of_node.get(m.metadata.src_node_id, 0)
-        ))
+        return super().aggregate_evaluate(server_round, self.in_client_order(m for m in replies if not m.has_error()))
 
 
 class ReplyRecords(dict):

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from flowerbed.tasks import imagefolder, labeled_text
+from flowerbed.tasks.config_key import data_key
 from flowerbed.tasks.datasets import cache_dir, channel_stats, scale
 from flowerbed.tasks.errors import ConfigError
 from flowerbed.tasks.local_data import ClientArrays
@@ -61,13 +62,13 @@ def check(cfg: dict) -> None:
     """Read and partition every uni-modal type the config asks for: its errors before any work."""
     for kind in (IMAGE, TEXT):
         if int(cfg.get(COUNT_KEYS[kind], 0)) > 0:
-            _partition(_keys(cfg), kind)
+            _partition(data_key(cfg), kind)
 
 
 def unimodal_arrays(cfg: dict, index: int) -> ClientArrays:
     """Uni-modal client `index`'s training rows and local test set."""
     kind = client_type(cfg, index)
-    rows, shares = _partition(_keys(cfg), kind)
+    rows, shares = _partition(data_key(cfg), kind)
     first = image_text_clients(cfg) + (int(cfg.get(COUNT_KEYS[IMAGE], 0)) if kind == TEXT else 0)
     train, test = shares[index - first]
     return ClientArrays(rows.x[train], rows.y[train], rows.x[:0], rows.y[:0], rows.x[test], rows.y[test], rows.num_classes)
@@ -84,10 +85,6 @@ def read_rows(cfg: dict, kind: str, path: str, key: str) -> LabeledRows:
     text = labeled_text.read(path, key)
     ids = encode(text.texts, caption_vocabulary(cfg), int(d.get("max_words", 16)))
     return LabeledRows(ids, text.labels, text.num_classes)
-
-
-def _keys(cfg: dict) -> tuple:
-    return tuple(sorted((k, v) for k, v in cfg.items() if k.split(".")[0] in ("dataset", "partition", "clients", "seed")))
 
 
 @functools.lru_cache(maxsize=4)
@@ -110,11 +107,16 @@ def _partition(keys: tuple, kind: str) -> tuple[LabeledRows, list[tuple[np.ndarr
     test_fraction = float(cfg.get("dataset.test_fraction", 0.2))
     shares = []
     for k, pos in enumerate(positions):
-        order = np.random.default_rng([seed, 12, TYPES.index(kind), k]).permutation(np.asarray(pos, np.int64))
-        n_test = int(round(test_fraction * len(order)))
-        train, test = np.sort(order[n_test:]), np.sort(order[:n_test])
+        train, test = holdout(np.asarray(pos, np.int64), test_fraction, np.random.default_rng([seed, 12, TYPES.index(kind), k]))
         if len(train) == 0:
             raise ConfigError(f"{COUNT_KEYS[kind]}={count}: {kind} client {k} received no training rows of {PATH_KEYS[kind]} "
                               f"({len(pos)} in all); use fewer clients, more rows or a larger partition.unimodal_alpha")
         shares.append((train, test))
     return rows, shares
+
+
+def holdout(rows: np.ndarray, test_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`rows` split at random into sorted training rows and a `test_fraction` of them as a local test set."""
+    order = rng.permutation(rows)
+    n_test = int(round(test_fraction * len(order)))
+    return np.sort(order[n_test:]), np.sort(order[:n_test])

@@ -36,3 +36,12 @@ def config_key(cfg: Mapping) -> tuple:
         _REMEMBERED[id(cfg)] = (cfg, key)
         return key
     return tuple(sorted(cfg.items()))
+
+
+DATA_SECTIONS = ("dataset", "partition", "clients", "seed")
+
+
+def data_key(cfg: Mapping) -> tuple:
+    """The config's data keys (`dataset.*`, `partition.*`, `clients.*`, `seed`), sorted: all a
+    federation depends on, so runs that differ elsewhere (algorithm, model, rounds) share one."""
+    return tuple(sorted((k, v) for k, v in cfg.items() if k.split(".")[0] in DATA_SECTIONS))

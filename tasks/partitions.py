@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flowerbed.tasks.config_key import data_key
 from flowerbed.tasks.datasets import ArrayDataset, load_dataset
 from flowerbed.tasks.errors import ConfigError
 from flowerbed.tasks.holdout import pretrain_indices
@@ -201,8 +202,7 @@ def local_test_set(train_counts: np.ndarray, y_test: np.ndarray, total_train: in
 
 def build_federation(run_config: dict) -> Federation:
     """The federation a run config describes (cached per process: clients share it)."""
-    keys = tuple(sorted((k, v) for k, v in run_config.items() if k.split(".")[0] in ("dataset", "partition", "clients", "seed")))
-    return _build(keys)
+    return _build(data_key(run_config))
 
 
 def section(config: dict, prefix: str) -> dict:

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from flowerbed.tasks import captions
+from flowerbed.tasks.config_key import data_key
 from flowerbed.tasks.datasets import ArrayDataset, cache_dir, channel_stats, scale
 from flowerbed.tasks.errors import ConfigError
 from flowerbed.tasks.imagefolder import image_shape
@@ -100,27 +101,23 @@ def test_captions(cfg: dict) -> list[tuple[str, ...]]:
 
 
 def federation(cfg: dict) -> Federation:
-    return _federation(_keys(cfg))[0]
+    return _federation(data_key(cfg))[0]
 
 
 def public_rows(cfg: dict) -> np.ndarray:
     """The training images no client holds (`partition.public_images`): a server's public pairs (CreamFL)."""
-    return _federation(_keys(cfg))[1]
+    return _federation(data_key(cfg))[1]
 
 
 def caption_vocabulary(cfg: dict) -> dict[str, int]:
     """word -> id of the training captions: what every text encoder of the run reads (CreamFL's text clients too)."""
-    return _federation(_keys(cfg))[2]
+    return _federation(data_key(cfg))[2]
 
 
 def image_text_clients(cfg: dict) -> int:
     """How many clients hold image-text pairs: `clients.num` less CreamFL's uni-modal clients
     (`partition.image_clients`, `partition.text_clients`; tasks/client_types.py)."""
     return int(cfg["clients.num"]) - int(cfg.get("partition.image_clients", 0)) - int(cfg.get("partition.text_clients", 0))
-
-
-def _keys(cfg: dict) -> tuple:
-    return tuple(sorted((k, v) for k, v in cfg.items() if k.split(".")[0] in ("dataset", "partition", "clients", "seed")))
 
 
 @functools.lru_cache(maxsize=4)
